@@ -1,0 +1,5 @@
+"""`python -m runner` runs the opsrun CLI."""
+
+from runner.cli import main
+
+main()

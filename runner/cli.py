@@ -1,0 +1,456 @@
+"""The `opsrun` command line (typer): the only module that prints or exits.
+
+Imports stay light at start-up: litellm, proxmoxer, adbutils and fabric load only when a
+command needs them (a playbook with such hosts, or an LLM command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+try:  # typer >= 0.20 vendors click; older versions use the click package
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+from runner.errors import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_OK,
+    DriftError,
+    InvalidInput,
+    OpsrunError,
+)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success / no changes, 1 error, 2 changes present (plan --detailed-exitcode), "
+    "3 stopped waiting for a human, 4 invalid input."
+)
+
+app = typer.Typer(
+    name="opsrun",
+    help="Run declarative YAML playbooks on servers (SSH), Proxmox VE and Android (ADB): "
+    "validate, plan (exact previews), apply (with retry and escalation).\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs_app = typer.Typer(help="Past runs recorded in .opsrun/runs/.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+InventoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--inventory", "-i", help="Inventory file (default: ./inventory.yaml, else the embedded one with `local`)."
+    ),
+]
+VarOpt = Annotated[
+    list[str] | None, typer.Option("--var", "-e", help="Set a variable: NAME=VALUE or @vars.yaml (highest precedence).")
+]
+LimitOpt = Annotated[str | None, typer.Option("--limit", "-l", help="Only these hosts/groups (pattern).")]
+TagsOpt = Annotated[list[str] | None, typer.Option("--tags", "-t", help="Only steps with these tags.")]
+SkipTagsOpt = Annotated[list[str] | None, typer.Option("--skip-tags", help="Skip steps with these tags.")]
+ForksOpt = Annotated[
+    int | None, typer.Option("--forks", "-f", min=1, help="Hosts worked on in parallel (default: all, up to 64).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values or []:
+        out += [p.strip() for p in v.split(",") if p.strip()]
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- validate
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[str], typer.Argument(help="Playbook/inventory files or folders.")],
+    inventory: InventoryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check playbooks and inventories against the JSON Schema and for semantic mistakes."""
+    from runner import config, load, schema
+    from runner.errors import Diagnostic
+
+    files = load.yaml_files(paths)
+    diags: list[Diagnostic] = []
+    checked: list[dict[str, Any]] = []
+    inv = None
+    try:
+        inv = config.load_inventory(inventory)
+    except InvalidInput as exc:
+        diags += exc.diagnostics or [Diagnostic(inventory or "inventory", 0, 0, exc.message)]
+    explicit = {str(Path(p)) for p in paths if not Path(p).is_dir()}
+    for f in files:
+        try:
+            doc = load.read(f)
+        except InvalidInput as exc:
+            diags += exc.diagnostics
+            checked.append({"file": str(f), "kind": None, "valid": False})
+            continue
+        kind = schema.detect(doc)
+        if kind is None:
+            if str(f) in explicit:
+                diags.append(
+                    Diagnostic(
+                        str(f),
+                        1,
+                        1,
+                        "not an opsrun playbook, inventory or gateway file",
+                        hint="a playbook has 'opsrun: 1' and 'steps:'",
+                    )
+                )
+            checked.append({"file": str(f), "kind": None, "valid": str(f) not in explicit})
+            continue
+        if kind == "playbook":
+            found = schema.validate_playbook(
+                doc, hosts=set(inv.hosts) if inv else None, groups=set(inv.groups) if inv else None
+            )
+        elif kind == "inventory":
+            found = schema.validate_inventory(doc)
+        else:
+            found = schema.validate_gateway(doc)
+        diags += found
+        checked.append({"file": str(f), "kind": kind, "valid": not found})
+    if not files:
+        diags.append(Diagnostic(" ".join(paths), 0, 0, "no YAML files found"))
+    if as_json:
+        _out(
+            json.dumps({"valid": not diags, "files": checked, "errors": [d.as_dict() for d in diags]}, indent=2) + "\n"
+        )
+    else:
+        for d in diags:
+            _err(d.render())
+        n = sum(1 for c in checked if c["kind"])
+        if diags:
+            _err(f"{len(diags)} error{'s' if len(diags) != 1 else ''} in {len(files)} file(s)")
+        else:
+            _out(f"ok: {n} file{'s' if n != 1 else ''} valid\n")
+    raise typer.Exit(EXIT_INVALID if diags else EXIT_OK)
+
+
+# ---------------------------------------------------------------- plan
+
+
+def _prepare(
+    playbook: str, inventory: str | None, variables: list[str] | None, base_vars: dict[str, Any] | None = None
+) -> Any:
+    from runner import config
+    from runner.session import Session
+
+    inv = config.load_inventory(inventory)
+    pb = config.load_playbook(playbook, inv)
+    cli_vars = dict(base_vars or {})
+    cli_vars.update(config.parse_cli_vars(list(variables or [])))
+    return Session(inv, pb, cli_vars)
+
+
+@app.command()
+def plan(
+    playbook: Annotated[str, typer.Argument(help="The playbook to plan.")],
+    inventory: InventoryOpt = None,
+    var: VarOpt = None,
+    limit: LimitOpt = None,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    forks: ForksOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Do not probe hosts: every step shows as '?'.")] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Save the plan (JSON) for `opsrun apply FILE`.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text | markdown | json")] = "text",
+    as_json: JsonOpt = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none, 1 on error.")
+    ] = False,
+) -> None:
+    """Dry run: what would change on each host, with the exact commands and diffs."""
+    from runner import report
+    from runner.planner import make_plan
+    from runner.session import select_hosts
+
+    if as_json:
+        fmt = "json"
+    if fmt not in ("text", "markdown", "json"):
+        raise InvalidInput(f"--format {fmt!r}: use text, markdown or json")
+    with _prepare(playbook, inventory, var) as session:
+        hosts = select_hosts(session.inventory, session.playbook, limit)
+        the_plan, _ = make_plan(
+            session, hosts, tags=_split(tags), skip_tags=_split(skip_tags), offline=offline, forks=forks, limit=limit
+        )
+    if out:
+        Path(out).write_text(report.plan_json(the_plan))
+    if fmt == "json":
+        _out(report.plan_json(the_plan))
+    elif fmt == "markdown":
+        _out(report.plan_markdown(the_plan))
+    else:
+        _out(report.plan_text(the_plan, color=report.use_color(sys.stdout)))
+        if out:
+            _out(f"Saved plan to {out}; apply it exactly with: opsrun apply {out}\n")
+    if the_plan.unreachable:
+        raise typer.Exit(EXIT_ERROR)
+    if detailed_exitcode and the_plan.has_changes:
+        raise typer.Exit(EXIT_CHANGES)
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- apply
+
+
+@app.command()
+def apply(
+    target: Annotated[str, typer.Argument(help="A playbook, or a plan file saved with `plan -o`.")],
+    inventory: InventoryOpt = None,
+    var: VarOpt = None,
+    limit: LimitOpt = None,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    forks: ForksOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    allow_drift: Annotated[
+        bool, typer.Option("--allow-drift", help="Apply a saved plan even if the hosts' state moved since.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Stream events as JSON lines (for CI).")] = False,
+) -> None:
+    """Plan, confirm, then make the changes (or apply a saved plan exactly)."""
+    from runner import plan as planmod
+    from runner import report
+    from runner.apply import Executor
+    from runner.journal import Journal, StateLock, new_run_id
+    from runner.planner import make_plan
+    from runner.session import select_hosts
+
+    saved = None
+    if target.endswith(".json"):
+        try:
+            text = Path(target).read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read plan file {target}: {exc.strerror or exc}") from None
+        saved = planmod.read_saved(text, target)
+        opts = saved.data.get("options") or {}
+        if var or limit or tags or skip_tags:
+            raise InvalidInput(
+                "a saved plan is applied exactly as planned: --var, --limit, --tags "
+                "and --skip-tags are fixed by the plan",
+                hint="plan again with them",
+            )
+        playbook_path = saved.playbook_file
+        inventory = inventory or (None if saved.inventory_file.startswith("<") else saved.inventory_file)
+        limit, tags, skip_tags = opts.get("limit"), opts.get("tags"), opts.get("skip_tags")
+        session = _prepare(playbook_path, inventory, None, saved.data.get("vars") or {})
+    else:
+        session = _prepare(target, inventory, var)
+    color = report.use_color(sys.stdout)
+    run_id = new_run_id()
+    lock = StateLock(run_id)
+    with session, lock:
+        if lock.stale_note and not as_json:
+            _err(f"note: {lock.stale_note}")
+        hosts = select_hosts(session.inventory, session.playbook, limit)
+        the_plan, host_plans = make_plan(
+            session, hosts, tags=_split(tags), skip_tags=_split(skip_tags), forks=forks, limit=limit
+        )
+        if saved is not None:
+            problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
+            if problems:
+                raise DriftError(
+                    "the saved plan no longer matches its inputs: " + "; ".join(problems),
+                    hint="make a new plan: opsrun plan ... -o " + target,
+                )
+            drifted = []
+            for sp in the_plan.steps:
+                s = saved.step(sp.host, sp.instance)
+                why = "not in the saved plan" if s is None else planmod.drift(s, sp)
+                if s is not None and (s.get("status") == "unknown" or sp.conditional_on):
+                    why = None
+                if why:
+                    drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")
+            if drifted and not allow_drift:
+                raise DriftError(
+                    "state moved since the plan was made:\n  " + "\n  ".join(drifted),
+                    hint="review a new plan, or pass --allow-drift to apply anyway",
+                )
+        if not as_json:
+            _out(report.plan_text(the_plan, color=color))
+        if saved is None and the_plan.has_changes and not yes:
+            if not sys.stdin.isatty():
+                raise OpsrunError(
+                    "not applying: no terminal to confirm on", hint="pass --yes (CI), or apply a reviewed plan file"
+                )
+            if not typer.confirm("Apply these changes?", default=False):
+                _err("cancelled: nothing was changed")
+                raise typer.Exit(EXIT_ERROR)
+        journal = Journal(run_id)
+        try:
+            journal.write_artifact("plan.json", report.plan_json(the_plan))
+            journal.event(
+                "run_start",
+                run_id=run_id,
+                playbook=session.playbook.file,
+                playbook_name=session.playbook.name,
+                hosts=hosts,
+                inventory=session.inventory.file,
+                plan_file=saved.path if saved else None,
+                user=os.environ.get("USER", ""),
+                pid=os.getpid(),
+                argv=sys.argv[1:],
+                summary=the_plan.counts(),
+                lock_note=lock.stale_note,
+            )
+
+            def on_event(ev: dict[str, Any]) -> None:
+                if as_json:
+                    _out(json.dumps(ev, default=str) + "\n")
+                else:
+                    line = report.event_line(ev, color=color)
+                    if line:
+                        _out(line + "\n")
+
+            if not as_json:
+                _out(f"Applying (run {run_id})\n")
+            recap = Executor(session, the_plan, host_plans, journal, forks=forks, on_event=on_event).run()
+            journal.event(
+                "run_end", outcome="ok" if recap.ok else "failed", totals=recap.totals(), aborted=recap.aborted
+            )
+        except KeyboardInterrupt:
+            journal.event("run_end", outcome="interrupted")
+            raise
+        finally:
+            journal.close()
+    if as_json:
+        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id)}, default=str) + "\n")
+    else:
+        _out(report.recap_text(recap, run_id, color=color))
+    raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+
+
+# ---------------------------------------------------------------- schema / runs
+
+
+@app.command("schema")
+def schema_cmd(
+    name: Annotated[str, typer.Argument(help="playbook | inventory | gateway")] = "playbook",
+) -> None:
+    """Print a JSON Schema (for editors and LLMs)."""
+    from runner import schema
+
+    if name not in ("playbook", "inventory", "gateway"):
+        raise InvalidInput(f"no schema '{name}'", hint="use playbook, inventory or gateway")
+    _out(schema.schema_text(name))
+
+
+@runs_app.command("list")
+def runs_list(as_json: JsonOpt = False) -> None:
+    """List recorded runs."""
+    from runner import journal, report
+
+    runs = journal.list_runs()
+    if as_json:
+        _out(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.run_id,
+                        "started": r.start.get("ts"),
+                        "playbook": r.start.get("playbook"),
+                        "outcome": r.outcome,
+                    }
+                    for r in runs
+                ],
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        _out(report.runs_table(runs))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'last').")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Timeline of one run: steps, attempts, durations, outcome."""
+    from runner import journal, report
+
+    run = journal.get_run(run_id)
+    if as_json:
+        _out(
+            json.dumps({"run_id": run.run_id, "outcome": run.outcome, "events": run.events}, indent=2, default=str)
+            + "\n"
+        )
+    else:
+        _out(report.run_timeline(run))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from runner import __version__
+
+    _out(f"opsrun {__version__}\n")
+
+
+def _mount_optional() -> None:
+    """Sub-apps from later modules, when present (they import nothing heavy at load)."""
+    import importlib
+
+    for module, name in (("runner.llm.commands", "gateway"),):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        sub = getattr(mod, "app", None)
+        if sub is not None:
+            app.add_typer(sub, name=name)
+
+
+_mount_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning our errors into messages and exit codes."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="opsrun", standalone_mode=False)
+    except OpsrunError as exc:
+        _err(f"error: {exc.render()}" if not isinstance(exc, InvalidInput) or not exc.diagnostics else exc.render())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _err("aborted")
+        sys.exit(EXIT_ERROR)
+    except UsageError as exc:
+        _err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
+        sys.exit(EXIT_INVALID)
+    except ClickException as exc:
+        _err(f"error: {exc.format_message()}")
+        sys.exit(EXIT_INVALID)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

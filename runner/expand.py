@@ -1,0 +1,124 @@
+"""Playbook steps -> step instances for one host: tags, host patterns, `when`, `loop`,
+rendered and prepared parameters. Reads local template/source files; never a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import config, render
+from runner.errors import Diagnostic
+from runner.model import Host, Inventory, Playbook, Step
+from runner.steps import base as steps_base
+from runner.steps.base import StepContext, StepKind
+from runner.steps.shell import PrepareError
+
+
+@dataclass
+class Instance:
+    """One step (or one loop item of it) for one host, ready to probe and plan."""
+
+    host: Host
+    step: Step
+    key: str  # "id" or "id[2]"
+    kind: StepKind
+    ctx: StepContext
+    params: dict[str, Any] | None = None
+    skip: str | None = None  # reason the step does not apply (when false, ...)
+    pending: str | None = None  # id of an earlier step whose result decides the params
+    conditional_on: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+def select_steps(playbook: Playbook, tags: tuple[str, ...], skip_tags: tuple[str, ...]) -> list[Step]:
+    out = []
+    for step in playbook.steps:
+        st = set(step.tags)
+        if tags and not (st & set(tags)) and "always" not in st:
+            continue
+        if skip_tags and st & set(skip_tags):
+            continue
+        out.append(step)
+    return out
+
+
+def step_hosts(inventory: Inventory, playbook_hosts: list[str], step: Step) -> list[str]:
+    if step.hosts is None:
+        return playbook_hosts
+    narrowed = config.match_hosts(inventory, step.hosts)
+    return [h for h in playbook_hosts if h in narrowed]
+
+
+def expand(
+    step: Step,
+    host: Host,
+    base_vars: dict[str, Any],
+    known: dict[str, Any],
+    pending: set[str],
+    playbook_dir: str,
+    errors: list[Diagnostic],
+    file: str,
+) -> list[Instance]:
+    """Instances of `step` on `host`. Template errors go to `errors` (located at the step)."""
+    kind = steps_base.get(step.kind)
+    variables = {**base_vars, **_registered(known), "steps": render.StepResults(known, pending)}
+    ctx = StepContext(
+        host=host, playbook_dir=playbook_dir, vars=variables, render=lambda text, v: render.render_text(text, v)
+    )
+
+    def fail(message: str) -> list[Instance]:
+        errors.append(
+            Diagnostic(file, step.line, 0, f"step '{step.id}' on host '{host.name}': {message}", f"steps[{step.index}]")
+        )
+        return []
+
+    items: list[Any] = [None]
+    if step.loop is not None:
+        try:
+            loop = render.render_value(step.loop, variables)
+        except render.PendingResult as exc:
+            return [Instance(host, step, step.id, kind, ctx, pending=exc.step_id)]
+        except render.RenderError as exc:
+            return fail(f"loop: {exc.message}")
+        if isinstance(loop, str | bytes) or not hasattr(loop, "__iter__"):
+            return fail(f"loop must be a list, got {type(loop).__name__}")
+        items = list(loop)
+    out: list[Instance] = []
+    for i, item in enumerate(items):
+        key = step.id if step.loop is None else f"{step.id}[{i}]"
+        v = dict(variables)
+        if step.loop is not None:
+            v.update(item=item, loop_index=i)
+        inst_ctx = StepContext(host=host, playbook_dir=playbook_dir, vars=v, render=ctx.render)
+        inst = Instance(host, step, key, kind, inst_ctx, vars=v)
+        if step.when is not None:
+            try:
+                if not render.truthy(render.evaluate(step.when, v)):
+                    inst.skip = f"when: {step.when} is false"
+                    out.append(inst)
+                    continue
+            except render.PendingResult as exc:
+                inst.conditional_on = (exc.step_id,)
+            except render.RenderError as exc:
+                fail(f"when: {exc.message}")
+                continue
+        try:
+            params = kind.normalize(step.params)
+            params = render.render_params(params, v, kind.shell_fields, kind.late_fields)
+            inst.params = kind.prepare(params, inst_ctx)
+        except render.PendingResult as exc:
+            inst.pending = exc.step_id
+        except render.RenderError as exc:
+            fail(exc.message)
+            continue
+        except PrepareError as exc:
+            fail(str(exc))
+            continue
+        out.append(inst)
+    return out
+
+
+def _registered(known: dict[str, Any]) -> dict[str, Any]:
+    """`register: name` exposes a step's result under that name too."""
+    return {v["_register"]: v for v in known.values() if isinstance(v, dict) and v.get("_register")}

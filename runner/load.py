@@ -1,0 +1,211 @@
+"""YAML text -> plain data that remembers where every value and key came from.
+
+Pure parsing: no schema knowledge, no templating, no secrets resolution. YAML syntax
+errors and duplicate keys become located Diagnostics (InvalidInput), never tracebacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import Diagnostic, InvalidInput
+
+try:  # the C loader is several times faster; fall back to pure Python
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass
+class Document:
+    """Parsed YAML plus a map from JSON path to the position of the value and of its key."""
+
+    file: str
+    text: str
+    data: Any
+    values: dict[PathKey, Mark] = field(default_factory=dict)
+    keys: dict[PathKey, Mark] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.text.encode()).hexdigest()
+
+    def mark(self, path: PathKey, *, key: bool = False) -> Mark:
+        """Best position for `path`: the key (when asked and known), else the value,
+        else the nearest enclosing value."""
+        if key and path in self.keys:
+            return self.keys[path]
+        p = tuple(path)
+        while p:
+            if p in self.values:
+                return self.values[p]
+            if p in self.keys:
+                return self.keys[p]
+            p = p[:-1]
+        return self.values.get((), Mark(1, 1))
+
+    def diag(self, path: PathKey, message: str, *, hint: str = "", key: bool = False) -> Diagnostic:
+        m = self.mark(path, key=key)
+        return Diagnostic(self.file, m.line, m.col, message, json_path(path), hint)
+
+
+def json_path(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.errors: list[Diagnostic] = []
+        self._constructor = _Loader("")  # used only to construct scalars
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.doc.values[path] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    merged = self.build(value_node, path)
+                    if isinstance(merged, dict):
+                        for k, v in merged.items():
+                            out.setdefault(k, v)
+                    continue
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
+                    key = key_node.value  # YAML 1.1 reads on/off/yes/no keys as booleans: keep the text
+                else:
+                    key = self._constructor.construct_object(key_node)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.errors.append(
+                        Diagnostic(
+                            self.doc.file, *_pos(key_node), "mapping keys must be plain scalars", json_path(path)
+                        )
+                    )
+                    continue
+                key = str(key) if not isinstance(key, bool) else str(key).lower()
+                if key in out:
+                    first = self.doc.keys.get((*path, key))
+                    where = f" (first at line {first.line})" if first else ""
+                    self.errors.append(
+                        Diagnostic(
+                            self.doc.file,
+                            *_pos(key_node),
+                            f"duplicate key '{key}'{where}",
+                            json_path((*path, key)),
+                            "remove one of them",
+                        )
+                    )
+                    continue
+                self.doc.keys[(*path, key)] = _mark(key_node)
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._constructor.construct_object(node)
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    m = _mark(node)
+    return m.line, m.col
+
+
+def parse(text: str, file: str) -> Document:
+    """Parse one YAML document; raise InvalidInput with located errors."""
+    doc = Document(file=file, text=text, data=None)
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = exc.problem or "invalid YAML"
+        ctx = f" ({exc.context})" if exc.context else ""
+        raise InvalidInput(
+            "YAML syntax error",
+            [
+                Diagnostic(
+                    file,
+                    line,
+                    col,
+                    f"YAML syntax: {problem}{ctx}",
+                    "",
+                    "check indentation and quoting around this position",
+                )
+            ],
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput("YAML syntax error", [Diagnostic(file, 0, 0, f"YAML: {exc}")]) from None
+    if node is None:
+        doc.data = None
+        return doc
+    builder = _Builder(doc)
+    try:
+        doc.data = builder.build(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise InvalidInput("YAML error", [Diagnostic(file, line, col, f"YAML: {exc.problem}")]) from None
+    if builder.errors:
+        raise InvalidInput("YAML structure error", builder.errors)
+    return doc
+
+
+def read(path: str | Path) -> Document:
+    """Read and parse a YAML file; a missing or unreadable file is InvalidInput."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"file not found: {p}", [Diagnostic(str(p), 0, 0, "no such file")]) from None
+    except IsADirectoryError:
+        raise InvalidInput(
+            f"{p} is a directory", [Diagnostic(str(p), 0, 0, "expected a YAML file, got a directory")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {p}", [Diagnostic(str(p), 0, 0, f"cannot read: {exc}")]) from None
+    return parse(text, str(p))
+
+
+def yaml_files(paths: list[str]) -> list[Path]:
+    """Expand files and folders into the YAML files they hold, sorted, folders recursed."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix in (".yaml", ".yml")
+                    and q.is_file()
+                    and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                )
+            )
+        else:
+            out.append(p)
+    return out

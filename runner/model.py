@@ -1,0 +1,335 @@
+"""The data every stage hands to the next: playbooks, inventory, probes, changes, plans.
+
+Plain frozen dataclasses with no behaviour beyond (de)serialising themselves; no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ResultStatus = Literal["ok", "changed", "failed", "skipped", "blocked", "unreachable"]
+Status = Literal["noop", "create", "update", "delete", "run", "unknown", "blocked", "skip"]
+MARKERS: dict[str, str] = {
+    "create": "+",
+    "update": "~",
+    "delete": "-",
+    "run": ">",
+    "noop": "=",
+    "unknown": "?",
+    "blocked": "!",
+    "skip": "=",
+}
+CHANGING = frozenset({"create", "update", "delete", "run"})
+
+
+# ---------------------------------------------------------------- inventory
+
+
+@dataclass(frozen=True)
+class Host:
+    """One target: its name, how to reach it, and its merged variables."""
+
+    name: str
+    transport: str  # local | ssh | proxmox | adb
+    settings: dict[str, Any] = field(default_factory=dict)  # transport settings
+    vars: dict[str, Any] = field(default_factory=dict)  # the host's own vars
+    group_vars: dict[str, Any] = field(default_factory=dict)  # inventory + group vars merged
+    groups: tuple[str, ...] = ()
+    forbid: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    implicit: bool = False  # `local` added without being written in the inventory
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: dict[str, Host]
+    groups: dict[str, tuple[str, ...]]  # group -> host names (children flattened)
+    vars: dict[str, Any] = field(default_factory=dict)
+    file: str = "<embedded>"
+    digest: str = ""
+
+
+# ---------------------------------------------------------------- playbook
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step as written (templates not yet rendered)."""
+
+    id: str
+    kind: str  # registered step kind name, e.g. "run", "file", "proxmox.lxc"
+    params: Any  # the kind's parameters as written
+    name: str = ""
+    hosts: Any = None  # pattern(s) narrowing the playbook's hosts
+    when: str | None = None
+    loop: Any = None
+    register: str | None = None
+    verify: Any = None
+    undo: Any = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    tags: tuple[str, ...] = ()
+    sensitive: bool = False
+    index: int = 0  # position in the playbook's steps list
+    line: int = 0
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    hosts: Any
+    steps: tuple[Step, ...]
+    vars: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # strategy, serial, forks, ...
+    forbid: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    file: str = ""
+    dir: str = "."
+    digest: str = ""
+
+
+# ---------------------------------------------------------------- probes and actions
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A read-only question to a host. Shell hosts get `command`; API hosts get `api`."""
+
+    key: str
+    command: str | None = None
+    api: tuple[str, str, tuple[tuple[str, Any], ...]] | None = None  # (method, path, params)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    rc: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    data: Any = None  # decoded answer of an API probe
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(str(self.rc).encode())
+        h.update(b"\0")
+        h.update(self.stdout)
+        if self.data is not None:
+            h.update(json.dumps(self.data, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing apply will send: a shell command, a file upload or an API call.
+
+    `display` is what people see (secrets already masked by the caller at output time);
+    the digest covers the real payload so a saved plan can be matched exactly.
+    """
+
+    kind: Literal["cmd", "put", "api", "local"]
+    command: str = ""  # cmd: the shell command
+    path: str = ""  # put: destination; api: API path
+    content: bytes = b""  # put: the bytes to write
+    mode: str | None = None  # put: octal string like "0644"
+    method: str = ""  # api: GET/POST/PUT/DELETE
+    params: dict[str, Any] = field(default_factory=dict)  # api params / extra options
+    stdin: bytes | None = None  # cmd: data fed to the command
+    sudo: bool = False
+    wait_task: bool = False  # api: wait for the UPID it returns
+
+    def display(self) -> str:
+        if self.kind == "cmd":
+            return self.command
+        if self.kind == "put":
+            mode = f", mode {self.mode}" if self.mode else ""
+            return f"put {self.path} ({len(self.content)} bytes{mode})"
+        if self.kind == "api":
+            args = " ".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items()))
+            return f"{self.method} {self.path}" + (f" {args}" if args else "")
+        return self.command
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        payload = {
+            "kind": self.kind,
+            "command": self.command,
+            "path": self.path,
+            "mode": self.mode,
+            "method": self.method,
+            "params": self.params,
+            "sudo": self.sudo,
+        }
+        h.update(json.dumps(payload, sort_keys=True, default=str).encode())
+        h.update(self.content)
+        h.update(self.stdin or b"")
+        return h.hexdigest()[:16]
+
+    def to_json(self, *, with_payload: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "display": self.display(), "digest": self.digest()}
+        if self.kind == "cmd":
+            out["command"] = self.command
+        if self.kind == "api":
+            out.update(method=self.method, path=self.path, params=self.params)
+        if self.kind == "put":
+            out.update(path=self.path, mode=self.mode, size=len(self.content))
+        if with_payload and self.content:
+            out["content_b64"] = base64.b64encode(self.content).decode()
+        return out
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a step would do on one host, decided from probe answers."""
+
+    status: Status
+    summary: str
+    actions: tuple[Action, ...] = ()
+    diff: str = ""
+    reason: str = ""  # why unknown / blocked / skipped
+    data: dict[str, Any] = field(default_factory=dict)  # kind-specific detail (e.g. field diffs)
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.data.get("read_only"))
+
+    @property
+    def changes(self) -> bool:
+        """Would change the target (a read-only run does not)."""
+        return self.status in CHANGING and not self.read_only
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step instance (a loop item is its own instance) on one host."""
+
+    host: str
+    step_id: str
+    instance: str  # "id" or "id[2]"
+    title: str
+    kind: str
+    change: Change
+    fingerprint: dict[str, str] = field(default_factory=dict)  # probe key -> answer hash
+    conditional_on: tuple[str, ...] = ()  # step ids whose results decide it
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.change
+        return {
+            "host": self.host,
+            "step": self.step_id,
+            "instance": self.instance,
+            "title": self.title,
+            "kind": self.kind,
+            "status": c.status,
+            "marker": MARKERS[c.status],
+            "summary": c.summary,
+            "reason": c.reason,
+            "actions": [a.to_json() for a in c.actions],
+            "diff": c.diff,
+            "fingerprint": self.fingerprint,
+            "conditional_on": list(self.conditional_on),
+        }
+
+
+@dataclass
+class Plan:
+    playbook: Playbook
+    inventory: Inventory
+    cli_vars: dict[str, Any]
+    hosts: list[str]
+    steps: list[StepPlan] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # host -> error
+    offline: bool = False
+    limit: str | None = None
+    tags: tuple[str, ...] = ()
+    skip_tags: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        out = {"change": 0, "unchanged": 0, "read_only": 0, "unknown": 0, "blocked": 0}
+        for sp in self.steps:
+            s = sp.change.status
+            if sp.change.read_only:
+                out["read_only"] += 1
+            elif s in CHANGING:
+                out["change"] += 1
+            elif s in ("noop", "skip"):
+                out["unchanged"] += 1
+            elif s == "unknown":
+                out["unknown"] += 1
+            else:
+                out["blocked"] += 1
+        return out
+
+    @property
+    def has_changes(self) -> bool:
+        return any(sp.change.changes or sp.change.status == "unknown" for sp in self.steps)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    duration: float = 0.0
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+@dataclass
+class StepResult:
+    """The outcome of one step instance on one host at apply time."""
+
+    host: str
+    step_id: str
+    instance: str
+    status: ResultStatus
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    message: str = ""
+    attempts: int = 0
+    duration: float = 0.0
+    data: Any = None
+
+    @property
+    def changed(self) -> bool:
+        return self.status == "changed"
+
+    def as_vars(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "failed": self.status in ("failed", "blocked", "unreachable"),
+            "skipped": self.status == "skipped",
+            "status": self.status,
+            "rc": self.rc,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "stdout_lines": self.stdout.splitlines(),
+            "data": self.data,
+            "msg": self.message,
+        }

@@ -1,0 +1,203 @@
+"""Pure planning: (step instance, probe answers, safety guard) -> StepPlan; and the saved
+plan file format (to/from JSON) with digests and probe fingerprints for drift checks.
+
+No I/O and no transport imports: the planner (planner.py) fetches the facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from runner import __version__
+from runner.errors import InvalidInput
+from runner.expand import Instance
+from runner.model import Change, Plan, ProbeResult, StepPlan
+from runner.secrets import redact, redact_data
+from runner.transports.base import CommandGuard
+
+PLAN_FORMAT = "opsrun-plan"
+PLAN_VERSION = 1
+
+
+def facts_for(instance_key: str, facts: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
+    prefix = instance_key + "/"
+    return {k[len(prefix) :]: v for k, v in facts.items() if k.startswith(prefix)}
+
+
+def plan_instance(
+    inst: Instance,
+    facts: dict[str, ProbeResult] | None,
+    guard: CommandGuard | None,
+    blocked_probe: tuple[str, str] | None = None,
+) -> StepPlan:
+    """Decide one instance. `facts` are this instance's answers (None: not probed)."""
+    step = inst.step
+
+    def make(change: Change, fingerprint: dict[str, str] | None = None) -> StepPlan:
+        return StepPlan(
+            inst.host.name, step.id, inst.key, step.title, step.kind, change, fingerprint or {}, inst.conditional_on
+        )
+
+    if inst.skip:
+        return make(Change("skip", f"skipped ({inst.skip})"))
+    if inst.kind.transports and inst.host.transport not in inst.kind.transports:
+        return make(
+            Change(
+                "blocked",
+                f"'{step.kind}' cannot run on a {inst.host.transport} host",
+                reason=f"'{step.kind}' works on: {', '.join(sorted(inst.kind.transports))}",
+            )
+        )
+    if inst.pending:
+        if inst.kind.read_only(inst.kind.normalize(step.params)):
+            return make(
+                Change(
+                    "run",
+                    f"will run after step '{inst.pending}' (read-only: changed_when is false)",
+                    data={"read_only": True},
+                )
+            )
+        return make(
+            Change(
+                "unknown",
+                f"decided at apply, after step '{inst.pending}'",
+                reason=f"its parameters use the result of step '{inst.pending}'",
+            )
+        )
+    if blocked_probe:
+        command, rule = blocked_probe
+        return make(
+            Change("blocked", f"blocked by safety rule '{rule}'", reason=f"rule '{rule}' forbids the check: {command}")
+        )
+    if facts is None:
+        return make(Change("unknown", "not probed (--offline)", reason="planned without probes"))
+    assert inst.params is not None
+    change = inst.kind.plan(inst.params, facts, inst.ctx)
+    if guard is not None:
+        for action in change.actions:
+            if action.kind == "cmd":
+                found = guard(action.command)
+                if found:
+                    rule = found
+                    change = Change(
+                        "blocked",
+                        f"blocked by safety rule '{rule}'",
+                        change.actions,
+                        reason=f"rule '{rule}' forbids: {action.command}",
+                    )
+                    break
+    return make(change, {k: v.fingerprint() for k, v in sorted(facts.items())})
+
+
+# ---------------------------------------------------------------- plan file
+
+
+def _digest(data: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """The stable, versioned plan document (also `plan --json`). Secrets masked."""
+    counts = plan.counts()
+    doc = {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "opsrun": __version__,
+        "playbook": {"file": plan.playbook.file, "name": plan.playbook.name, "digest": plan.playbook.digest},
+        "inventory": {"file": plan.inventory.file, "digest": plan.inventory.digest},
+        "vars": plan.cli_vars,
+        "vars_digest": _digest(plan.cli_vars),
+        "options": {
+            "limit": plan.limit,
+            "tags": list(plan.tags),
+            "skip_tags": list(plan.skip_tags),
+            "offline": plan.offline,
+        },
+        "hosts": plan.hosts,
+        "unreachable": plan.unreachable,
+        "steps": [sp.to_json() for sp in plan.steps],
+        "summary": {**counts, "hosts": len(plan.hosts)},
+    }
+    return redact_data(doc)
+
+
+@dataclass
+class SavedPlan:
+    """A plan file read back: what apply must match."""
+
+    data: dict[str, Any]
+    path: str
+
+    @property
+    def playbook_file(self) -> str:
+        return str(self.data["playbook"]["file"])
+
+    @property
+    def inventory_file(self) -> str:
+        return str(self.data["inventory"]["file"])
+
+    def step(self, host: str, instance: str) -> dict[str, Any] | None:
+        for s in self.data.get("steps", []):
+            if s.get("host") == host and s.get("instance") == instance:
+                return dict(s)
+        return None
+
+
+def read_saved(text: str, path: str) -> SavedPlan:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{path}: not a plan file (invalid JSON at line {exc.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise InvalidInput(f"{path}: not an opsrun plan file", hint="make one with: opsrun plan PLAYBOOK -o plan.json")
+    if data.get("version") != PLAN_VERSION:
+        raise InvalidInput(
+            f"{path}: plan format version {data.get('version')} is not supported "
+            f"(this opsrun reads version {PLAN_VERSION})",
+            hint="plan again",
+        )
+    for key in ("playbook", "inventory", "steps", "hosts"):
+        if key not in data:
+            raise InvalidInput(f"{path}: plan file lacks '{key}'", hint="plan again")
+    return SavedPlan(data, path)
+
+
+def check_inputs(
+    saved: SavedPlan, plan_playbook_digest: str, inventory_digest: str, cli_vars: dict[str, Any]
+) -> list[str]:
+    """Reasons the saved plan no longer matches its inputs (empty: it matches)."""
+    problems = []
+    if saved.data["playbook"]["digest"] != plan_playbook_digest:
+        problems.append(f"the playbook {saved.playbook_file} changed since the plan was made")
+    if saved.data["inventory"]["digest"] != inventory_digest:
+        problems.append(f"the inventory {saved.inventory_file} changed since the plan was made")
+    if saved.data.get("vars_digest") != _digest(redact_data(cli_vars)):
+        problems.append("the --var values differ from the plan's")
+    return problems
+
+
+def drift(saved: dict[str, Any], now: StepPlan) -> str | None:
+    """Why `now` differs from the saved step plan, naming the fact that moved; None if same."""
+    c = now.change
+    if saved.get("status") != c.status:
+        moved = _moved_facts(saved.get("fingerprint") or {}, now.fingerprint)
+        return f"planned '{saved.get('status')}: {saved.get('summary')}', now '{c.status}: {redact(c.summary)}'" + (
+            f"; facts that changed: {moved}" if moved else ""
+        )
+    planned = [a.get("digest") for a in saved.get("actions", [])]
+    current = [a.digest() for a in c.actions]
+    if planned != current:
+        moved = _moved_facts(saved.get("fingerprint") or {}, now.fingerprint)
+        return "the exact actions differ from the reviewed plan" + (f"; facts that changed: {moved}" if moved else "")
+    moved = _moved_facts(saved.get("fingerprint") or {}, now.fingerprint)
+    if moved:
+        return f"facts changed since the plan: {moved}"
+    return None
+
+
+def _moved_facts(before: dict[str, str], after: dict[str, str]) -> str:
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return ", ".join(keys)

@@ -1,0 +1,200 @@
+"""Sandboxed Jinja2 rendering of step parameters, with shell quoting by default.
+
+Values inserted into shell-command fields are shell-quoted unless the template says
+`| raw`; undefined names are errors (StrictUndefined). No I/O; never executes commands.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runner import secrets
+from runner.errors import InvalidInput
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+
+
+class Raw(str):
+    """A string the shell finalizer leaves as it is (`{{ x | raw }}`)."""
+
+    __slots__ = ()
+
+
+class PendingResult(Exception):
+    """Raised when a template reads an earlier step's result that is not known yet (plan time)."""
+
+    def __init__(self, step_id: str) -> None:
+        super().__init__(step_id)
+        self.step_id = step_id
+
+
+class RenderError(Exception):
+    """A template failed to render; `message` is for people."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StepResults(Mapping[str, Any]):
+    """`steps.<id>` in templates: known results, plus ids whose results are pending."""
+
+    def __init__(self, known: dict[str, Any], pending: set[str]) -> None:
+        self._known = known
+        self._pending = pending
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._known:
+            return self._known[key]
+        if key in self._pending:
+            raise PendingResult(key)
+        raise KeyError(key)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+def quote(value: Any) -> str:
+    if isinstance(value, Raw):
+        return str(value)
+    if value is None:
+        return "''"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return " ".join(quote(v) for v in value)
+    return shlex.quote(str(value))
+
+
+def _shell_finalize(value: Any) -> Any:
+    return quote(value)
+
+
+def _text_finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_shell_finalize if shell else _text_finalize,
+    )
+    env.filters["raw"] = lambda v: Raw("" if v is None else str(v))
+    env.filters["quote"] = lambda v: Raw(quote(v))
+    env.filters["bool"] = _to_bool
+    env.globals["secret"] = secrets.lookup
+    return env
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y")
+    return bool(value)
+
+
+ENV_TEXT = _make_env(shell=False)
+ENV_SHELL = _make_env(shell=True)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str, shell: bool) -> Any:
+    return (ENV_SHELL if shell else ENV_TEXT).from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str) -> Any:
+    return ENV_TEXT.compile_expression(source, undefined_to_none=False)
+
+
+def has_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) -> str:
+    """Render a template string (shell=True quotes every inserted value)."""
+    if not has_template(source):
+        return source
+    try:
+        return str(_template(source, shell).render(variables))
+    except PendingResult:
+        raise
+    except UndefinedError as exc:
+        raise RenderError(f"undefined variable: {exc.message}") from None
+    except TemplateError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    except InvalidInput as exc:
+        raise RenderError(exc.message) from None
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """Evaluate a bare Jinja2 expression (`when`, `changed_when`) to a Python value."""
+    try:
+        return _expression(expression)(**variables)
+    except PendingResult:
+        raise
+    except UndefinedError as exc:
+        raise RenderError(f"undefined variable in '{expression}': {exc.message}") from None
+    except TemplateError as exc:
+        raise RenderError(f"bad expression '{expression}': {exc}") from None
+    except InvalidInput as exc:
+        raise RenderError(exc.message) from None
+    except Exception as exc:  # a user expression may raise anything (1/0, bad index)
+        raise RenderError(f"expression '{expression}' failed: {type(exc).__name__}: {exc}") from None
+
+
+def render_value(value: Any, variables: dict[str, Any], *, shell: bool = False) -> Any:
+    """Render nested data. A string that is exactly `{{ expr }}` keeps the native type
+    (a list stays a list) unless it is a shell field."""
+    if isinstance(value, str):
+        if not has_template(value):
+            return value
+        if not shell:
+            m = _SINGLE_EXPR.match(value)
+            if m:
+                return evaluate(m.group("expr"), variables)
+        return render_text(value, variables, shell=shell)
+    if isinstance(value, dict):
+        return {k: render_value(v, variables, shell=shell) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, variables, shell=shell) for v in value]
+    return value
+
+
+def render_params(
+    params: dict[str, Any],
+    variables: dict[str, Any],
+    shell_fields: frozenset[str],
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Render a step's parameters; fields in `shell_fields` are shell-quoted, `skip` left as is."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in skip:
+            out[key] = value
+        else:
+            out[key] = render_value(value, variables, shell=key in shell_fields)
+    return out
+
+
+def truthy(value: Any) -> bool:
+    return _to_bool(value)

@@ -1,0 +1,120 @@
+"""Secret references (`env:NAME`, `file:PATH`, `secret('NAME')`) and redaction.
+
+A secret is marked the moment it is read: its value is registered here, and every output
+path (plan, journal, reports, errors, LLM prompts) passes text through `redact()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from runner.errors import InvalidInput
+
+MASK = "***"
+REF_RE = re.compile(r"^(env|file):(.+)$")
+MIN_SECRET_LEN = 3  # shorter values would mask ordinary text everywhere
+
+
+class Secret(str):
+    """A str whose value must never be shown; `repr` and `format` stay masked."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str) -> None:
+        if len(value) < MIN_SECRET_LEN:
+            return
+        with self._lock:
+            if value not in self._values:
+                self._values.add(value)
+                self._pattern = None
+
+    def redact(self, text: str) -> str:
+        if not self._values or not text:
+            return text
+        pattern = self._pattern
+        if pattern is None:
+            with self._lock:
+                alternatives = sorted(self._values, key=len, reverse=True)
+                pattern = re.compile("|".join(re.escape(v) for v in alternatives))
+                self._pattern = pattern
+        return pattern.sub(MASK, text)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._pattern = None
+
+
+REGISTRY = _Registry()
+
+
+def mark(value: str) -> Secret:
+    """Register `value` as secret and return it marked."""
+    REGISTRY.add(value)
+    return Secret(value)
+
+
+def redact(text: str) -> str:
+    """Replace every known secret value in `text` with ***."""
+    return REGISTRY.redact(text)
+
+
+def redact_data(data: Any) -> Any:
+    """Redact every string inside nested dicts/lists."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {k: redact_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_data(v) for v in data]
+    return data
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, str) and REF_RE.match(value) is not None
+
+
+def resolve(ref: str, *, base_dir: str | Path = ".", where: str = "") -> Secret:
+    """Read a secret reference; a missing variable or file is a clear InvalidInput."""
+    m = REF_RE.match(ref)
+    if not m:
+        raise InvalidInput(f"{where}: '{ref[:10]}...' is not a secret reference", hint="write env:NAME or file:PATH")
+    scheme, target = m.groups()
+    label = f"{where}: " if where else ""
+    if scheme == "env":
+        value = os.environ.get(target)
+        if value is None:
+            raise InvalidInput(
+                f"{label}environment variable {target} is not set", hint=f"export {target}=... before running opsrun"
+            )
+        return mark(value)
+    path = Path(os.path.expanduser(target))
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\n")
+    except OSError as exc:
+        raise InvalidInput(f"{label}cannot read secret file {path}: {exc.strerror or exc}") from None
+    return mark(value)
+
+
+def lookup(name: str) -> Secret:
+    """`secret('NAME')` in templates: OPSRUN_SECRET_NAME, else NAME, from the environment."""
+    for var in (f"OPSRUN_SECRET_{name}", name):
+        if var in os.environ:
+            return mark(os.environ[var])
+    raise InvalidInput(f"secret('{name}') is not set", hint=f"export OPSRUN_SECRET_{name}=... (or {name}=...)")

@@ -1,0 +1,110 @@
+"""One run's shared state: inventory, playbook, variables, and one open transport per host
+(reused by probes and actions), each guarded by that host's safety rules.
+
+Opens connections lazily and closes them all at the end; the only owner of transports.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import config
+from runner.errors import InvalidInput
+from runner.model import Host, Inventory, Playbook
+from runner.transports import transport_for
+from runner.transports.base import CommandGuard, Transport
+
+
+@dataclass
+class Session:
+    inventory: Inventory
+    playbook: Playbook
+    cli_vars: dict[str, Any] = field(default_factory=dict)
+    _transports: dict[str, Transport] = field(default_factory=dict)
+    _guards: dict[str, CommandGuard] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def host(self, name: str) -> Host:
+        return self.inventory.hosts[name]
+
+    def vars_for(self, name: str) -> dict[str, Any]:
+        return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars)
+
+    def guard(self, name: str) -> CommandGuard:
+        """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists."""
+        with self._lock:
+            if name not in self._guards:
+                try:  # TEMP until safety.py lands
+                    from runner.safety import Rules
+                except ModuleNotFoundError:
+                    self._guards[name] = lambda _c: None
+                    return self._guards[name]
+                host = self.host(name)
+                rules = Rules(forbid=[*host.forbid, *self.playbook.forbid], allow=[*host.allow, *self.playbook.allow])
+                self._guards[name] = rules.check
+            return self._guards[name]
+
+    def transport(self, name: str) -> Transport:
+        """The host's transport, opened on first use and kept for the whole run."""
+        with self._lock:
+            t = self._transports.get(name)
+            if t is None:
+                host = self.host(name)
+                settings = config.resolved_settings(self.inventory, host)
+                resolved = Host(
+                    host.name,
+                    host.transport,
+                    settings,
+                    host.vars,
+                    host.group_vars,
+                    host.groups,
+                    host.forbid,
+                    host.allow,
+                    host.implicit,
+                )
+                t = transport_for(resolved, None)
+                self._transports[name] = t
+        if t.guard is None:
+            t.guard = self.guard(name)
+        t.open()
+        return t
+
+    def drop(self, name: str) -> None:
+        """Forget a broken connection so the next use reconnects."""
+        with self._lock:
+            t = self._transports.pop(name, None)
+        if t is not None:
+            try:
+                t.close()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            ts = list(self._transports.values())
+            self._transports.clear()
+        for t in ts:
+            try:
+                t.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def select_hosts(inventory: Inventory, playbook: Playbook, limit: str | None) -> list[str]:
+    hosts = config.match_hosts(inventory, playbook.hosts)
+    if limit:
+        narrowed = config.match_hosts(inventory, limit)
+        hosts = [h for h in hosts if h in narrowed]
+        if not hosts:
+            raise InvalidInput(f"--limit {limit!r} leaves no host of the playbook's '{playbook.hosts}'")
+    if not hosts:
+        raise InvalidInput(f"the playbook's hosts '{playbook.hosts}' match no host in {inventory.file}")
+    return hosts

@@ -1,0 +1,101 @@
+"""The step-kind contract and registry.
+
+A step kind owns its parameters (a `$defs` entry in schemas/playbook.schema.json), the
+read-only probes it needs, and a pure function (params, probe answers) -> Change. It never
+talks to a host itself: probes and actions go through a transport, chosen by apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from runner.model import Change, CommandResult, Host, Probe, ProbeResult
+
+Facts = dict[str, ProbeResult]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step kind may know about where it runs."""
+
+    host: Host
+    playbook_dir: str = "."
+    run_dir: str | None = None  # the run folder (artifacts), only at apply time
+    render: Callable[[str, dict[str, Any]], str] | None = None  # sandboxed text renderer
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+class StepKind:
+    """Base class; subclasses set `name`, `transports` and override what they need."""
+
+    name: ClassVar[str] = ""
+    transports: ClassVar[frozenset[str]] = frozenset()
+    # params rendered as shell text: template values in them are shell-quoted
+    shell_fields: ClassVar[frozenset[str]] = frozenset()
+    # params that are Jinja expressions evaluated after the step ran (not rendered up front)
+    late_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def normalize(self, params: Any) -> dict[str, Any]:
+        """Short forms -> the full dict (e.g. `run: "cmd"` -> {"command": "cmd"})."""
+        return dict(params) if isinstance(params, dict) else {"value": params}
+
+    def read_only(self, params: dict[str, Any]) -> bool:
+        """True when the step declares it never changes anything (e.g. changed_when: false)."""
+        return False
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        """Local-side work before planning (read a template source, a local file). May do
+        local I/O; never touches the target."""
+        return params
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        """Read-only questions for the host. Keys are local to this step."""
+        return []
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        """Pure: decide what would change and the exact actions."""
+        raise NotImplementedError
+
+    def outcome(
+        self,
+        params: dict[str, Any],
+        change: Change,
+        results: list[CommandResult],
+        evaluate: Callable[[str, dict[str, Any]], Any],
+    ) -> tuple[str, str]:
+        """After the actions ran: (status, message), status in changed|ok|failed.
+        Default: failed at the first non-zero rc, else changed."""
+        for r in results:
+            if r.rc != 0:
+                detail = (r.err or r.out).strip().splitlines()
+                return "failed", f"rc {r.rc}" + (f": {detail[-1]}" if detail else "")
+        return "changed", ""
+
+
+REGISTRY: dict[str, StepKind] = {}
+
+
+def register(kind: StepKind) -> StepKind:
+    REGISTRY[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> StepKind:
+    if not REGISTRY:
+        load_all()
+    return REGISTRY[name]
+
+
+def load_all() -> dict[str, StepKind]:
+    """Import every step-kind module (they are light: no target libraries)."""
+    import importlib
+
+    for mod in ("shell", "proxmox", "adb", "llm"):
+        try:
+            importlib.import_module(f"runner.steps.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runner.steps.{mod}":
+                raise
+    return REGISTRY

@@ -1,0 +1,616 @@
+"""Step kinds for any host with a POSIX shell: run, file, line, template, copy, package, service.
+
+Each kind asks read-only probes and decides, purely from their answers, what would change
+and the exact commands. Nothing here talks to a host; prepare() may read local files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from runner.model import Action, Change, CommandResult, Probe, Status
+from runner.steps.base import Facts, StepContext, StepKind, register
+
+SHELL_TRANSPORTS = frozenset({"local", "ssh"})
+MAX_CONTENT_PROBE = 1024 * 1024  # bigger files are compared by sha256, without a diff
+q = shlex.quote
+
+
+def _norm_mode(mode: Any) -> str | None:
+    if mode is None:
+        return None
+    return format(int(str(mode), 8), "04o")
+
+
+# ---------------------------------------------------------------- shared probes
+
+
+def stat_probe(path: str) -> Probe:
+    p = q(path)
+    return Probe(
+        "stat",
+        (
+            f'p={p}; if [ -L "$p" ]; then printf \'link %s\\n\' "$(readlink -- "$p")"; '
+            'elif [ -d "$p" ]; then echo directory; elif [ -e "$p" ]; then echo file; '
+            "else echo absent; exit 0; fi; stat -c '%a %U %G %s' -- \"$p\""
+        ),
+    )
+
+
+def content_probes(path: str) -> list[Probe]:
+    p = q(path)
+    return [
+        Probe("content", f'[ -f {p} ] && [ "$(wc -c < {p})" -le {MAX_CONTENT_PROBE} ] && cat -- {p}'),
+        Probe("sha256", f"[ -f {p} ] && sha256sum -- {p} | cut -d' ' -f1"),
+    ]
+
+
+class FileState:
+    """The parsed answer of stat_probe (+ content probes when asked)."""
+
+    def __init__(self, facts: Facts) -> None:
+        lines = facts["stat"].text.splitlines() if "stat" in facts else ["absent"]
+        head = lines[0] if lines else "absent"
+        self.type, _, self.link_target = head.partition(" ")
+        self.mode = self.owner = self.group = None
+        self.size = 0
+        if len(lines) > 1:
+            parts = lines[1].split()
+            if len(parts) == 4:
+                self.mode = format(int(parts[0], 8), "04o")
+                self.owner, self.group, self.size = parts[1], parts[2], int(parts[3])
+        self.content: bytes | None = None
+        c = facts.get("content")
+        if c is not None and c.rc == 0:
+            self.content = c.stdout
+        sha = facts.get("sha256")
+        self.sha256 = sha.text.strip() if sha is not None and sha.rc == 0 else None
+
+    @property
+    def exists(self) -> bool:
+        return self.type != "absent"
+
+
+def attr_actions(
+    path: str, st: FileState | None, mode: str | None, owner: str | None, group: str | None
+) -> tuple[list[Action], list[str]]:
+    """chmod/chown actions for attributes that differ (all of them when st is None)."""
+    actions: list[Action] = []
+    notes: list[str] = []
+    want_mode = _norm_mode(mode)
+    if want_mode and (st is None or st.mode != want_mode):
+        actions.append(Action("cmd", command=f"chmod {want_mode} -- {q(path)}"))
+        if st is not None:
+            notes.append(f"mode {st.mode} -> {want_mode}")
+    o_diff = owner and (st is None or st.owner != owner)
+    g_diff = group and (st is None or st.group != group)
+    if o_diff or g_diff:
+        spec = f"{owner or ''}:{group}" if group else str(owner)
+        actions.append(Action("cmd", command=f"chown {q(spec)} -- {q(path)}"))
+        if st is not None:
+            if o_diff:
+                notes.append(f"owner {st.owner} -> {owner}")
+            if g_diff:
+                notes.append(f"group {st.group} -> {group}")
+    return actions, notes
+
+
+def text_diff(path: str, old: bytes | None, new: bytes) -> str:
+    try:
+        a = (old or b"").decode("utf-8").splitlines(keepends=True)
+        b = new.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"Binary content differs ({len(old or b'')} -> {len(new)} bytes)\n"
+    lines = list(
+        difflib.unified_diff(a, b, f"{path} (current)" if old is not None else "/dev/null", f"{path} (planned)", n=3)
+    )
+    return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
+
+
+def content_change(
+    path: str, content: bytes, st: FileState, mode: str | None, owner: str | None, group: str | None, what: str = "file"
+) -> Change:
+    """Plan for `path` to hold exactly `content` with the given attributes."""
+    if st.type == "directory":
+        return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
+    if not st.exists or st.type == "link":
+        put = Action("put", path=path, content=content, mode=_norm_mode(mode))
+        extra, _ = attr_actions(path, None, None, owner, group)
+        return Change(
+            "create", f"create {what} {path} ({len(content)} bytes)", (put, *extra), diff=text_diff(path, None, content)
+        )
+    same = (st.content == content) if st.content is not None else (st.sha256 == hashlib.sha256(content).hexdigest())
+    actions: list[Action] = []
+    notes: list[str] = []
+    diff = ""
+    if not same:
+        actions.append(Action("put", path=path, content=content, mode=_norm_mode(mode) or st.mode))
+        notes.append("content")
+        diff = (
+            text_diff(path, st.content, content)
+            if st.content is not None
+            else (f"content differs (sha256 {st.sha256} -> {hashlib.sha256(content).hexdigest()})\n")
+        )
+        attrs, attr_notes = attr_actions(path, st, None, owner, group)
+        if _norm_mode(mode) and st.mode != _norm_mode(mode):
+            attr_notes.insert(0, f"mode {st.mode} -> {_norm_mode(mode)}")
+    else:
+        attrs, attr_notes = attr_actions(path, st, mode, owner, group)
+    actions += attrs
+    notes += attr_notes
+    if not actions:
+        return Change("noop", f"{what} {path} is up to date")
+    return Change("update", f"update {what} {path} ({', '.join(notes)})", tuple(actions), diff=diff)
+
+
+# ---------------------------------------------------------------- run
+
+
+class Run(StepKind):
+    name: ClassVar[str] = "run"
+    transports = SHELL_TRANSPORTS
+    shell_fields = frozenset({"command", "unless", "only_if"})
+    late_fields = frozenset({"changed_when", "failed_when"})
+
+    def normalize(self, params: Any) -> dict[str, Any]:
+        return {"command": params} if isinstance(params, str) else dict(params)
+
+    def read_only(self, params: dict[str, Any]) -> bool:
+        flag = params.get("changed_when")
+        return flag is False or (isinstance(flag, str) and flag.strip().lower() == "false")
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        out = []
+        if params.get("creates"):
+            out.append(Probe("creates", f"test -e {q(params['creates'])}"))
+        if params.get("removes"):
+            out.append(Probe("removes", f"test -e {q(params['removes'])}"))
+        if params.get("unless"):
+            out.append(Probe("unless", self._wrap(params["unless"], params, stdin=False)))
+        if params.get("only_if"):
+            out.append(Probe("only_if", self._wrap(params["only_if"], params, stdin=False)))
+        return out
+
+    @staticmethod
+    def _wrap(command: str, params: dict[str, Any], stdin: bool = True) -> str:
+        prefix = []
+        if params.get("chdir"):
+            prefix.append(f"cd -- {q(str(params['chdir']))} || exit 1")
+        env = params.get("env") or {}
+        if env:
+            prefix.append("export " + " ".join(f"{k}={q(str(v))}" for k, v in env.items()))
+        return "; ".join([*prefix, command])
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        command = self._wrap(params["command"], params)
+        stdin = params.get("stdin")
+        action = Action("cmd", command=command, stdin=stdin.encode() if isinstance(stdin, str) else None)
+        if params.get("creates") and facts["creates"].rc == 0:
+            return Change("noop", f"skip: {params['creates']} exists")
+        if params.get("removes") and facts["removes"].rc != 0:
+            return Change("noop", f"skip: {params['removes']} does not exist")
+        if params.get("unless") and facts["unless"].rc == 0:
+            return Change("noop", "skip: the 'unless' check succeeded")
+        if params.get("only_if") and facts["only_if"].rc != 0:
+            return Change("noop", f"skip: the 'only_if' check failed (rc {facts['only_if'].rc})")
+        if self.read_only(params):
+            return Change("run", "will run (read-only: changed_when is false)", (action,), data={"read_only": True})
+        guarded = any(params.get(k) for k in ("creates", "removes", "unless", "only_if"))
+        summary = "will run" if guarded else "will run (no guard: not idempotent)"
+        return Change("run", summary, (action,))
+
+    def outcome(
+        self,
+        params: dict[str, Any],
+        change: Change,
+        results: list[CommandResult],
+        evaluate: Callable[[str, dict[str, Any]], Any],
+    ) -> tuple[str, str]:
+        r = results[-1] if results else CommandResult(0)
+        names = {"rc": r.rc, "stdout": r.out, "stderr": r.err, "stdout_lines": r.out.splitlines()}
+        failed = r.rc != 0
+        if params.get("failed_when") is not None:
+            failed = bool(evaluate(str(params["failed_when"]), names))
+        if failed:
+            tail = (r.err or r.out).strip().splitlines()
+            return "failed", f"rc {r.rc}" + (f": {tail[-1]}" if tail else "")
+        changed = True
+        if params.get("changed_when") is not None:
+            changed = bool(evaluate(str(params["changed_when"]), names))
+        return ("changed" if changed else "ok"), ""
+
+
+# ---------------------------------------------------------------- file
+
+
+class File(StepKind):
+    name: ClassVar[str] = "file"
+    transports = SHELL_TRANSPORTS
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        out = [stat_probe(params["path"])]
+        if params.get("content") is not None:
+            out += content_probes(params["path"])
+        return out
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        path = str(params["path"])
+        state = params.get("state", "file")
+        st = FileState(facts)
+        mode, owner, group = params.get("mode"), params.get("owner"), params.get("group")
+        if state == "absent":
+            if not st.exists:
+                return Change("noop", f"{path} is absent")
+            flag = "-rf" if st.type == "directory" else "-f"
+            return Change("delete", f"remove {st.type} {path}", (Action("cmd", command=f"rm {flag} -- {q(path)}"),))
+        if state == "directory":
+            if st.exists and st.type != "directory":
+                return Change(
+                    "blocked",
+                    f"{path} exists as a {st.type}",
+                    reason=f"{path} is a {st.type}; remove it first (state: absent)",
+                )
+            if not st.exists:
+                extra, _ = attr_actions(path, None, mode, owner, group)
+                return Change(
+                    "create", f"create directory {path}", (Action("cmd", command=f"mkdir -p -- {q(path)}"), *extra)
+                )
+            acts, notes = attr_actions(path, st, mode, owner, group)
+            if not acts:
+                return Change("noop", f"directory {path} is up to date")
+            return Change("update", f"update directory {path} ({', '.join(notes)})", tuple(acts))
+        if state == "link":
+            src = str(params["src"])
+            if st.type == "link" and st.link_target == src:
+                return Change("noop", f"link {path} -> {src} is up to date")
+            if st.type == "directory":
+                return Change(
+                    "blocked", f"{path} is a directory", reason=f"{path} is a directory; remove it first to make a link"
+                )
+            act = Action("cmd", command=f"ln -sfn -- {q(src)} {q(path)}")
+            if st.exists:
+                return Change("update", f"relink {path}: {st.link_target or st.type} -> {src}", (act,))
+            return Change("create", f"create link {path} -> {src}", (act,))
+        # file / touch
+        if params.get("content") is not None:
+            content = str(params["content"]).encode()
+            return content_change(path, content, st, mode, owner, group)
+        if st.type == "directory":
+            return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
+        if not st.exists:
+            acts, _ = attr_actions(path, None, mode, owner, group)
+            return Change("create", f"create empty file {path}", (Action("cmd", command=f"touch -- {q(path)}"), *acts))
+        acts, notes = attr_actions(path, st, mode, owner, group)
+        if not acts:
+            return Change("noop", f"file {path} is up to date")
+        return Change("update", f"update file {path} ({', '.join(notes)})", tuple(acts))
+
+
+# ---------------------------------------------------------------- line
+
+
+class Line(StepKind):
+    name: ClassVar[str] = "line"
+    transports = SHELL_TRANSPORTS
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        return [stat_probe(params["path"]), *content_probes(params["path"])]
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        path = str(params["path"])
+        st = FileState(facts)
+        state = params.get("state", "present")
+        if st.exists and st.type != "file":
+            return Change("blocked", f"{path} is a {st.type}", reason=f"{path} is not a regular file")
+        if st.exists and st.content is None:
+            return Change(
+                "unknown", f"{path} is too large to edit", reason=f"{path} is larger than {MAX_CONTENT_PROBE} bytes"
+            )
+        if not st.exists:
+            if state == "absent":
+                return Change("noop", f"{path} does not exist")
+            if not params.get("create"):
+                return Change(
+                    "unknown",
+                    f"{path} does not exist yet",
+                    reason=f"{path} does not exist (an earlier step may create it; set create: true to create it here)",
+                )
+        old = st.content or b""
+        new = edit_lines(old.decode("utf-8", "replace"), params).encode()
+        if st.exists and new == old:
+            return Change("noop", f"{path} already {'has' if state == 'present' else 'lacks'} the line")
+        verb = "add line to" if state == "present" else "remove line from"
+        change = content_change(path, new, st, params.get("mode"), None, None)
+        return Change("create" if not st.exists else "update", f"{verb} {path}", change.actions, diff=change.diff)
+
+
+def edit_lines(text: str, params: dict[str, Any]) -> str:
+    """Pure lineinfile: returns the edited text."""
+    lines = text.splitlines()
+    trailing_nl = text.endswith("\n") or not text
+    line = params.get("line")
+    regexp = re.compile(params["regexp"]) if params.get("regexp") else None
+    state = params.get("state", "present")
+
+    def matches(s: str) -> bool:
+        return bool(regexp.search(s)) if regexp else s == line
+
+    if state == "absent":
+        lines = [s for s in lines if not matches(s)]
+    else:
+        assert line is not None
+        hits = [i for i, s in enumerate(lines) if matches(s)]
+        if hits:
+            lines[hits[-1]] = line
+        elif line not in lines:
+            lines.insert(_insert_at(lines, params), line)
+    out = "\n".join(lines)
+    return out + "\n" if (trailing_nl and lines) else out
+
+
+def _insert_at(lines: list[str], params: dict[str, Any]) -> int:
+    after, before = params.get("insertafter"), params.get("insertbefore")
+    if before == "BOF":
+        return 0
+    if before:
+        rx = re.compile(before)
+        for i, s in enumerate(lines):
+            if rx.search(s):
+                return i
+    if after and after != "EOF":
+        rx = re.compile(after)
+        found = [i for i, s in enumerate(lines) if rx.search(s)]
+        if found:
+            return found[-1] + 1
+    return len(lines)
+
+
+# ---------------------------------------------------------------- template / copy
+
+
+class Template(StepKind):
+    name: ClassVar[str] = "template"
+    transports = SHELL_TRANSPORTS
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        src = Path(ctx.playbook_dir) / str(params["src"])
+        try:
+            source = src.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PrepareError(f"template source {src}: {exc.strerror or exc}") from None
+        if ctx.render is None:  # pragma: no cover - the planner always gives one
+            raise PrepareError("no renderer")
+        rendered = ctx.render(source, {**ctx.vars, **(params.get("vars") or {})})
+        return {**params, "_content": rendered}
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        return [stat_probe(params["dest"]), *content_probes(params["dest"])]
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        return content_change(
+            str(params["dest"]),
+            str(params["_content"]).encode(),
+            FileState(facts),
+            params.get("mode"),
+            params.get("owner"),
+            params.get("group"),
+            what=self.name,
+        )
+
+
+class Copy(Template):
+    name: ClassVar[str] = "copy"
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        src = Path(ctx.playbook_dir) / str(params["src"])
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise PrepareError(f"copy source {src}: {exc.strerror or exc}") from None
+        return {**params, "_bytes": data}
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        return content_change(
+            str(params["dest"]),
+            params["_bytes"],
+            FileState(facts),
+            params.get("mode"),
+            params.get("owner"),
+            params.get("group"),
+            what="file",
+        )
+
+
+class PrepareError(Exception):
+    """A local input of a step (template, source file) could not be read."""
+
+
+# ---------------------------------------------------------------- package
+
+_PKG_QUERY = {
+    "apt": (
+        "dpkg-query -W -f='${{Status}}|${{Version}}' {p} 2>/dev/null | grep -q '^install ok installed' "
+        "&& dpkg-query -W -f='${{Version}}' {p}"
+    ),
+    "dnf": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {p}",
+    "yum": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {p}",
+    "apk": "apk info -e {p} >/dev/null && apk info -v {p} 2>/dev/null | head -n1",
+}
+_PKG_CANDIDATE = {
+    "apt": "apt-cache policy {p} 2>/dev/null | awk '/Candidate:/{{print $2}}'",
+    "dnf": "dnf -q repoquery --latest-limit 1 --qf '%{{version}}-%{{release}}' {p} 2>/dev/null",
+    "yum": "repoquery --qf '%{{version}}-%{{release}}' {p} 2>/dev/null | tail -n1",
+    "apk": "apk policy {p} 2>/dev/null | sed -n 2p | tr -d ' :'",
+}
+_PKG_CMD = {
+    "apt": {
+        "present": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {ps}",
+        "latest": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {ps}",
+        "absent": "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {ps}",
+        "update": "apt-get update -q",
+    },
+    "dnf": {
+        "present": "dnf install -y -q {ps}",
+        "latest": "dnf upgrade -y -q {ps}",
+        "absent": "dnf remove -y -q {ps}",
+        "update": "dnf makecache -q",
+    },
+    "yum": {
+        "present": "yum install -y -q {ps}",
+        "latest": "yum update -y -q {ps}",
+        "absent": "yum remove -y -q {ps}",
+        "update": "yum makecache -q",
+    },
+    "apk": {
+        "present": "apk add -q {ps}",
+        "latest": "apk add -q --upgrade {ps}",
+        "absent": "apk del -q {ps}",
+        "update": "apk update -q",
+    },
+}
+
+
+class Package(StepKind):
+    name: ClassVar[str] = "package"
+    transports = SHELL_TRANSPORTS
+
+    def normalize(self, params: Any) -> dict[str, Any]:
+        out = dict(params)
+        names = out.get("name")
+        out["name"] = [names] if isinstance(names, str) else list(names or [])
+        return out
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        manager = params.get("manager", "auto")
+        detect = (
+            (
+                "for m in apt-get dnf yum apk; do command -v $m >/dev/null 2>&1 && "
+                "{ echo ${m%-get}; exit 0; }; done; exit 1"
+            )
+            if manager == "auto"
+            else f"echo {q(manager)}"
+        )
+        out = [Probe("manager", detect)]
+        for i, name in enumerate(params["name"]):
+            p = q(name)
+            # one round trip: ask in every manager's form; plan() reads the detected one's
+            for m in ("apt", "dnf", "apk"):
+                out.append(Probe(f"{m}.{i}", _guarded(m, _PKG_QUERY[m].format(p=p))))
+                if params.get("state") == "latest":
+                    out.append(Probe(f"cand.{m}.{i}", _guarded(m, _PKG_CANDIDATE[m].format(p=p))))
+        return out
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        if facts["manager"].rc != 0 or not facts["manager"].text.strip():
+            return Change(
+                "unknown", "no supported package manager", reason="found none of apt-get, dnf, yum, apk on the host"
+            )
+        manager = facts["manager"].text.strip()
+        fam = "dnf" if manager == "yum" else manager
+        state = params.get("state", "present")
+        names: list[str] = params["name"]
+        todo: list[str] = []
+        notes: list[str] = []
+        for i, name in enumerate(names):
+            ans = facts.get(f"{fam}.{i}")
+            installed = ans is not None and ans.rc == 0 and bool(ans.text.strip())
+            version = ans.text.strip() if installed and ans is not None else ""
+            if state == "absent" and installed:
+                todo.append(name)
+                notes.append(f"{name} {version}")
+            elif state == "present" and not installed:
+                todo.append(name)
+                notes.append(name)
+            elif state == "latest":
+                cand = facts.get(f"cand.{fam}.{i}")
+                candidate = cand.text.strip() if cand is not None and cand.rc == 0 else ""
+                if not installed:
+                    todo.append(name)
+                    notes.append(f"{name} (new)")
+                elif not candidate:
+                    return Change(
+                        "unknown",
+                        f"cannot tell the newest {name}",
+                        reason=f"{manager} gave no candidate version for {name}",
+                    )
+                elif candidate != version and candidate not in version:
+                    todo.append(name)
+                    notes.append(f"{name} {version} -> {candidate}")
+        if not todo:
+            return Change("noop", f"packages {', '.join(names)} are {state}")
+        cmds = _PKG_CMD[manager]
+        actions = []
+        if params.get("update_cache") and state != "absent":
+            actions.append(Action("cmd", command=cmds["update"]))
+        actions.append(Action("cmd", command=cmds[state].format(ps=" ".join(q(n) for n in todo))))
+        verb = {"present": "install", "absent": "remove", "latest": "upgrade"}[state]
+        status: Status = "delete" if state == "absent" else ("update" if state == "latest" else "create")
+        return Change(status, f"{verb} {', '.join(notes)} ({manager})", tuple(actions))
+
+
+def _guarded(manager: str, command: str) -> str:
+    binary = {"apt": "dpkg-query", "dnf": "rpm", "yum": "rpm", "apk": "apk"}[manager]
+    return f"command -v {binary} >/dev/null 2>&1 || exit 127; {command}"
+
+
+# ---------------------------------------------------------------- service
+
+
+class Service(StepKind):
+    name: ClassVar[str] = "service"
+    transports = SHELL_TRANSPORTS
+
+    def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
+        n = q(params["name"])
+        return [
+            Probe("systemd", "[ -d /run/systemd/system ] && command -v systemctl"),
+            Probe("active", f"systemctl is-active -- {n}"),
+            Probe("enabled", f"systemctl is-enabled -- {n}"),
+        ]
+
+    def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
+        name = str(params["name"])
+        if facts["systemd"].rc != 0:
+            return Change(
+                "unknown",
+                f"cannot manage service {name}",
+                reason="systemd is not running on this host (no /run/systemd/system)",
+            )
+        active = facts["active"].text.strip()
+        enabled = facts["enabled"].text.strip()
+        state = params.get("state")
+        actions: list[Action] = []
+        notes: list[str] = []
+        status: Status = "update"
+        n = q(name)
+        if state == "started" and active != "active":
+            actions.append(Action("cmd", command=f"systemctl start -- {n}"))
+            notes.append(f"start ({active or 'unknown'} -> active)")
+        elif state == "stopped" and active in ("active", "activating", "reloading"):
+            actions.append(Action("cmd", command=f"systemctl stop -- {n}"))
+            notes.append(f"stop ({active} -> inactive)")
+        elif state in ("restarted", "reloaded"):
+            verb = "restart" if state == "restarted" else "reload"
+            actions.append(Action("cmd", command=f"systemctl {verb} -- {n}"))
+            notes.append(f"{verb} (always: not idempotent)")
+            status = "run"
+        want = params.get("enabled")
+        if want is True and enabled not in ("enabled", "enabled-runtime", "static", "alias"):
+            actions.append(Action("cmd", command=f"systemctl enable -- {n}"))
+            notes.append(f"enable ({enabled or 'unknown'} -> enabled)")
+        elif want is False and enabled in ("enabled", "enabled-runtime"):
+            actions.append(Action("cmd", command=f"systemctl disable -- {n}"))
+            notes.append("disable")
+        if not actions:
+            return Change("noop", f"service {name} is {active}" + (f", {enabled}" if want is not None else ""))
+        return Change(status, f"service {name}: {'; '.join(notes)}", tuple(actions))
+
+
+for _kind in (Run(), File(), Line(), Template(), Copy(), Package(), Service()):
+    register(_kind)

@@ -1,0 +1,18 @@
+"""Shared pytest set-up: peer requirements (skip locally, fail in CI) and fixture plugins."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_peer(available: bool, why: str) -> None:
+    """A test that needs a real peer: skip on a developer machine, fail under CI=true."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required peer missing in CI: {why}", pytrace=False)
+    pytest.skip(f"peer not available: {why}")
