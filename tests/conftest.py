@@ -16,3 +16,8 @@ def require_peer(available: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"required peer missing in CI: {why}", pytrace=False)
     pytest.skip(f"peer not available: {why}")
+
+
+pytest_plugins = [
+    "tests.fixtures_adb",
+]
