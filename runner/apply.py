@@ -501,4 +501,5 @@ class Executor:
             attempts=r.attempts,
             duration=round(r.duration, 4),
             message=redact(r.message),
+            table=r.data.get("table") if isinstance(r.data, dict) else None,
         )

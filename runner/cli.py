@@ -284,7 +284,7 @@ def apply(
             for sp in the_plan.steps:
                 s = saved.step(sp.host, sp.instance)
                 why = "not in the saved plan" if s is None else planmod.drift(s, sp)
-                if s is not None and (s.get("status") == "unknown" or sp.conditional_on):
+                if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):
                     why = None
                 if why:
                     drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")

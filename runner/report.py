@@ -59,6 +59,8 @@ def _step_lines(sp: StepPlan, color: bool, *, diff: bool = True) -> list[str]:
     if c.status in ("create", "update", "delete", "run", "blocked"):
         for a in c.actions:
             lines.append(f"      $ {redact(a.display())}" if a.kind == "cmd" else f"      {redact(a.display())}")
+    if c.data.get("table"):
+        lines.extend("      " + row for row in redact(str(c.data["table"])).rstrip("\n").split("\n"))
     if diff and c.diff and c.changes:
         for dl in redact(c.diff).rstrip("\n").split("\n"):
             code = "32" if dl.startswith("+") else "31" if dl.startswith("-") else "36" if dl.startswith("@@") else ""
@@ -132,9 +134,11 @@ def event_line(ev: dict[str, Any], *, color: bool = False) -> str | None:
         took = ev.get("duration") or 0
         msg = f" {ev.get('message')}" if ev.get("message") else ""
         tries = f" after {ev['attempts']} tries" if (ev.get("attempts") or 0) > 1 else ""
+        table = ev.get("table")
+        tail = ("\n" + "\n".join("      " + r for r in str(table).rstrip("\n").split("\n"))) if table else ""
         return (
             f"  {_c(status.ljust(9), _STATUS_COLORS.get(status, ''), color)} "
-            f"{ev.get('host')}  {ev.get('instance')}{tries} ({took:.2f}s){msg}"
+            f"{ev.get('host')}  {ev.get('instance')}{tries} ({took:.2f}s){msg}{tail}"
         )
     if t == "retry":
         return (

@@ -20,4 +20,6 @@ def require_peer(available: bool, why: str) -> None:
 
 pytest_plugins = [
     "tests.fixtures_adb",
+    "tests.fixtures_pve",
+    "tests.fixtures_ssh",
 ]

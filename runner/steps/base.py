@@ -83,7 +83,7 @@ def register(kind: StepKind) -> StepKind:
 
 
 def get(name: str) -> StepKind:
-    if not REGISTRY:
+    if name not in REGISTRY:
         load_all()
     return REGISTRY[name]
 

@@ -160,7 +160,8 @@ def probe_script(probes: Sequence[Probe]) -> str:
         lines.append(f'( {p.command}\n) </dev/null >"$t/o" 2>"$t/e"; rc=$?')
         lines.append(
             f"printf '%s %s %s ' '{PROBE_MARK}' {shlex.quote(p.key)} \"$rc\"; "
-            "base64 <\"$t/o\" | tr -d '\\n'; printf ' '; base64 <\"$t/e\" | tr -d '\\n'; echo"
+            "[ -s \"$t/o\" ] && base64 <\"$t/o\" | tr -d '\\n'; printf ' '; "
+            "[ -s \"$t/e\" ] && base64 <\"$t/e\" | tr -d '\\n'; echo"
         )
     lines.append('rm -rf "$t"')
     return "\n".join(lines) + "\n"

@@ -1,0 +1,804 @@
+"""SSH hosts: one Fabric/paramiko connection per host for the whole run, reused by everything.
+
+Host keys are checked against known_hosts (strict | accept-new | off) before any credential
+is sent; commands go straight to paramiko channels (never invoke's in_stream), files over
+SFTP with an atomic rename. No paramiko or socket exception escapes this module untranslated.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import secrets
+import select
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import fabric
+import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
+
+from runner.errors import (
+    AuthError,
+    CommandTimeout,
+    ConnectError,
+    HostKeyError,
+    InvalidInput,
+    OpsrunError,
+    TransportError,
+)
+from runner.model import CommandResult, Host
+from runner.transports.base import CommandGuard, Transport
+
+POLICIES = ("strict", "accept-new", "off")
+SUDO_OK = "@@opsrun-sudo-ok@@"  # printed (with its process group) by the root shell
+# A builtin `read` of /proc (no fork) gives the root shell's process group for a timeout kill.
+SUDO_HELLO = f"pg=; read -r _ _ _ _ pg _ </proc/$$/stat 2>/dev/null; echo {SUDO_OK} $pg"
+SUDO_PROMPT = "@@opsrun-sudo-password@@"  # sudo -S -p: tells us when to send the password
+CHUNK = 65536
+INLINE_STDIN = 1 << 20  # below the SSH window: sendall cannot block, no writer thread needed
+KEEPALIVE = 30  # seconds; notices a dead peer during long quiet steps
+KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
+
+_known_hosts_lock = threading.Lock()  # accept-new appends from parallel hosts
+
+
+@dataclass
+class _Target:
+    """Where and how to connect, after inventory settings and ~/.ssh/config are merged."""
+
+    alias: str
+    user: str | None
+    port: int | None
+    keys: list[str]
+    password: str | None
+    passphrase: str | None
+    policy: str
+    known_hosts_file: Path
+    connect_timeout: float
+    jump: dict[str, Any] | None
+    sudo: bool
+    sudo_password: str | None
+    shell: str
+    explicit_key: bool = False
+    ssh_config: paramiko.SSHConfig = field(default_factory=paramiko.SSHConfig)
+
+
+class SSHTransport(Transport):
+    kind: ClassVar[str] = "ssh"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"shell", "files"})
+    tcp_nodelay: ClassVar[bool] = True  # paramiko leaves Nagle on: +40 ms per channel open
+
+    def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
+        super().__init__(host, guard)
+        self._target = _resolve_settings(host)
+        self._conn: fabric.Connection | None = None
+        self._transport: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._jump: SSHTransport | None = None
+        self.label = f"{self._target.user or '?'}@{self._target.alias}:{self._target.port or 22}"
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def open(self) -> None:
+        """Connect once; a lost connection is dropped and made again."""
+        if self.connected:
+            return
+        self._drop()
+        self._connect()
+
+    def close(self) -> None:
+        self._drop()
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+
+    def _drop(self) -> None:
+        sftp, self._sftp = self._sftp, None
+        conn, self._conn = self._conn, None
+        self._transport = None
+        if sftp is not None:
+            with contextlib.suppress(Exception):
+                sftp.close()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.client.close()
+
+    def _connect(self) -> None:
+        t = self._target
+        kwargs: dict[str, Any] = {
+            "banner_timeout": t.connect_timeout,
+            "auth_timeout": t.connect_timeout,
+            "channel_timeout": t.connect_timeout,
+        }
+        config = fabric.Config(ssh_config=t.ssh_config, lazy=True)
+        conn = fabric.Connection(
+            t.alias, user=t.user, port=t.port, config=config, gateway=False,
+            connect_timeout=max(1, round(t.connect_timeout)), connect_kwargs=kwargs,
+        )
+        self.label = f"{conn.user}@{conn.host}:{conn.port}"
+        keys = [os.path.expanduser(k) for k in t.keys] if t.explicit_key else [
+            os.path.expanduser(k) for k in conn.ssh_config.get("identityfile", [])
+        ]
+        if t.explicit_key and keys and not os.path.isfile(keys[0]):
+            raise AuthError(self.host.name, f"private key {keys[0]} does not exist",
+                            hint="fix `key:` for this host in the inventory")
+        keys = [k for k in keys if os.path.isfile(k)]
+        kwargs["key_filename"] = keys
+        kwargs["look_for_keys"] = not keys
+        kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
+        if t.password:
+            kwargs["password"] = t.password
+        if t.passphrase:
+            kwargs["passphrase"] = t.passphrase
+        conn.connect_kwargs = kwargs
+
+        client: paramiko.SSHClient = conn.client
+        if t.policy != "off":
+            try:
+                if t.known_hosts_file.is_file():
+                    client.load_system_host_keys(str(t.known_hosts_file))
+            except (OSError, paramiko.SSHException) as exc:
+                raise ConnectError(
+                    self.host.name, f"cannot read known_hosts file {t.known_hosts_file}: {exc}"
+                ) from exc
+        client.set_missing_host_key_policy(_HostKeyPolicy(self, conn.host, int(conn.port)))
+
+        kwargs["sock"] = self._dial(conn.host, int(conn.port), conn.ssh_config)
+        try:
+            conn.open()
+        except OpsrunError:
+            _quiet_close(conn)
+            raise
+        except paramiko.BadHostKeyException as exc:
+            _quiet_close(conn)
+            raise self._changed_key(conn.host, int(conn.port), exc) from exc
+        except paramiko.PasswordRequiredException as exc:
+            _quiet_close(conn)
+            raise AuthError(self.host.name, f"private key for {self.label} is encrypted",
+                            hint="set `key_passphrase: env:NAME` for this host") from exc
+        except paramiko.AuthenticationException as exc:
+            _quiet_close(conn)
+            raise AuthError(
+                self.host.name,
+                f"authentication failed for {self.label} (tried: {self._methods(kwargs)})",
+                hint="check `user:` and `key:` (is the public key in the host's "
+                     "~/.ssh/authorized_keys?) or `password:`",
+            ) from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            _quiet_close(conn)
+            raise ConnectError(
+                self.host.name, f"cannot connect to {self.label}: SSH handshake failed: "
+                f"{_describe(exc)}", hint="is an SSH server listening on that port?",
+            ) from exc
+        transport = conn.transport
+        assert transport is not None
+        transport.set_keepalive(KEEPALIVE)
+        self._conn = conn
+        self._transport = transport
+
+    def _dial(self, hostname: str, port: int, ssh_config: Any) -> Any:
+        """A connected socket-like object: TCP (TCP_NODELAY), a jump channel or ProxyCommand."""
+        t = self._target
+        jump = t.jump
+        if jump is None and ssh_config.get("proxyjump", "none").lower() != "none":
+            jump = _jump_from_string(ssh_config["proxyjump"], t)
+        if jump is not None:
+            return self._via_jump(jump, hostname, port)
+        proxy = ssh_config.get("proxycommand")
+        if proxy and proxy.lower() != "none":
+            try:
+                return paramiko.ProxyCommand(proxy)
+            except (paramiko.SSHException, OSError) as exc:
+                raise ConnectError(self.host.name, f"ProxyCommand failed: {exc}") from exc
+        where = f"cannot connect to {self.label}"
+        try:
+            sock = socket.create_connection((hostname, port), timeout=t.connect_timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(self.host.name, f"{where}: cannot resolve host name {hostname!r}",
+                               hint="check `address:` in the inventory (or HostName in ssh config)"
+                               ) from exc
+        except ConnectionRefusedError as exc:
+            raise ConnectError(self.host.name, f"{where}: connection refused",
+                               hint=f"is sshd running and listening on port {port}?") from exc
+        except TimeoutError as exc:
+            raise ConnectError(self.host.name, f"{where}: timed out after {t.connect_timeout:g}s",
+                               hint="check the address and firewalls, or raise `connect_timeout`",
+                               ) from exc
+        except OSError as exc:
+            reason = {errno.EHOSTUNREACH: "no route to host",
+                      errno.ENETUNREACH: "network unreachable"}.get(exc.errno or 0,
+                                                                    exc.strerror or str(exc))
+            raise ConnectError(self.host.name, f"{where}: {reason}") from exc
+        if self.tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _via_jump(self, jump: dict[str, Any], hostname: str, port: int) -> paramiko.Channel:
+        if self._jump is None:
+            name = f"{self.host.name} (jump {jump.get('address', '?')})"
+            self._jump = type(self)(Host(name=name, transport="ssh", settings=jump))
+        self._jump.open()
+        jt = self._jump._transport
+        assert jt is not None
+        try:
+            return jt.open_channel("direct-tcpip", (hostname, port), ("127.0.0.1", 0),
+                                   timeout=self._target.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectError(
+                self.host.name, f"cannot connect to {self.label} through jump host "
+                f"{self._jump.label}: {_describe(exc)}",
+                hint="can the jump host reach that address and port (AllowTcpForwarding)?",
+            ) from exc
+
+    def _methods(self, kwargs: dict[str, Any]) -> str:
+        tried = [f"key {k}" for k in kwargs.get("key_filename") or []]
+        if kwargs.get("look_for_keys"):
+            tried.append("default keys ~/.ssh/id_*")
+        if kwargs.get("allow_agent"):
+            tried.append("ssh-agent")
+        if kwargs.get("password"):
+            tried.append("password")
+        return ", ".join(tried) or "nothing (no key, agent or password)"
+
+    # ------------------------------------------------------------ host keys
+    def _known_name(self, hostname: str, port: int) -> str:
+        return hostname if port == 22 else f"[{hostname}]:{port}"
+
+    def _scan_hint(self, hostname: str, port: int, key: paramiko.PKey) -> str:
+        kt = key.get_name().removeprefix("ssh-").split("-")[0]
+        p = f"-p {port} " if port != 22 else ""
+        return f"ssh-keyscan {p}-t {kt} {hostname} >> {self._target.known_hosts_file}"
+
+    def _unknown_key(self, hostname: str, port: int, key: paramiko.PKey) -> HostKeyError:
+        name = self._known_name(hostname, port)
+        return HostKeyError(
+            self.host.name,
+            f"unknown host key for {name}: {key.get_name()} {fingerprint(key)} is not in "
+            f"{self._target.known_hosts_file} (known_hosts: strict)",
+            hint=f"check that fingerprint with the host's owner, then add it: "
+                 f"{self._scan_hint(hostname, port, key)}; or trust it on first use with "
+                 f"`known_hosts: accept-new` for this host",
+        )
+
+    def _changed_key(self, hostname: str, port: int,
+                     exc: paramiko.BadHostKeyException) -> HostKeyError:
+        name = self._known_name(hostname, port)
+        got, expected = exc.key, exc.expected_key
+        file = self._target.known_hosts_file
+        return HostKeyError(
+            self.host.name,
+            f"host key for {name} has CHANGED: it now presents {got.get_name()} "
+            f"{fingerprint(got)}, {file} has {expected.get_name()} {fingerprint(expected)}",
+            hint=f"someone may be intercepting the connection, or the host was reinstalled. "
+                 f"Only if you know why: ssh-keygen -R '{name}' -f {file}, then "
+                 f"{self._scan_hint(hostname, port, got)} (accept-new never accepts a changed key)",
+        )
+
+    def _accept_new(self, hostname: str, port: int, key: paramiko.PKey) -> None:
+        file = self._target.known_hosts_file
+        line = f"{self._known_name(hostname, port)} {key.get_name()} {key.get_base64()}\n"
+        try:
+            with _known_hosts_lock:
+                file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                with file.open("a", encoding="ascii") as fh:
+                    fh.write(line)
+        except OSError as exc:
+            raise HostKeyError(self.host.name,
+                               f"cannot record the new host key in {file}: {exc.strerror or exc}"
+                               ) from exc
+
+    # ------------------------------------------------------------ commands
+    def _command_line(self, command: str, sudo: bool) -> str:
+        shell = self._target.shell
+        if not sudo:
+            return f"{shell} -c {shlex.quote(command)}"
+        script = f"{SUDO_HELLO}\n{command}"
+        head = f"sudo -S -p {SUDO_PROMPT} --" if self._target.sudo_password else "sudo -n --"
+        return f"{head} {shell} -c {shlex.quote(script)}"
+
+    def _session(self) -> paramiko.Channel:
+        """A fresh channel; a connection found dead before sending anything is remade once."""
+        for attempt in (1, 2):
+            self.open()
+            assert self._transport is not None
+            try:
+                return self._transport.open_session(timeout=self._target.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if self.connected and isinstance(exc, paramiko.ChannelException):
+                    raise ConnectError(self.host.name, f"{self.label} refused a session: "
+                                       f"{_describe(exc)}") from exc
+                self._drop()
+                if attempt == 2:
+                    raise ConnectError(self.host.name, f"connection lost to {self.label}: "
+                                       f"{_describe(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _run(
+        self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool
+    ) -> CommandResult:
+        start = time.monotonic()
+        chan = self._session()
+        use_sudo = (sudo or self._target.sudo) and self._conn_user() != "root"
+        try:
+            return self._exchange(chan, command, use_sudo=use_sudo, stdin=stdin, start=start,
+                                  timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(command, exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                chan.close()
+
+    def _exchange(self, chan: paramiko.Channel, command: str, *, use_sudo: bool,
+                  stdin: bytes | None, start: float, timeout: float | None) -> CommandResult:
+        deadline = start + timeout if timeout else None
+        chan.exec_command(self._command_line(command, use_sudo))
+        out = bytearray()
+        err = bytearray()
+        password = self._target.sudo_password if use_sudo else None
+        gated = password is not None  # hold stdin back until sudo has let us in
+        prompts_answered = 0
+        pgid: str | None = None  # the sudo'd shell's process group, once it said hello
+        writer: threading.Thread | None = None
+        if not gated:
+            writer = _send_stdin(chan, stdin)
+        fd = chan.fileno()
+        while True:
+            while chan.recv_ready():
+                out += chan.recv(CHUNK)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
+            if use_sudo and pgid is None and b"\n" in out:
+                pgid = _hello_pgid(out)
+            if gated:
+                if pgid is not None:
+                    gated = False
+                    writer = _send_stdin(chan, stdin)
+                elif err.count(SUDO_PROMPT.encode()) > prompts_answered:
+                    if prompts_answered:
+                        raise AuthError(self.host.name, f"sudo on {self.label} refused "
+                                        "`sudo_password`", hint="check `sudo_password`")
+                    assert password is not None
+                    chan.sendall(password.encode() + b"\n")
+                    prompts_answered += 1
+            if (chan.closed or (chan.eof_received and chan.exit_status_ready())) and not (
+                chan.recv_ready() or chan.recv_stderr_ready()
+            ):
+                break
+            wait = 1.0
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._kill(chan, pgid)
+                    raise CommandTimeout(
+                        self.host.name, f"command timed out after {timeout:g}s: {command}")
+                wait = min(wait, remaining)
+            if chan.eof_received:
+                chan.status_event.wait(wait)  # data is over; wait for exit status or close
+            else:
+                select.select([fd], [], [], wait)
+        if writer is not None:
+            writer.join(timeout=5)
+        rc = chan.exit_status
+        if rc == -1 and self._dead(chan):
+            raise self._lost(command, None)
+        stdout, stderr = bytes(out), bytes(err)
+        if use_sudo:
+            stdout, stderr = self._sudo_result(stdout, stderr, rc)
+        return CommandResult(rc, stdout, stderr, time.monotonic() - start)
+
+    def _dead(self, chan: paramiko.Channel) -> bool:
+        """After a channel closed without exit status: did the whole connection go?"""
+        if chan.eof_received:
+            return False  # sshd said goodbye properly: the command died by a signal
+        transport = self._transport
+        limit = time.monotonic() + 1.0
+        while transport is not None and transport.is_active() and time.monotonic() < limit:
+            time.sleep(0.01)
+        return transport is None or not transport.is_active()
+
+    def _sudo_result(self, stdout: bytes, stderr: bytes, rc: int) -> tuple[bytes, bytes]:
+        stderr = stderr.replace(SUDO_PROMPT.encode(), b"")
+        if _hello_pgid(stdout) is not None:
+            return stdout.split(b"\n", 1)[1], stderr
+        text = stderr.decode("utf-8", "replace").strip()[-300:]
+        if "password" in text.lower():
+            raise AuthError(self.host.name, f"sudo on {self.label} wants a password: {text}",
+                            hint=f"allow NOPASSWD sudo for {self._conn_user()} or set "
+                                 "`sudo_password: env:NAME`")
+        raise TransportError(self.host.name, f"sudo could not start the command (rc {rc}): {text}",
+                             hint="is sudo installed and is the login user allowed to use it?")
+
+    def _kill(self, chan: paramiko.Channel, pgid: str | None) -> None:
+        """End a timed-out command: TERM, then KILL, to its whole process group.
+
+        sshd delivers a channel 'signal' to the session's process group as the login user;
+        commands under sudo run as root, so those also get `sudo kill -SIG -PGID`."""
+        for sig in ("TERM", "KILL"):
+            _signal(chan, sig)
+            if pgid and pgid.isdigit() and int(pgid) > 1 and self.connected:
+                with contextlib.suppress(OpsrunError):
+                    self._run(f"kill -{sig} -{pgid} 2>/dev/null",
+                              timeout=self._target.connect_timeout, stdin=None, sudo=True)
+            if chan.status_event.wait(KILL_GRACE):
+                break
+        with contextlib.suppress(Exception):
+            chan.close()
+
+    def _lost(self, command: str, exc: BaseException | None) -> ConnectError:
+        why = f": {_describe(exc)}" if exc is not None else ""
+        self._drop()
+        return ConnectError(
+            self.host.name,
+            f"connection lost to {self.label} while running: {command[:200]}{why}",
+            hint="the host or its sshd went away; the command may or may not have finished "
+                 "(opsrun reconnects on the next attempt)",
+        )
+
+    def _conn_user(self) -> str:
+        if self._conn is not None:
+            return str(self._conn.user)
+        return self._target.user or ""
+
+    # ------------------------------------------------------------ files
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        self.open()
+        if self._sftp is None:
+            assert self._transport is not None
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._drop()
+                raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP: "
+                                   f"{_describe(exc)}",
+                                   hint="enable the sftp Subsystem in sshd_config") from exc
+            if self._sftp is None:
+                raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP")
+        return self._sftp
+
+    def _put(self, path: str, content: bytes, mode: str | None) -> None:
+        if mode is not None:
+            _check_mode(self.host.name, mode)
+        self.open()  # so the login user is known before choosing the sudo path
+        try:
+            if self._target.sudo and self._conn_user() != "root":
+                self._put_sudo(path, content, mode)
+            else:
+                self._put_sftp(path, content, mode)
+        except OpsrunError:
+            raise
+        except OSError as exc:
+            if not self.connected:
+                raise self._lost(f"put {path}", exc) from exc
+            raise OpsrunError(f"{self.host.name}: cannot write {path}: "
+                              f"{exc.strerror or exc}") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            raise self._lost(f"put {path}", exc) from exc
+
+    def _put_sftp(self, path: str, content: bytes, mode: str | None) -> None:
+        sftp = self._sftp_client()
+        folder, name = posixpath.split(path)
+        folder = folder or "."
+        _sftp_makedirs(sftp, folder)
+        tmp = posixpath.join(folder, f".{name}.opsrun-{secrets.token_hex(4)}")
+        try:
+            with sftp.open(tmp, "wxb") as fh:
+                fh.set_pipelined(True)
+                fh.write(content)
+            if mode is not None:
+                sftp.chmod(tmp, int(mode, 8))
+            else:
+                try:
+                    sftp.chmod(tmp, (sftp.stat(path).st_mode or 0) & 0o7777)
+                except FileNotFoundError:
+                    pass
+            sftp.posix_rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sftp.remove(tmp)
+            raise
+
+    def _put_sudo(self, path: str, content: bytes, mode: str | None) -> None:
+        sftp = self._sftp_client()
+        staged = posixpath.join(sftp.normalize("."), f".opsrun-put-{secrets.token_hex(6)}")
+        with sftp.open(staged, "wxb") as fh:
+            fh.chmod(0o600)
+            fh.set_pipelined(True)
+            fh.write(content)
+        q = shlex.quote
+        name = posixpath.basename(path) or "file"
+        set_mode = f"chmod {mode} \"$t\"" if mode is not None else ":"
+        script = "\n".join([
+            "set -e",
+            f"src={q(staged)}; dest={q(path)}",
+            'trap \'rm -f -- "$src" ${t:+"$t"}\' EXIT',
+            'd=$(dirname -- "$dest"); mkdir -p -- "$d"',
+            f't=$(mktemp "$d/.{_safe_name(name)}.XXXXXX")',
+            'cat -- "$src" > "$t"',
+            'if [ -e "$dest" ]; then chown "$(stat -c %u:%g -- "$dest")" "$t"; '
+            'chmod "$(stat -c %a -- "$dest")" "$t"; '
+            'else chmod "$(printf %o $((0666 & ~$(umask))))" "$t"; fi',
+            set_mode,
+            'mv -f -- "$t" "$dest"; t=',
+        ])
+        result = self._run(script, timeout=None, stdin=None, sudo=True)
+        if result.rc != 0:
+            with contextlib.suppress(Exception):
+                sftp.remove(staged)
+            raise OpsrunError(f"{self.host.name}: cannot write {path} (sudo): "
+                              f"{result.err.strip()[-300:]}")
+
+    def _get(self, path: str) -> bytes:
+        try:
+            sftp = self._sftp_client()
+            with sftp.open(path, "rb") as fh:
+                fh.prefetch()
+                return fh.read()
+        except OpsrunError:
+            raise
+        except PermissionError as exc:
+            if self._target.sudo and self._conn_user() != "root":
+                result = self._run(f"cat -- {shlex.quote(path)}", timeout=None, stdin=None,
+                                   sudo=True)
+                if result.rc == 0:
+                    return result.stdout
+                raise OpsrunError(f"{self.host.name}: cannot read {path}: "
+                                  f"{result.err.strip()[-300:]}") from exc
+            raise OpsrunError(f"{self.host.name}: cannot read {path}: permission denied",
+                              hint="set `sudo: true` for this host if root may read it") from exc
+        except OSError as exc:
+            if not self.connected:
+                raise self._lost(f"get {path}", exc) from exc
+            raise OpsrunError(f"{self.host.name}: cannot read {path}: "
+                              f"{exc.strerror or exc}") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            raise self._lost(f"get {path}", exc) from exc
+
+
+# ---------------------------------------------------------------- host key policy
+
+
+class _HostKeyPolicy:
+    """paramiko calls `missing_host_key` when known_hosts has no key at all for this name."""
+
+    def __init__(self, owner: SSHTransport, hostname: str, port: int) -> None:
+        self.owner = owner
+        self.hostname = hostname
+        self.port = port
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        policy = self.owner._target.policy
+        if policy == "off":
+            return
+        if policy == "accept-new":
+            self.owner._accept_new(self.hostname, self.port, key)
+            return
+        raise self.owner._unknown_key(self.hostname, self.port, key)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """SHA256:base64 (unpadded), the way ssh prints host key fingerprints."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _ssh_config() -> paramiko.SSHConfig:
+    """~/.ssh/config (or $OPSRUN_SSH_CONFIG); a missing file is an empty config."""
+    path = Path(os.path.expanduser(os.environ.get("OPSRUN_SSH_CONFIG") or "~/.ssh/config"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return paramiko.SSHConfig()
+    except OSError as exc:
+        raise OpsrunError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
+    try:
+        return paramiko.SSHConfig.from_text(text)
+    except Exception as exc:  # paramiko raises bare Exception/ConfigParseError for bad lines
+        raise OpsrunError(f"{path}: cannot parse ssh config: {exc}") from exc
+
+
+def _resolve_settings(host: Host) -> _Target:
+    s = host.settings
+    ssh_config = _ssh_config()
+    alias = str(s.get("address") or host.name)
+    looked = ssh_config.lookup(alias)
+    policy = str(s.get("known_hosts") or _policy_from_config(looked) or "strict")
+    if policy not in POLICIES:
+        raise InvalidInput(f"host {host.name}: known_hosts must be one of "
+                           f"{', '.join(POLICIES)}, not {policy!r}")
+    known_file = s.get("known_hosts_file") or _first(looked.get("userknownhostsfile")) \
+        or "~/.ssh/known_hosts"
+    port = s.get("port")
+    jump = s.get("jump")
+    target_defaults = {k: s[k] for k in ("known_hosts", "known_hosts_file", "connect_timeout")
+                       if s.get(k) is not None}
+    jump_settings: dict[str, Any] | None
+    if isinstance(jump, str):
+        parsed = _parse_jump(jump)
+        for k in ("key", "key_passphrase"):
+            if s.get(k) and k not in parsed:
+                parsed[k] = s[k]
+        jump_settings = {**target_defaults, **parsed}
+    elif isinstance(jump, dict):
+        jump_settings = {**target_defaults, **jump}
+    elif jump in (None, False, ""):
+        jump_settings = None
+    else:
+        raise InvalidInput(f"host {host.name}: jump must be a host's settings or "
+                           f"'user@host:port', not {jump!r}")
+    try:
+        timeout = float(s.get("connect_timeout") or looked.get("connecttimeout") or 10)
+        port_n = int(port) if port is not None else None
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"host {host.name}: port and connect_timeout must be numbers") from exc
+    key = s.get("key")
+    return _Target(
+        alias=alias,
+        user=str(s["user"]) if s.get("user") else looked.get("user"),
+        port=port_n if port_n is not None else int(looked.get("port", 22)),
+        keys=[str(key)] if key else list(looked.get("identityfile", [])),
+        explicit_key=bool(key),
+        password=s.get("password") or None,
+        passphrase=s.get("key_passphrase") or None,
+        policy=policy,
+        known_hosts_file=Path(os.path.expanduser(str(known_file))),
+        connect_timeout=timeout,
+        jump=jump_settings,
+        sudo=bool(s.get("sudo", False)),
+        sudo_password=s.get("sudo_password") or None,
+        shell=str(s.get("shell") or "/bin/sh"),
+        ssh_config=ssh_config,
+    )
+
+
+def _policy_from_config(looked: dict[str, Any]) -> str | None:
+    value = str(looked.get("stricthostkeychecking", "")).lower()
+    if value in ("yes", "ask"):
+        return "strict"
+    if value in ("accept-new", "no", "off"):
+        return "accept-new"  # a config line never makes us accept a *changed* key
+    return None
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return str(value).split()[0] if value else None
+
+
+def _parse_jump(text: str) -> dict[str, Any]:
+    """'user@host:port' (user and port optional) -> settings; 'a,b' chains hops."""
+    hops = [h.strip() for h in text.split(",") if h.strip()]
+    last = hops[-1] if hops else text
+    out: dict[str, Any] = {}
+    if "@" in last:
+        out["user"], last = last.rsplit("@", 1)
+    if last.startswith("["):
+        addr, _, rest = last[1:].partition("]")
+        out["address"] = addr
+        if rest.startswith(":"):
+            out["port"] = int(rest[1:])
+    elif last.count(":") == 1:
+        addr, port = last.split(":")
+        out["address"], out["port"] = addr, int(port)
+    else:
+        out["address"] = last
+    if len(hops) > 1:
+        out["jump"] = ",".join(hops[:-1])
+    return out
+
+
+def _jump_from_string(value: str, t: _Target) -> dict[str, Any]:
+    out = _parse_jump(value)
+    out.setdefault("known_hosts", t.policy)
+    out.setdefault("known_hosts_file", str(t.known_hosts_file))
+    out.setdefault("connect_timeout", t.connect_timeout)
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _send_stdin(chan: paramiko.Channel, data: bytes | None) -> threading.Thread | None:
+    """Give the command its stdin, then EOF. Large inputs go from a thread so that a
+    command writing lots of output before reading can never deadlock against us."""
+    if not data:
+        chan.shutdown_write()
+        return None
+    if len(data) <= INLINE_STDIN:
+        chan.sendall(data)
+        chan.shutdown_write()
+        return None
+
+    def feed() -> None:
+        with contextlib.suppress(Exception):
+            view = memoryview(data)
+            for i in range(0, len(view), CHUNK):
+                chan.sendall(view[i:i + CHUNK])
+            chan.shutdown_write()
+
+    thread = threading.Thread(target=feed, name="opsrun-ssh-stdin", daemon=True)
+    thread.start()
+    return thread
+
+
+def _hello_pgid(out: bytes | bytearray) -> str | None:
+    """The process group in the sudo'd shell's first line, "" when unknown, None if absent."""
+    if not out.startswith(SUDO_OK.encode()):
+        return None
+    line = bytes(out).split(b"\n", 1)[0]
+    if len(line) == len(out):  # line not finished yet
+        return None
+    return line[len(SUDO_OK):].decode("ascii", "replace").strip()
+
+
+def _signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 'signal' request; OpenSSH sshd delivers it to the session's process group."""
+    if chan.closed:
+        return
+    m = Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(name)
+    with contextlib.suppress(Exception):
+        chan.transport._send_user_message(m)
+
+
+def _sftp_makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
+    try:
+        sftp.stat(folder)
+        return
+    except FileNotFoundError:
+        pass
+    parent = posixpath.dirname(folder.rstrip("/"))
+    if parent and parent != folder:
+        _sftp_makedirs(sftp, parent)
+    with contextlib.suppress(OSError):
+        sftp.mkdir(folder)
+    sftp.stat(folder)  # raises the real reason when it still is not there
+
+
+def _check_mode(host: str, mode: str) -> None:
+    if not (isinstance(mode, str) and 3 <= len(mode) <= 4 and set(mode) <= set("01234567")):
+        raise InvalidInput(f"{host}: file mode must be an octal string like '0644', not {mode!r}")
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:40]
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, EOFError):
+        return "connection closed by the remote side"
+    if isinstance(exc, paramiko.ChannelException):
+        return f"{exc.text} (SSH channel open failure {exc.code})"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text
+
+
+def _quiet_close(conn: fabric.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.client.close()
