@@ -321,17 +321,10 @@ def apply(
                 lock_note=lock.stale_note,
             )
 
-            def on_event(ev: dict[str, Any]) -> None:
-                if as_json:
-                    _out(json.dumps(ev, default=str) + "\n")
-                else:
-                    line = report.event_line(ev, color=color)
-                    if line:
-                        _out(line + "\n")
-
             if not as_json:
                 _out(f"Applying (run {run_id})\n")
-            recap = Executor(session, the_plan, host_plans, journal, forks=forks, on_event=on_event).run()
+            with _ApplyDisplay(the_plan, as_json=as_json, color=color) as display:
+                recap = Executor(session, the_plan, host_plans, journal, forks=forks, on_event=display.event).run()
             journal.event(
                 "run_end", outcome="ok" if recap.ok else "failed", totals=recap.totals(), aborted=recap.aborted
             )
@@ -345,6 +338,63 @@ def apply(
     else:
         _out(report.recap_text(recap, run_id, color=color))
     raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+
+
+class _ApplyDisplay:
+    """Terminal output while applying: every event line for a few hosts; for many, only
+    what changed or went wrong, under a live progress bar (hosts x steps done, current step)."""
+
+    QUIET_ABOVE = 5
+
+    def __init__(self, the_plan: Any, *, as_json: bool, color: bool) -> None:
+        self.as_json = as_json
+        self.color = color
+        self.quiet = len(the_plan.hosts) > self.QUIET_ABOVE
+        self.total = len(the_plan.steps)
+        self.done = 0
+        self.progress: Any = None
+        self.task: Any = None
+        self.live = not as_json and sys.stdout.isatty()
+
+    def __enter__(self) -> _ApplyDisplay:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def event(self, ev: dict[str, Any]) -> None:
+        from runner import report
+
+        if self.as_json:
+            _out(json.dumps(ev, default=str) + "\n")
+            return
+        t = ev.get("type")
+        if t == "step_start" and self.progress is not None:
+            self.progress.update(self.task, description=f"{ev.get('instance')} on {ev.get('host')}")
+        if t == "step_end":
+            self.done += 1
+            if self.progress is not None:
+                self.progress.update(self.task, completed=min(self.done, self.total))
+            if self.quiet and ev.get("status") in ("ok", "skipped") and not ev.get("table"):
+                return
+        line = report.event_line(ev, color=self.color)
+        if line:
+            if self.progress is not None:
+                from rich.text import Text
+
+                self.progress.console.print(Text.from_ansi(line))
+            else:
+                _out(line + "\n")
 
 
 # ---------------------------------------------------------------- schema / runs

@@ -106,5 +106,8 @@ def select_hosts(inventory: Inventory, playbook: Playbook, limit: str | None) ->
         if not hosts:
             raise InvalidInput(f"--limit {limit!r} leaves no host of the playbook's '{playbook.hosts}'")
     if not hosts:
-        raise InvalidInput(f"the playbook's hosts '{playbook.hosts}' match no host in {inventory.file}")
+        raise InvalidInput(
+            f"the playbook's hosts '{playbook.hosts}' match no host in {inventory.file}",
+            hint="add hosts to that group in the inventory, or pass -i with another inventory",
+        )
     return hosts

@@ -1,0 +1,152 @@
+"""The CLI end to end over SSH against real sshd processes on 127.0.0.x: several hosts in
+parallel, idempotence, an unreachable host, a changed host key, serial batches, sudo."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.peers.sshd import Sshd, SshdFarm, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB = str(ROOT / "playbooks" / "web.yaml")
+
+
+def opsrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, text=True,
+                          capture_output=True, env=dict(os.environ), timeout=120)
+
+
+def inventory(path: Path, hosts: dict[str, dict[str, Any]], groups: dict[str, list[str]]) -> Path:
+    doc = {"opsrun": 1, "hosts": {n: {"transport": "ssh", **s} for n, s in hosts.items()},
+           "groups": {g: {"hosts": hs} for g, hs in groups.items()}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def events(project: Path) -> list[dict[str, Any]]:
+    runs = sorted((project / ".opsrun" / "runs").iterdir())
+    return [json.loads(line) for line in (runs[-1] / "events.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def site(tmp_path: Path, remote_dir: str) -> Callable[..., Path]:
+    """A per-test project folder; every host deploys into remote_dir/<host> (they share a disk)."""
+    def make(hosts: dict[str, dict[str, Any]]) -> Path:
+        inventory(tmp_path / "inventory.yaml", hosts, {"web": list(hosts)})
+        for name, settings in hosts.items():
+            settings.setdefault("vars", {})["site_root"] = f"{remote_dir}/{name}"
+        inventory(tmp_path / "inventory.yaml", hosts, {"web": list(hosts)})
+        return tmp_path
+    return make
+
+
+def test_web_example_on_three_hosts_is_idempotent(ssh_hosts: list[Sshd], site: Callable[..., Path],
+                                                  remote_dir: str) -> None:
+    project = site({h.name: h.settings() for h in ssh_hosts[:3]})
+    logins_before = {h.name: h.log.count("Accepted publickey") for h in ssh_hosts[:3]}
+    plan = opsrun("plan", WEB, "--detailed-exitcode", cwd=project)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "Plan: 15 to change, 6 unchanged on 3 hosts" in plan.stdout
+    first = opsrun("apply", WEB, "--yes", cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Apply: 15 changed" in first.stdout
+    for h in ssh_hosts[:3]:
+        page = Path(remote_dir, h.name, "index.html")
+        assert f"Welcome from {h.name}" in page.read_text()
+        assert pwd.getpwuid(page.stat().st_uid).pw_name == h.user
+        assert oct(page.stat().st_mode & 0o777) == "0o644"
+    again = opsrun("apply", WEB, "--yes", cwd=project)
+    assert again.returncode == 0 and "Apply: 0 changed" in again.stdout, again.stdout
+    assert opsrun("plan", WEB, "--detailed-exitcode", cwd=project).returncode == 0
+    # one connection per host per run (probes and actions share it): 4 runs, 4 logins each
+    for h in ssh_hosts[:3]:
+        assert h.log.count("Accepted publickey") - logins_before[h.name] == 4, h.name
+
+
+def test_unreachable_host_is_reported_while_others_succeed(ssh_hosts: list[Sshd], site: Callable[..., Path],
+                                                           remote_dir: str) -> None:
+    good = ssh_hosts[0]
+    dead_port = free_port("127.0.0.9")
+    hosts = {good.name: good.settings(), "ghost": good.settings(address="127.0.0.9", port=dead_port)}
+    project = site(hosts)
+    plan = opsrun("plan", WEB, cwd=project)
+    assert plan.returncode == 1
+    assert "ghost" in plan.stdout and "unreachable" in plan.stdout and "refused" in plan.stdout
+    applied = opsrun("apply", WEB, "--yes", cwd=project)
+    assert applied.returncode == 1, applied.stdout
+    assert Path(remote_dir, good.name, "index.html").is_file()
+    recap = applied.stdout.split("Recap", 1)[1]
+    ghost_row = next(line for line in recap.splitlines() if line.strip().startswith("ghost"))
+    assert ghost_row.split()[-1] == "1"  # the unreachable column
+    assert "Traceback" not in applied.stderr
+
+
+def test_changed_host_key_is_refused_under_strict(spare_sshd: Callable[..., Sshd], sshd_farm: SshdFarm,
+                                                  site: Callable[..., Path], remote_dir: str) -> None:
+    peer = spare_sshd("rekeyed")
+    project = site({"rekeyed": peer.settings()})
+    assert opsrun("plan", WEB, cwd=project).returncode == 0
+    peer.restart(host_key=sshd_farm.new_host_key())  # same address and port, another key
+    for mode in ("strict", "accept-new"):
+        project = site({"rekeyed": peer.settings(known_hosts=mode)})
+        p = opsrun("apply", WEB, "--yes", cwd=project)
+        assert p.returncode == 1
+        assert "host key" in (p.stdout + p.stderr).lower() and "changed" in (p.stdout + p.stderr).lower()
+        assert not Path(remote_dir, "rekeyed").exists()
+
+
+def test_serial_batches_run_one_after_another(ssh_hosts: list[Sshd], site: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    hosts = {h.name: h.settings() for h in ssh_hosts[:3]}
+    project = site(hosts)
+    pb = tmp_path / "serial.yaml"
+    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nserial: 1\n")
+                  .replace("templates/", str(ROOT / "playbooks" / "templates") + "/"))
+    p = opsrun("apply", str(pb), "--yes", cwd=project)
+    assert p.returncode == 0, p.stdout + p.stderr
+    order = [e["host"] for e in events(project) if e["type"] == "step_end"]
+    assert len(order) == 21
+    # each host finishes all its steps before the next batch starts
+    assert order == sorted(order, key=list(hosts).index)
+    assert [e["hosts"] for e in events(project) if e["type"] == "batch_start"] == [[h] for h in hosts]
+
+
+def test_free_strategy_and_forks(ssh_hosts: list[Sshd], site: Callable[..., Path], tmp_path: Path) -> None:
+    project = site({h.name: h.settings() for h in ssh_hosts[:3]})
+    pb = tmp_path / "free.yaml"
+    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nstrategy: free\n")
+                  .replace("templates/", str(ROOT / "playbooks" / "templates") + "/"))
+    p = opsrun("apply", str(pb), "--yes", "--forks", "2", cwd=project)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Apply: 15 changed" in p.stdout
+
+
+def test_sudo_becomes_root(ssh_hosts: list[Sshd], tmp_path: Path, remote_dir: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the sudo test needs the sudoers drop-in that setup_ssh.sh installs as root")
+    h = ssh_hosts[0]
+    inventory(tmp_path / "inventory.yaml", {"box": h.settings(sudo=True)}, {})
+    (tmp_path / "who.yaml").write_text(f"""\
+opsrun: 1
+name: who
+hosts: box
+steps:
+  - id: whoami
+    run: id -u > {remote_dir}/uid
+  - id: owned
+    file: {{path: {remote_dir}/root-file, content: "x", mode: "0600"}}
+""")
+    p = opsrun("apply", "who.yaml", "--yes", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert Path(remote_dir, "uid").read_text().strip() == "0"
+    assert Path(remote_dir, "root-file").stat().st_uid == 0
