@@ -22,4 +22,5 @@ pytest_plugins = [
     "tests.fixtures_adb",
     "tests.fixtures_pve",
     "tests.fixtures_ssh",
+    "tests.fixtures_llm",
 ]
