@@ -25,9 +25,10 @@ from runner.errors import (
     OpsrunError,
     TransportError,
 )
+from runner.escalate import Evidence, FixAttempt, notify_webhook, report_markdown
 from runner.expand import Instance, expand, select_steps, step_hosts
 from runner.journal import Journal
-from runner.model import CommandResult, Plan, ProbeResult, ResultStatus, Step, StepResult
+from runner.model import CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
 from runner.plan import facts_for, plan_instance
 from runner.planner import HostPlan, default_forks, probes_for
 from runner.secrets import redact
@@ -51,6 +52,31 @@ class HostRun:
         default_factory=lambda: dict.fromkeys(("ok", "changed", "failed", "skipped", "blocked", "unreachable"), 0)
     )
     results: list[StepResult] = field(default_factory=list)
+    changed_steps: list[Instance] = field(default_factory=list)  # for undo, in the order they ran
+    rolled_back: bool = False
+
+
+@dataclass
+class _Try:
+    """One try of a step's actions: the policy outcome (None: host lost for good) and output."""
+
+    outcome: pol.Outcome | None
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _compact(registered: dict[str, Any]) -> dict[str, Any]:
+    """A registered result small enough for the journal (resume reads it back)."""
+    out = dict(registered)
+    for key in ("stdout", "stderr"):
+        if isinstance(out.get(key), str):
+            out[key] = out[key][-TAIL * 4 :]
+    out.pop("stdout_lines", None)
+    if isinstance(out.get("results"), list):
+        out["results"] = [_compact(r) for r in out["results"]]
+    return out
 
 
 @dataclass
@@ -84,16 +110,26 @@ class Executor:
         *,
         forks: int | None = None,
         on_event: EventSink | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         stop: threading.Event | None = None,
+        run_id: str = "",
+        human: Callable[[Evidence], tuple[str, str]] | None = None,
+        fixer: Callable[[Evidence], FixAttempt] | None = None,
+        done: dict[tuple[str, str], dict[str, Any]] | None = None,
     ) -> None:
         self.session = session
         self.plan = plan
         self.journal = journal
         self.forks = forks or int(session.playbook.settings.get("forks") or 0) or default_forks(len(plan.hosts))
         self.on_event = on_event
-        self.sleep = sleep
         self.stop = stop or threading.Event()
+        self.sleep = sleep or self.stop.wait
+        self.run_id = run_id or journal.run_id
+        self.human = human
+        self.fixer = fixer
+        self.done = dict(done or {})
+        self.waiting_for_human: Evidence | None = None
+        self.aborted_by_human = False
         self.failures = 0
         self._lock = threading.Lock()
         self.hosts = {h: HostRun(h, facts=host_plans[h].facts if h in host_plans else {}) for h in plan.hosts}
@@ -178,6 +214,10 @@ class Executor:
 
     # ------------------------------------------------------------ one step on one host
     def _run_step(self, hr: HostRun, step: Step) -> None:
+        if (hr.name, step.id) in self.done:  # resumed run: this step finished before
+            hr.known[step.id] = self.done[(hr.name, step.id)]
+            self.emit("step_done_earlier", host=hr.name, step=step.id)
+            return
         host = self.session.host(hr.name)
         errors: list[Diagnostic] = []
         instances = expand(
@@ -200,9 +240,21 @@ class Executor:
                 break
             r = self._run_instance(hr, inst)
             results.append(r)
-            if r.status == "unreachable":
+            if r.status == "changed":
+                hr.changed_steps.append(inst)
+            if r.status in ("unreachable", "failed", "blocked"):
                 break
-        hr.known[step.id] = self._register(step, results)
+        registered = self._register(step, results)
+        hr.known[step.id] = registered
+        finished = (
+            bool(results)
+            and len(results) == max(1, len(instances))
+            and all(r.status in ("ok", "changed", "skipped") for r in results)
+        )
+        if finished or (not instances and not errors):
+            self.emit("register", host=hr.name, step=step.id, result=_compact(registered))
+        if hr.failed and self.session.playbook.settings.get("on_failure") == "rollback" and not hr.rolled_back:
+            self._rollback(hr)
 
     @staticmethod
     def _register(step: Step, results: list[StepResult]) -> dict[str, Any]:
@@ -231,6 +283,33 @@ class Executor:
         answers = self.session.transport(hr.name).probe(probes)
         return facts_for(inst.key, answers), None
 
+    def _result(
+        self,
+        hr: HostRun,
+        inst: Instance,
+        status: ResultStatus,
+        start: float,
+        attempt: int,
+        message: str,
+        run: _Try | None = None,
+        data: Any = None,
+    ) -> StepResult:
+        r = StepResult(
+            hr.name,
+            inst.step.id,
+            inst.key,
+            status,
+            rc=run.rc if run else None,
+            stdout=run.stdout if run else "",
+            stderr=run.stderr if run else "",
+            attempts=attempt,
+            duration=time.monotonic() - start,
+            message=message,
+            data=data,
+        )
+        self._finish(hr, inst.step, r)
+        return r
+
     def _run_instance(self, hr: HostRun, inst: Instance) -> StepResult:
         step = inst.step
         policy = pol.merge(self.session.playbook.policy, step.policy)
@@ -238,88 +317,53 @@ class Executor:
         start = time.monotonic()
         attempt = 0
         tried: tuple[str, ...] = ()
-        last_rc: int | None = None
-        out_text = err_text = ""
+        history: list[dict[str, Any]] = []
+        seen_fixes: set[str] = set()
         if inst.skip:
-            r = StepResult(hr.name, step.id, inst.key, "skipped", message=inst.skip)
-            self._finish(hr, step, r)
-            return r
+            return self._result(hr, inst, "skipped", start, 0, inst.skip)
         self.emit("step_start", host=hr.name, step=step.id, instance=inst.key, title=step.title, kind=step.kind)
         while True:
             attempt += 1
+            run: _Try | None = None
+            sp: StepPlan | None = None
             try:
                 facts, blocked = self._facts_now(hr, inst, fresh=attempt > 1)
-                sp = plan_instance(inst, facts, self.session.guard(hr.name), blocked)
+                planned = plan_instance(inst, facts, self.session.guard(hr.name), blocked)
             except TransportError as exc:
                 outcome = self._transport_outcome(hr, exc)
                 if outcome is None:
                     return self._unreachable(hr, step, inst, exc, attempt, start)
             else:
-                c = sp.change
+                sp = planned
+                c = planned.change
                 if c.status in ("noop", "skip"):
-                    r = StepResult(
-                        hr.name,
-                        step.id,
-                        inst.key,
-                        "ok",
-                        message=c.summary,
-                        attempts=attempt,
-                        duration=time.monotonic() - start,
-                        data=c.data or None,
-                    )
-                    if attempt > 1:  # an earlier try changed it after all
-                        r.status = "changed"
-                    self._finish(hr, step, r)
-                    return r
+                    # after a failed try that changed something, "nothing left to do" is a change
+                    status: ResultStatus = "changed" if attempt > 1 and hr.dirty else "ok"
+                    return self._result(hr, inst, status, start, attempt, c.summary, data=c.data or None)
                 if c.status == "blocked":
                     self.emit("blocked", host=hr.name, step=step.id, instance=inst.key, reason=c.reason)
-                    r = StepResult(
-                        hr.name,
-                        step.id,
-                        inst.key,
-                        "blocked",
-                        message=c.reason,
-                        attempts=attempt,
-                        duration=time.monotonic() - start,
-                    )
-                    self._finish(hr, step, r)
-                    return r
-                if c.status == "unknown":
-                    r = StepResult(
-                        hr.name,
-                        step.id,
-                        inst.key,
-                        "failed",
-                        message=f"cannot decide: {c.reason or c.summary}",
-                        attempts=attempt,
-                        duration=time.monotonic() - start,
-                    )
-                    self._finish(hr, step, r)
-                    return r
-                outcome, last_rc, out_text, err_text = self._execute(hr, inst, c, attempt, timeout)
-                if outcome is None:
+                    return self._result(hr, inst, "blocked", start, attempt, c.reason)
+                if c.status == "unknown" and not any(a.kind == "local" for a in c.actions):
+                    return self._result(hr, inst, "failed", start, attempt, f"cannot decide: {c.reason or c.summary}")
+                run = self._execute(hr, inst, c, attempt, timeout)
+                if run.outcome is None:
                     return self._unreachable(hr, step, inst, None, attempt, start)
+                outcome = run.outcome
+            history.append(
+                {
+                    "attempt": attempt,
+                    "outcome": outcome.kind,
+                    "rc": run.rc if run else None,
+                    "stderr": _tail(run.stderr if run else outcome.message)[-400:],
+                }
+            )
             decision = pol.decide(policy, attempt, outcome, tried=tried, run_failures=self.failures)
             if isinstance(decision, pol.Done):
-                status: ResultStatus = "changed" if outcome.message != "ok-unchanged" else "ok"
-                message = sp.change.summary
-                if sp.change.status == "run":
-                    message = f"ran, rc {last_rc}"
-                r = StepResult(
-                    hr.name,
-                    step.id,
-                    inst.key,
-                    status,
-                    rc=last_rc,
-                    stdout=out_text,
-                    stderr=err_text,
-                    attempts=attempt,
-                    duration=time.monotonic() - start,
-                    message=message,
-                    data=sp.change.data or None,
-                )
-                self._finish(hr, step, r)
-                return r
+                assert sp is not None and run is not None
+                message = f"ran, rc {run.rc}" if sp.change.status == "run" else sp.change.summary
+                status = "ok" if outcome.message == "ok-unchanged" else "changed"
+                data = {**sp.change.data, **run.data} if run.data else (sp.change.data or None)
+                return self._result(hr, inst, status, start, attempt, message, run, data)
             if isinstance(decision, pol.RetryAfter):
                 self.emit(
                     "retry",
@@ -331,39 +375,202 @@ class Executor:
                     reason=decision.reason,
                     failure=outcome.kind,
                 )
-                self.stop.wait(decision.delay) if self.sleep is time.sleep else self.sleep(decision.delay)
-                if self.stop.is_set():
-                    decision = pol.Fail("interrupted")
-                else:
+                self.sleep(decision.delay)
+                if not self.stop.is_set():
                     continue
-            while isinstance(decision, pol.Escalate):
-                self.emit(
-                    "escalate",
-                    host=hr.name,
-                    step=step.id,
-                    instance=inst.key,
-                    to=decision.to,
-                    reason=decision.reason,
-                    note=f"escalation to {decision.to} is not available in this version; skipping",
-                )
+                decision = pol.Fail("interrupted")
+            again = False
+            while isinstance(decision, pol.Escalate) and not again:
                 tried = (*tried, decision.to)
-                decision = pol.decide(policy, attempt, outcome, tried=tried, run_failures=self.failures)
+                evidence = self._evidence(hr, inst, sp, run, outcome, history, tried, decision.reason)
+                if decision.to == "llm":
+                    again = self._escalate_llm(hr, inst, evidence, seen_fixes, policy.auto_fix, timeout)
+                else:
+                    verdict = self._escalate_human(hr, inst, evidence, policy)
+                    if verdict == "retry":
+                        again = True
+                    elif verdict == "skip":
+                        return self._result(hr, inst, "skipped", start, attempt, "skipped by a human")
+                    elif verdict in ("abort", "wait"):
+                        why = "aborted by a human" if verdict == "abort" else "waiting for a human"
+                        return self._result(
+                            hr, inst, "failed", start, attempt, f"{why}: {outcome.message or decision.reason}", run
+                        )
+                if not again:
+                    decision = pol.decide(policy, attempt, outcome, tried=tried, run_failures=self.failures)
+            if again:
+                attempt = 0  # a fix or a human decision starts a fresh round of tries
+                continue
             reason = decision.reason if isinstance(decision, pol.Fail) else outcome.kind
             fail_status: ResultStatus = "blocked" if outcome.kind == "blocked" else "failed"
-            r = StepResult(
-                hr.name,
-                step.id,
-                inst.key,
-                fail_status,
-                rc=last_rc,
-                stdout=out_text,
-                stderr=err_text,
-                attempts=attempt,
-                duration=time.monotonic() - start,
-                message=outcome.message or reason,
+            return self._result(hr, inst, fail_status, start, attempt, outcome.message or reason, run)
+
+    # ------------------------------------------------------------ escalation
+    def _evidence(
+        self,
+        hr: HostRun,
+        inst: Instance,
+        sp: StepPlan | None,
+        run: _Try | None,
+        outcome: pol.Outcome,
+        history: list[dict[str, Any]],
+        tried: tuple[str, ...],
+        reason: str,
+    ) -> Evidence:
+        step = inst.step
+        commands = [a.display() for a in sp.change.actions] if sp is not None else []
+        return Evidence(
+            run_id=self.run_id,
+            host=hr.name,
+            transport=self.session.host(hr.name).transport,
+            step_id=step.id,
+            instance=inst.key,
+            kind=step.kind,
+            title=step.title,
+            params=step.params,
+            commands=commands,
+            reason=reason or outcome.message or outcome.kind,
+            rc=run.rc if run else None,
+            stdout="" if step.sensitive else (run.stdout if run else ""),
+            stderr="" if step.sensitive else (run.stderr if run else outcome.message),
+            attempts=list(history),
+            tried=list(tried),
+        )
+
+    def _escalate_human(self, hr: HostRun, inst: Instance, ev: Evidence, policy: pol.Policy) -> str:
+        """retry | skip | abort | wait (no terminal: the run stops for a human)."""
+        self.emit("escalate", host=hr.name, step=inst.step.id, instance=inst.key, to="human", reason=ev.reason)
+        if self.human is None:
+            with self._lock:
+                first = self.waiting_for_human is None
+                if first:
+                    self.waiting_for_human = ev
+            if first:
+                path = self.journal.write_artifact("escalation.md", report_markdown(ev))
+                note = ""
+                if policy.notify.get("webhook"):
+                    note = notify_webhook(str(policy.notify["webhook"]), ev, base_dir=self.session.playbook.dir)
+                self.emit(
+                    "waiting_for_human",
+                    host=hr.name,
+                    step=inst.step.id,
+                    instance=inst.key,
+                    report=str(path),
+                    notify_error=note,
+                )
+            self.stop.set()
+            return "wait"
+        with self._lock:  # one conversation at a time, even with hosts in parallel
+            choice, new_command = self.human(ev)
+        self.emit(
+            "human_decision",
+            host=hr.name,
+            step=inst.step.id,
+            instance=inst.key,
+            choice=choice,
+            command=new_command or None,
+        )
+        if choice == "edit":
+            if inst.params is not None and "command" in inst.params:
+                inst.params = {**inst.params, "command": new_command}
+                return "retry"
+            self.emit("note", host=hr.name, instance=inst.key, note="only command steps can be edited; retrying")
+            return "retry"
+        if choice == "abort":
+            self.aborted_by_human = True
+            self.stop.set()
+        return choice
+
+    def _escalate_llm(
+        self, hr: HostRun, inst: Instance, ev: Evidence, seen: set[str], auto_fix: bool, timeout: float | None
+    ) -> bool:
+        """Ask the fixer; run its (validated, safety-checked) steps when allowed. True: retry the step."""
+        if self.fixer is None:
+            self.emit(
+                "escalate",
+                host=hr.name,
+                step=inst.step.id,
+                instance=inst.key,
+                to="llm",
+                note="no LLM fixer available (install opsrun[llm] and configure gateway.yaml); skipping",
             )
-            self._finish(hr, step, r)
-            return r
+            return False
+        self.emit("escalate", host=hr.name, step=inst.step.id, instance=inst.key, to="llm", reason=ev.reason)
+        attempt = self.fixer(ev)
+        self.emit("llm_fix", host=hr.name, step=inst.step.id, instance=inst.key, **attempt.journal())
+        if not attempt.ok or attempt.fingerprint in seen:
+            if attempt.ok:
+                self.emit("note", host=hr.name, instance=inst.key, note="the same fix was already tried; not again")
+            return False
+        seen.add(attempt.fingerprint)
+        if not (auto_fix or (self.human is not None and attempt.approve())):
+            self.emit(
+                "note", host=hr.name, instance=inst.key, note="fix not run: needs auto_fix: true or a human's approval"
+            )
+            return False
+        ok = self._run_fragment(hr, inst, attempt.steps, timeout, label="fix")
+        self.emit("llm_fix_result", host=hr.name, step=inst.step.id, instance=inst.key, ok=ok)
+        return ok
+
+    def _run_fragment(
+        self, hr: HostRun, inst: Instance, fragments: list[dict[str, Any]], timeout: float | None, label: str
+    ) -> bool:
+        """Plan and run ad-hoc steps (an LLM fix, an undo) on the host; True when all succeeded."""
+        from runner.config import STEP_COMMON
+        from runner.steps import base as steps_base
+
+        host = self.session.host(hr.name)
+        kinds = set(steps_base.load_all())
+        for i, frag in enumerate(fragments):
+            kind = next((k for k in frag if k not in STEP_COMMON and k in kinds), None)
+            if kind is None:
+                self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=f"no step kind in {sorted(frag)}")
+                return False
+            step = Step(
+                id=str(frag.get("id") or f"{label}_{i}"),
+                kind=kind,
+                params=frag[kind],
+                name=str(frag.get("name", "")),
+                index=inst.step.index,
+                line=inst.step.line,
+            )
+            errors: list[Diagnostic] = []
+            subs = expand(
+                step, host, inst.vars, hr.known, set(), self.session.playbook.dir, errors, self.session.playbook.file
+            )
+            if errors:
+                self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=errors[0].message)
+                return False
+            for sub in subs:
+                try:
+                    facts, blocked = self._facts_now(hr, sub, fresh=True)
+                    sp = plan_instance(sub, facts, self.session.guard(hr.name), blocked)
+                except TransportError as exc:
+                    self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=exc.detail)
+                    return False
+                if sp.change.status in ("noop", "skip"):
+                    continue
+                if sp.change.status in ("blocked", "unknown"):
+                    self.emit(
+                        label, host=hr.name, step=inst.step.id, ok=False, error=sp.change.reason or sp.change.summary
+                    )
+                    return False
+                run = self._execute(hr, sub, sp.change, 1, timeout, event=label)
+                if run.outcome is None or run.outcome.kind != "ok":
+                    return False
+        return True
+
+    def _rollback(self, hr: HostRun) -> None:
+        """Run the undo of every step already changed on this host, newest first."""
+        hr.rolled_back = True
+        todo = [i for i in reversed(hr.changed_steps) if i.step.undo]
+        self.emit("rollback_start", host=hr.name, steps=[i.key for i in todo])
+        for inst in todo:
+            undo = inst.step.undo
+            fragment = {"run": undo} if isinstance(undo, str) else dict(undo)
+            ok = self._run_fragment(hr, inst, [fragment], inst.step.timeout, label="undo")
+            self.emit("undo_end", host=hr.name, step=inst.step.id, instance=inst.key, ok=ok)
+        self.emit("rollback_end", host=hr.name)
 
     def _transport_outcome(self, hr: HostRun, exc: TransportError) -> pol.Outcome | None:
         """A transport failure as a policy outcome; None when the host is unreachable for good."""
@@ -377,41 +584,60 @@ class Executor:
         return pol.Outcome("nonzero", message=exc.detail)
 
     def _execute(
-        self, hr: HostRun, inst: Instance, change: Any, attempt: int, timeout: float | None
-    ) -> tuple[pol.Outcome | None, int | None, str, str]:
+        self, hr: HostRun, inst: Instance, change: Any, attempt: int, timeout: float | None, event: str = "attempt"
+    ) -> _Try:
+        """Send the change's actions; stop at the first failure or when asked to stop."""
         step = inst.step
         results: list[CommandResult] = []
+        data: dict[str, Any] = {}
         try:
             transport = self.session.transport(hr.name)
             for action in change.actions:
+                if self.stop.is_set() and results:
+                    self.emit(
+                        "interrupted",
+                        host=hr.name,
+                        step=step.id,
+                        instance=inst.key,
+                        note="stopped after the current action",
+                    )
+                    return _Try(pol.Outcome("nonzero", message="interrupted before the next action"))
                 t0 = time.monotonic()
-                res = transport.execute(action, timeout=timeout)
+                if action.kind == "local":
+                    res = inst.kind.run_local(inst.params or {}, inst.ctx)
+                    if res.data:
+                        data.update(res.data)
+                else:
+                    res = transport.execute(action, timeout=timeout)
+                    hr.dirty = True
                 results.append(res)
-                hr.dirty = True
-                self._attempt_event(hr, inst, attempt, action.display(), res, time.monotonic() - t0)
-                if action.kind == "cmd" and res.rc != 0:
+                self._attempt_event(hr, inst, attempt, action.display(), res, time.monotonic() - t0, event)
+                if action.kind in ("cmd", "local") and res.rc != 0:
                     break
-            evaluate = lambda expr, names: render.evaluate(expr, {**inst.vars, **names})  # noqa: E731
+
+            def evaluate(expr: str, names: dict[str, Any]) -> Any:
+                return render.evaluate(expr, {**inst.vars, **names})
+
             status, message = inst.kind.outcome(inst.params or {}, change, results, evaluate)
             last = results[-1] if results else CommandResult(0)
             if status == "failed":
-                return (pol.Outcome("nonzero", last.rc, last.out, last.err, message), last.rc, last.out, last.err)
+                return _Try(pol.Outcome("nonzero", last.rc, last.out, last.err, message), last.rc, last.out, last.err)
             if status == "changed" and step.verify:
                 vres = self._verify(hr, inst, timeout)
                 if vres.rc != 0:
-                    return (
+                    return _Try(
                         pol.Outcome("verify", vres.rc, vres.out, vres.err, f"verify failed (rc {vres.rc})"),
                         vres.rc,
                         vres.out,
                         vres.err,
                     )
             tag = "ok-unchanged" if status == "ok" else ""
-            return pol.Outcome("ok", last.rc, message=tag), last.rc, last.out, last.err
+            return _Try(pol.Outcome("ok", last.rc, message=tag), last.rc, last.out, last.err, data)
         except Blocked as exc:
             self.emit("blocked", host=hr.name, step=step.id, instance=inst.key, reason=exc.message)
-            return pol.Outcome("blocked", message=exc.message), None, "", ""
+            return _Try(pol.Outcome("blocked", message=exc.message))
         except render.RenderError as exc:
-            return pol.Outcome("nonzero", message=exc.message), None, "", ""
+            return _Try(pol.Outcome("nonzero", message=exc.message))
         except TransportError as exc:
             self.emit(
                 "attempt_error",
@@ -422,9 +648,9 @@ class Executor:
                 error=exc.detail,
                 error_type=type(exc).__name__,
             )
-            return self._transport_outcome(hr, exc), None, "", exc.detail
+            return _Try(self._transport_outcome(hr, exc), stderr=exc.detail)
         except OpsrunError as exc:
-            return pol.Outcome("nonzero", message=exc.message), None, "", exc.message
+            return _Try(pol.Outcome("nonzero", message=exc.message), stderr=exc.message)
 
     def _verify(self, hr: HostRun, inst: Instance, timeout: float | None) -> CommandResult:
         spec = inst.step.verify
@@ -456,10 +682,17 @@ class Executor:
         return "(sensitive output hidden)" if inst.step.sensitive and text else _tail(text)
 
     def _attempt_event(
-        self, hr: HostRun, inst: Instance, attempt: int, display: str, res: CommandResult, took: float
+        self,
+        hr: HostRun,
+        inst: Instance,
+        attempt: int,
+        display: str,
+        res: CommandResult,
+        took: float,
+        event: str = "attempt",
     ) -> None:
         self.emit(
-            "attempt",
+            event,
             host=hr.name,
             step=inst.step.id,
             instance=inst.key,

@@ -222,7 +222,9 @@ def plan(
 
 @app.command()
 def apply(
-    target: Annotated[str, typer.Argument(help="A playbook, or a plan file saved with `plan -o`.")],
+    target: Annotated[
+        str | None, typer.Argument(help="A playbook, or a plan file saved with `plan -o`.", show_default=False)
+    ] = None,
     inventory: InventoryOpt = None,
     var: VarOpt = None,
     limit: LimitOpt = None,
@@ -233,18 +235,32 @@ def apply(
     allow_drift: Annotated[
         bool, typer.Option("--allow-drift", help="Apply a saved plan even if the hosts' state moved since.")
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Continue RUN_ID (after a crash or a human's fix): steps that finished are not re-run."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Stream events as JSON lines (for CI).")] = False,
 ) -> None:
-    """Plan, confirm, then make the changes (or apply a saved plan exactly)."""
+    """Plan, confirm, then make the changes (or apply a saved plan exactly, or resume a run)."""
     from runner import plan as planmod
     from runner import report
-    from runner.apply import Executor
-    from runner.journal import Journal, StateLock, new_run_id
-    from runner.planner import make_plan
-    from runner.session import select_hosts
+    from runner.journal import StateLock, new_run_id
 
     saved = None
-    if target.endswith(".json"):
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if resume:
+        if target or var or limit or tags or skip_tags:
+            raise InvalidInput(
+                "--resume continues a run with its own playbook, inventory and options",
+                hint=f"opsrun apply --resume {resume}",
+            )
+        session, run_id, done, opts = _resume_session(resume, inventory)
+        limit, tags, skip_tags = opts.get("limit"), opts.get("tags"), opts.get("skip_tags")
+    elif target is None:
+        raise InvalidInput("apply needs a playbook, a saved plan file, or --resume RUN_ID")
+    elif target.endswith(".json"):
         try:
             text = Path(target).read_text()
         except OSError as exc:
@@ -257,87 +273,224 @@ def apply(
                 "and --skip-tags are fixed by the plan",
                 hint="plan again with them",
             )
-        playbook_path = saved.playbook_file
         inventory = inventory or (None if saved.inventory_file.startswith("<") else saved.inventory_file)
         limit, tags, skip_tags = opts.get("limit"), opts.get("tags"), opts.get("skip_tags")
-        session = _prepare(playbook_path, inventory, None, saved.data.get("vars") or {})
+        session = _prepare(saved.playbook_file, inventory, None, saved.data.get("vars") or {})
+        run_id = new_run_id()
     else:
         session = _prepare(target, inventory, var)
+        run_id = new_run_id()
     color = report.use_color(sys.stdout)
-    run_id = new_run_id()
     lock = StateLock(run_id)
     with session, lock:
         if lock.stale_note and not as_json:
             _err(f"note: {lock.stale_note}")
-        hosts = select_hosts(session.inventory, session.playbook, limit)
-        the_plan, host_plans = make_plan(
-            session, hosts, tags=_split(tags), skip_tags=_split(skip_tags), forks=forks, limit=limit
+        recap, waiting = _apply_locked(
+            session,
+            run_id,
+            saved,
+            done,
+            lock,
+            target=target or "",
+            limit=limit,
+            tags=_split(tags),
+            skip_tags=_split(skip_tags),
+            forks=forks,
+            yes=yes,
+            allow_drift=allow_drift,
+            as_json=as_json,
+            color=color,
         )
-        if saved is not None:
-            problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
-            if problems:
-                raise DriftError(
-                    "the saved plan no longer matches its inputs: " + "; ".join(problems),
-                    hint="make a new plan: opsrun plan ... -o " + target,
-                )
-            drifted = []
-            for sp in the_plan.steps:
-                s = saved.step(sp.host, sp.instance)
-                why = "not in the saved plan" if s is None else planmod.drift(s, sp)
-                if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):
-                    why = None
-                if why:
-                    drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")
-            if drifted and not allow_drift:
-                raise DriftError(
-                    "state moved since the plan was made:\n  " + "\n  ".join(drifted),
-                    hint="review a new plan, or pass --allow-drift to apply anyway",
-                )
-        if not as_json:
-            _out(report.plan_text(the_plan, color=color))
-        if saved is None and the_plan.has_changes and not yes:
-            if not sys.stdin.isatty():
-                raise OpsrunError(
-                    "not applying: no terminal to confirm on", hint="pass --yes (CI), or apply a reviewed plan file"
-                )
-            if not typer.confirm("Apply these changes?", default=False):
-                _err("cancelled: nothing was changed")
-                raise typer.Exit(EXIT_ERROR)
-        journal = Journal(run_id)
-        try:
-            journal.write_artifact("plan.json", report.plan_json(the_plan))
+    if as_json:
+        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id)}, default=str) + "\n")
+    else:
+        _out(report.recap_text(recap, run_id, color=color))
+    if waiting is not None:
+        from runner.errors import HumanNeeded
+        from runner.journal import state_dir
+
+        report_path = state_dir() / "runs" / run_id / "escalation.md"
+        raise HumanNeeded(run_id, str(report_path), f"step '{waiting.instance}' on {waiting.host}: {waiting.reason}")
+    raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+
+
+def _resume_session(
+    run_id: str, inventory: str | None
+) -> tuple[Any, str, dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
+    """The session, run id, finished steps and options of a run to continue."""
+    from runner import journal
+
+    run = journal.get_run(run_id)
+    start = run.start
+    if not start:
+        raise InvalidInput(f"run {run.run_id} has no run_start event: nothing to resume")
+    if run.outcome == "ok":
+        raise InvalidInput(f"run {run.run_id} finished ok: nothing to resume")
+    inv = inventory or start.get("inventory_arg")
+    session = _prepare(str(start["playbook"]), inv, None, dict(start.get("vars") or {}))
+    if session.playbook.digest != start.get("playbook_digest"):
+        _err(f"note: {start['playbook']} changed since run {run.run_id} started; the changed steps run as now written")
+    done = {
+        (str(e["host"]), str(e["step"])): dict(e.get("result") or {}) for e in run.events if e.get("type") == "register"
+    }
+    return session, run.run_id, done, dict(start.get("options") or {})
+
+
+def _apply_locked(
+    session: Any,
+    run_id: str,
+    saved: Any,
+    done: dict[tuple[str, str], dict[str, Any]],
+    lock: Any,
+    *,
+    target: str,
+    limit: str | None,
+    tags: tuple[str, ...],
+    skip_tags: tuple[str, ...],
+    forks: int | None,
+    yes: bool,
+    allow_drift: bool,
+    as_json: bool,
+    color: bool,
+) -> tuple[Any, Any]:
+    """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human)."""
+    import signal
+    import threading
+
+    from runner import report
+    from runner.apply import Executor
+    from runner.escalate import terminal_prompt
+    from runner.journal import Journal
+    from runner.planner import make_plan
+    from runner.session import select_hosts
+
+    hosts = select_hosts(session.inventory, session.playbook, limit)
+    the_plan, host_plans = make_plan(session, hosts, tags=tags, skip_tags=skip_tags, forks=forks, limit=limit)
+    if saved is not None:
+        _check_saved(saved, the_plan, session, target, allow_drift)
+    if not as_json:
+        _out(report.plan_text(the_plan, color=color))
+    if saved is None and the_plan.has_changes and not yes:
+        if not sys.stdin.isatty():
+            raise OpsrunError(
+                "not applying: no terminal to confirm on", hint="pass --yes (CI), or apply a reviewed plan file"
+            )
+        if not typer.confirm("Apply these changes?", default=False):
+            _err("cancelled: nothing was changed")
+            raise typer.Exit(EXIT_ERROR)
+    journal = Journal(run_id)
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        _err("\nstopping after the current action (Ctrl-C again to stop at once)")
+
+    previous = (
+        signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    )
+    try:
+        journal.write_artifact(
+            "plan.json" if not done else f"plan-resume-{len(list(journal.dir.glob('plan*.json')))}.json",
+            report.plan_json(the_plan),
+        )
+        if done:
+            journal.event("resume", run_id=run_id, finished=sorted(f"{h}/{s}" for h, s in done), pid=os.getpid())
+        else:
             journal.event(
                 "run_start",
                 run_id=run_id,
                 playbook=session.playbook.file,
                 playbook_name=session.playbook.name,
+                playbook_digest=session.playbook.digest,
                 hosts=hosts,
                 inventory=session.inventory.file,
+                inventory_arg=None if session.inventory.file.startswith("<") else session.inventory.file,
+                vars=session.cli_vars,
+                options={"limit": limit, "tags": list(tags), "skip_tags": list(skip_tags)},
                 plan_file=saved.path if saved else None,
-                user=os.environ.get("USER", ""),
+                user=_user(),
                 pid=os.getpid(),
                 argv=sys.argv[1:],
                 summary=the_plan.counts(),
                 lock_note=lock.stale_note,
             )
-
-            if not as_json:
-                _out(f"Applying (run {run_id})\n")
-            with _ApplyDisplay(the_plan, as_json=as_json, color=color) as display:
-                recap = Executor(session, the_plan, host_plans, journal, forks=forks, on_event=display.event).run()
-            journal.event(
-                "run_end", outcome="ok" if recap.ok else "failed", totals=recap.totals(), aborted=recap.aborted
+        if not as_json:
+            _out(f"{'Resuming' if done else 'Applying'} (run {run_id})\n")
+        with _ApplyDisplay(the_plan, as_json=as_json, color=color) as display:
+            human = None
+            if sys.stdin.isatty() and not as_json:
+                human = display.paused(terminal_prompt(ask=input, say=_err))
+            executor = Executor(
+                session,
+                the_plan,
+                host_plans,
+                journal,
+                forks=forks,
+                on_event=display.event,
+                stop=stop,
+                run_id=run_id,
+                human=human,
+                fixer=_fixer(session),
+                done=done,
             )
-        except KeyboardInterrupt:
-            journal.event("run_end", outcome="interrupted")
-            raise
-        finally:
-            journal.close()
-    if as_json:
-        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id)}, default=str) + "\n")
-    else:
-        _out(report.recap_text(recap, run_id, color=color))
-    raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+            recap = executor.run()
+        waiting = executor.waiting_for_human
+        if waiting is not None:
+            outcome = "waiting_for_human"
+        elif stop.is_set() and not executor.aborted_by_human:
+            outcome = "interrupted"
+            recap.aborted = recap.aborted or "interrupted (Ctrl-C)"
+        else:
+            outcome = "ok" if recap.ok else "failed"
+        journal.event("run_end", outcome=outcome, totals=recap.totals(), aborted=recap.aborted)
+        return recap, waiting
+    except KeyboardInterrupt:
+        journal.event("run_end", outcome="interrupted")
+        raise
+    finally:
+        journal.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _check_saved(saved: Any, the_plan: Any, session: Any, target: str, allow_drift: bool) -> None:
+    from runner import plan as planmod
+
+    problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
+    if problems:
+        raise DriftError(
+            "the saved plan no longer matches its inputs: " + "; ".join(problems),
+            hint="make a new plan: opsrun plan ... -o " + target,
+        )
+    drifted = []
+    for sp in the_plan.steps:
+        s = saved.step(sp.host, sp.instance)
+        why = "not in the saved plan" if s is None else planmod.drift(s, sp)
+        if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):
+            why = None
+        if why:
+            drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")
+    if drifted and not allow_drift:
+        raise DriftError(
+            "state moved since the plan was made:\n  " + "\n  ".join(drifted),
+            hint="review a new plan, or pass --allow-drift to apply anyway",
+        )
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def _fixer(session: Any) -> Any:
+    """The LLM fixer for the escalation ladder, when some step's policy asks for it."""
+    return None
 
 
 class _ApplyDisplay:
@@ -361,7 +514,10 @@ class _ApplyDisplay:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
                 transient=True,
             )
             self.progress.start()
@@ -371,6 +527,20 @@ class _ApplyDisplay:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def paused(self, fn: Any) -> Any:
+        """Wrap a terminal conversation so the live progress bar steps aside for it."""
+
+        def call(*args: Any) -> Any:
+            if self.progress is not None:
+                self.progress.stop()
+            try:
+                return fn(*args)
+            finally:
+                if self.progress is not None:
+                    self.progress.start()
+
+        return call
 
     def event(self, ev: dict[str, Any]) -> None:
         from runner import report

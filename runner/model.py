@@ -290,6 +290,7 @@ class CommandResult:
     stdout: bytes = b""
     stderr: bytes = b""
     duration: float = 0.0
+    data: dict[str, Any] | None = None  # structured answer of a local action (llm.ask)
 
     @property
     def out(self) -> str:

@@ -58,6 +58,10 @@ class StepKind:
         """Pure: decide what would change and the exact actions."""
         raise NotImplementedError
 
+    def run_local(self, params: dict[str, Any], ctx: StepContext) -> CommandResult:
+        """Carry out an Action(kind="local") on the machine running opsrun (e.g. ask an LLM)."""
+        raise NotImplementedError(f"step kind '{self.name}' has no local actions")
+
     def outcome(
         self,
         params: dict[str, Any],
