@@ -40,7 +40,7 @@ class Diagnostic:
 
     def where(self) -> str:
         if self.line:
-            return f"{self.file}:{self.line}:{self.col}"
+            return f"{self.file}:{self.line}" + (f":{self.col}" if self.col else "")
         return self.file
 
     def render(self) -> str:

@@ -6,6 +6,7 @@ reading runs back (a torn last line is tolerated). Talks to no target.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -51,7 +52,10 @@ class Journal:
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
             self._seq += 1
-            record = {"seq": self._seq, "ts": now_iso(), "type": type_, **redact_data(fields)}
+            # through JSON first, so values that are not plain data (an exception, a Path)
+            # are strings by the time they are redacted
+            plain = json.loads(json.dumps(fields, default=str, ensure_ascii=False))
+            record = {"seq": self._seq, "ts": now_iso(), "type": type_, **redact_data(plain)}
             self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -176,6 +180,13 @@ class StateLock:
             "started": time.time(),
             "expires": time.time() + self.ttl,
         }
+        # Every taker holds this guard while it reads, judges and replaces the lock: without
+        # it two takers could both replace one stale lock, or read a lock still being written.
+        with open(self.root / "lock.guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            return self._acquire(info)
+
+    def _acquire(self, info: dict[str, Any]) -> StateLock:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -212,10 +223,14 @@ class StateLock:
 
     @staticmethod
     def _stale(held: dict[str, Any]) -> bool:
-        if float(held.get("expires", 0)) < time.time():
+        try:
+            expires, pid = float(held.get("expires", 0)), int(held.get("pid", 0))
+        except (TypeError, ValueError):
+            return True  # a lock we cannot make sense of
+        if expires < time.time():
             return True
         if held.get("host") == socket.gethostname():
-            return not _pid_alive(int(held.get("pid", 0)))
+            return pid <= 0 or not _pid_alive(pid)  # kill(0 or -1, 0) would signal a group
         return False
 
     def release(self) -> None:

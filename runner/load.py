@@ -86,13 +86,14 @@ class _Builder:
         self.doc.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            merged: set[str] = set()  # keys that came from `<<:`; an explicit key overrides them
+            explicit = []
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    merged = self.build(value_node, path)
-                    if isinstance(merged, dict):
-                        for k, v in merged.items():
-                            out.setdefault(k, v)
-                    continue
+                    self._merge(value_node, path, out, merged)
+                else:
+                    explicit.append((key_node, value_node))
+            for key_node, value_node in explicit:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
                     key = key_node.value  # YAML 1.1 reads on/off/yes/no keys as booleans: keep the text
                 else:
@@ -105,7 +106,9 @@ class _Builder:
                     )
                     continue
                 key = str(key) if not isinstance(key, bool) else str(key).lower()
-                if key in out:
+                if key in merged:
+                    merged.discard(key)
+                elif key in out:
                     first = self.doc.keys.get((*path, key))
                     where = f" (first at line {first.line})" if first else ""
                     self.errors.append(
@@ -124,6 +127,30 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         return self._constructor.construct_object(node)
+
+    def _merge(self, node: yaml.Node, path: PathKey, out: dict[str, Any], merged: set[str]) -> None:
+        """`<<: *anchor` or `<<: [*a, *b]`: copy keys not set yet (the first source wins)."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        here = self.doc.values[path]
+        # built last to first, so the positions left are those of the source that wins
+        built = [self.build(s, path) if isinstance(s, yaml.MappingNode) else None for s in reversed(sources)]
+        self.doc.values[path] = here  # the mapping stays located where it is written
+        for src, data in zip(sources, reversed(built), strict=True):
+            if not isinstance(data, dict):
+                self.errors.append(
+                    Diagnostic(
+                        self.doc.file,
+                        *_pos(src),
+                        "a merge key (<<) needs a mapping or a list of mappings",
+                        json_path(path),
+                        "write <<: *anchor or <<: [*a, *b]",
+                    )
+                )
+                continue
+            for k, v in data.items():
+                if k not in out:
+                    out[k] = v
+                    merged.add(k)
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:

@@ -109,7 +109,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "playbook": {"file": plan.playbook.file, "name": plan.playbook.name, "digest": plan.playbook.digest},
         "inventory": {"file": plan.inventory.file, "digest": plan.inventory.digest},
         "vars": plan.cli_vars,
-        "vars_digest": _digest(plan.cli_vars),
+        "vars_digest": _digest(redact_data(plan.cli_vars)),
         "options": {
             "limit": plan.limit,
             "tags": list(plan.tags),

@@ -138,8 +138,10 @@ def decide(
 ) -> Decision:
     """What to do after try number `attempt` ended with `outcome`.
 
-    `tried` lists escalation rungs already used for this step (in order); `run_failures`
-    counts failed steps so far in the run (for `human_after_failures`)."""
+    `attempt` counts the tries of this step so far; `tried` lists escalation rungs already
+    used for this step (in order); `run_failures` counts the steps that already failed in
+    this run. Once retries are used up, `human_after_failures` sends the step to a human,
+    whatever the ladder says, when this failure makes that many in the run."""
     if outcome.kind == "ok":
         return Done()
     if outcome.kind == "blocked":
@@ -149,11 +151,10 @@ def decide(
     why = _describe(outcome)
     if (
         policy.human_after_failures is not None
-        and run_failures >= policy.human_after_failures
-        and "human" in policy.escalate
+        and run_failures + 1 >= policy.human_after_failures
         and "human" not in tried
     ):
-        return Escalate("human", f"{run_failures} failures in this run; {why}")
+        return Escalate("human", f"{run_failures + 1} failures in this run; {why}")
     for rung in policy.escalate:
         used = tried.count(rung)
         if rung == "llm" and used < max(0, policy.max_llm_fixes):

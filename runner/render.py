@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runner import secrets
@@ -92,8 +92,25 @@ def _text_finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """`steps.<id>` reads the step's result even when the id is also a Mapping method
+    name (`steps.items`, `steps.get`); everything else is the stock sandbox."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, StepResults) and not attribute.startswith("_"):
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(
+                    hint=f"steps.{attribute} is undefined: no step with id '{attribute}' ran before this one",
+                    obj=obj,
+                    name=attribute,
+                )
+        return super().getattr(obj, attribute)
+
+
 def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -144,12 +161,17 @@ def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) 
         raise RenderError(f"template error: {exc}") from None
     except InvalidInput as exc:
         raise RenderError(exc.message) from None
+    except Exception as exc:  # a user template may raise anything (1/0, 'a' + 1)
+        raise RenderError(f"template failed: {type(exc).__name__}: {exc}") from None
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
     """Evaluate a bare Jinja2 expression (`when`, `changed_when`) to a Python value."""
     try:
-        return _expression(expression)(**variables)
+        value = _expression(expression)(**variables)
+        if isinstance(value, Undefined):  # a bare undefined name (or unsafe attribute) is an error
+            value._fail_with_undefined_error()
+        return value
     except PendingResult:
         raise
     except UndefinedError as exc:
@@ -171,7 +193,7 @@ def render_value(value: Any, variables: dict[str, Any], *, shell: bool = False) 
         if not shell:
             m = _SINGLE_EXPR.match(value)
             if m:
-                return evaluate(m.group("expr"), variables)
+                return evaluate(m.group("expr").strip(), variables)
         return render_text(value, variables, shell=shell)
     if isinstance(value, dict):
         return {k: render_value(v, variables, shell=shell) for k, v in value.items()}

@@ -103,14 +103,23 @@ def attr_actions(
 
 def text_diff(path: str, old: bytes | None, new: bytes) -> str:
     try:
-        a = (old or b"").decode("utf-8").splitlines(keepends=True)
-        b = new.decode("utf-8").splitlines(keepends=True)
+        a = _split_lines((old or b"").decode("utf-8"), keepends=True)
+        b = _split_lines(new.decode("utf-8"), keepends=True)
     except UnicodeDecodeError:
         return f"Binary content differs ({len(old or b'')} -> {len(new)} bytes)\n"
     lines = list(
         difflib.unified_diff(a, b, f"{path} (current)" if old is not None else "/dev/null", f"{path} (planned)", n=3)
     )
     return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
+
+
+def _split_lines(text: str, keepends: bool = False) -> list[str]:
+    """Lines split at "\n" only: str.splitlines() also splits at \r, \f, \x1c.., which
+    would rewrite those characters in lines that are not ours."""
+    parts = text.split("\n")
+    last = parts.pop()
+    out = [p + "\n" for p in parts] if keepends else parts
+    return [*out, last] if last else out
 
 
 def content_change(
@@ -322,7 +331,8 @@ class Line(StepKind):
                     reason=f"{path} does not exist (an earlier step may create it; set create: true to create it here)",
                 )
         old = st.content or b""
-        new = edit_lines(old.decode("utf-8", "replace"), params).encode()
+        # surrogateescape: bytes that are not UTF-8 (a latin-1 file) come back unchanged
+        new = edit_lines(old.decode("utf-8", "surrogateescape"), params).encode("utf-8", "surrogateescape")
         if st.exists and new == old:
             return Change("noop", f"{path} already {'has' if state == 'present' else 'lacks'} the line")
         verb = "add line to" if state == "present" else "remove line from"
@@ -331,14 +341,17 @@ class Line(StepKind):
 
 
 def edit_lines(text: str, params: dict[str, Any]) -> str:
-    """Pure lineinfile: returns the edited text."""
-    lines = text.splitlines()
+    """Pure lineinfile: returns the edited text. Other lines keep their bytes; in a file
+    whose lines all end in CRLF the line is compared without, and written with, its \r."""
+    lines = _split_lines(text)
     trailing_nl = text.endswith("\n") or not text
+    cr = "\r" if lines and all(s.endswith("\r") for s in lines) else ""
     line = params.get("line")
     regexp = re.compile(params["regexp"]) if params.get("regexp") else None
     state = params.get("state", "present")
 
     def matches(s: str) -> bool:
+        s = s.removesuffix(cr) if cr else s
         return bool(regexp.search(s)) if regexp else s == line
 
     if state == "absent":
@@ -347,9 +360,9 @@ def edit_lines(text: str, params: dict[str, Any]) -> str:
         assert line is not None
         hits = [i for i, s in enumerate(lines) if matches(s)]
         if hits:
-            lines[hits[-1]] = line
-        elif line not in lines:
-            lines.insert(_insert_at(lines, params), line)
+            lines[hits[-1]] = line + cr
+        elif line + cr not in lines:
+            lines.insert(_insert_at([s.removesuffix(cr) if cr else s for s in lines], params), line + cr)
     out = "\n".join(lines)
     return out + "\n" if (trailing_nl and lines) else out
 
@@ -360,9 +373,9 @@ def _insert_at(lines: list[str], params: dict[str, Any]) -> int:
         return 0
     if before:
         rx = re.compile(before)
-        for i, s in enumerate(lines):
-            if rx.search(s):
-                return i
+        found = [i for i, s in enumerate(lines) if rx.search(s)]
+        if found:
+            return found[-1]  # before the last match, as documented (and as Ansible does)
     if after and after != "EOF":
         rx = re.compile(after)
         found = [i for i, s in enumerate(lines) if rx.search(s)]
@@ -503,7 +516,11 @@ class Package(StepKind):
             for m in ("apt", "dnf", "apk"):
                 out.append(Probe(f"{m}.{i}", _guarded(m, _PKG_QUERY[m].format(p=p))))
                 if params.get("state") == "latest":
-                    out.append(Probe(f"cand.{m}.{i}", _guarded(m, _PKG_CANDIDATE[m].format(p=p))))
+                    cand = _PKG_CANDIDATE[m].format(p=p)
+                    if m == "dnf":  # a yum-only host (no dnf) answers with yum's repoquery
+                        yum = _PKG_CANDIDATE["yum"].format(p=p)
+                        cand = f"if command -v dnf >/dev/null 2>&1; then {cand}; else {yum}; fi"
+                    out.append(Probe(f"cand.{m}.{i}", _guarded(m, cand)))
         return out
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
@@ -529,7 +546,8 @@ class Package(StepKind):
                 notes.append(name)
             elif state == "latest":
                 cand = facts.get(f"cand.{fam}.{i}")
-                candidate = cand.text.strip() if cand is not None and cand.rc == 0 else ""
+                # first word: dnf answers once per architecture
+                candidate = next(iter(cand.text.split()), "") if cand is not None and cand.rc == 0 else ""
                 if not installed:
                     todo.append(name)
                     notes.append(f"{name} (new)")

@@ -1,0 +1,253 @@
+"""journal.py: events on disk as they happen (redacted), torn tails, and the state lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner import journal, secrets
+from runner.errors import InvalidInput, LockError
+from runner.journal import Journal, StateLock, get_run, list_runs, read_events
+
+
+@pytest.fixture(autouse=True)
+def _clean_secrets() -> Iterator[None]:
+    secrets.REGISTRY.clear()
+    yield
+    secrets.REGISTRY.clear()
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_events_are_on_disk_while_the_journal_is_open(tmp_path: Path) -> None:
+    j = Journal("r1", root=tmp_path)
+    try:
+        first = j.event("run_start", playbook="web.yaml", hosts=["web1"])
+        # another process reads the file while the journal is still open
+        reader = subprocess.run(
+            [sys.executable, "-c", "import sys; print(open(sys.argv[1]).read(), end='')", str(j.path)],
+            capture_output=True, text=True, timeout=30,
+        )
+        [line] = reader.stdout.splitlines()
+        assert json.loads(line) == first
+        j.event("step_end", host="web1", step="a", status="changed")
+        events = read_events(tmp_path / "runs" / "r1" / "events.jsonl")
+        assert [(e["seq"], e["type"]) for e in events] == [(1, "run_start"), (2, "step_end")]
+        assert events[0]["hosts"] == ["web1"]
+        assert events[0]["ts"].endswith("+00:00")
+    finally:
+        j.close()
+    j.close()  # twice is fine
+
+
+def test_torn_last_line_is_skipped_and_damage_in_the_middle_is_survived(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    good = [json.dumps({"seq": i, "type": "x"}) for i in (1, 2, 3)]
+    path.write_text(f"{good[0]}\n{{\"seq\": 9, \"ty\n{good[1]}\n\n{good[2]}\n{{\"seq\": 4, \"type\": \"step_st")
+    assert [e["seq"] for e in read_events(path)] == [1, 2, 3]
+    assert read_events(tmp_path / "missing.jsonl") == []
+
+
+def test_secrets_are_redacted_in_events(tmp_path: Path) -> None:
+    secret = secrets.mark("hunter2-s3cr3t")
+    j = Journal("r1", root=tmp_path)
+    try:
+        record = j.event(
+            "attempt",
+            command=f"mysql -p{secret} -e 'select 1'",
+            nested={"env": ["A=1", f"PW={secret}"], "n": 3},
+            error=RuntimeError(f"login failed for {secret}"),  # not plain data: stringified, then redacted
+            path=Path("/run") / str(secret),
+        )
+    finally:
+        j.close()
+    text = j.path.read_text()
+    assert "hunter2" not in text
+    assert "hunter2" not in json.dumps(record)
+    [ev] = read_events(j.path)
+    assert ev["command"] == "mysql -p*** -e 'select 1'"
+    assert ev["nested"] == {"env": ["A=1", "PW=***"], "n": 3}
+    assert ev["error"] == "login failed for ***"
+    assert ev["path"] == "/run/***"
+
+
+def test_artifacts_and_reading_runs_back(tmp_path: Path) -> None:
+    for run_id, outcome in (("20240101T000000Z-aaaaaa", "ok"), ("20240102T000000Z-bbbbbb", None)):
+        j = Journal(run_id, root=tmp_path)
+        j.event("run_start", run_id=run_id)
+        if outcome:
+            j.event("run_end", outcome=outcome)
+        j.write_artifact("plan.json", '{"a": 1}')
+        j.write_artifact("sub/shot.png", b"\x89PNG")
+        j.close()
+    runs = list_runs(tmp_path)
+    assert [(r.run_id, r.outcome) for r in runs] == [
+        ("20240101T000000Z-aaaaaa", "ok"),
+        ("20240102T000000Z-bbbbbb", "incomplete"),
+    ]
+    assert (runs[0].dir / "sub" / "shot.png").read_bytes() == b"\x89PNG"
+    assert runs[0].start["run_id"] == "20240101T000000Z-aaaaaa"
+    assert get_run("20240101", tmp_path).run_id == "20240101T000000Z-aaaaaa"  # unique prefix
+    assert get_run("last", tmp_path).run_id == "20240102T000000Z-bbbbbb"
+    with pytest.raises(InvalidInput, match="no run '2024'") as info:
+        get_run("2024", tmp_path)  # ambiguous
+    assert "recent runs: 20240101T000000Z-aaaaaa, 20240102T000000Z-bbbbbb" in info.value.hint
+    assert list_runs(tmp_path / "nowhere") == []
+
+
+def test_state_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSRUN_STATE_DIR", str(tmp_path / "st"))
+    j = Journal("r9")
+    j.close()
+    assert j.path == tmp_path / "st" / "runs" / "r9" / "events.jsonl"
+    assert len(journal.new_run_id()) == len("20240101T000000Z-abcdef")
+
+
+# ---------------------------------------------------------------- lock
+
+
+def _lock_info(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text())
+
+
+def _write_lock(root: Path, **fields: object) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    info = {"owner": "someone@elsewhere", "host": socket.gethostname(), "pid": os.getpid(), "run_id": "old-run",
+            "started": time.time() - 60, "expires": time.time() + 3600}
+    info.update(fields)
+    (root / "lock").write_text(json.dumps(info))
+
+
+def test_lock_is_exclusive_with_a_clear_message(tmp_path: Path) -> None:
+    first = StateLock("run-a", root=tmp_path).acquire()
+    info = _lock_info(tmp_path / "lock")
+    assert (info["pid"], info["run_id"], info["host"]) == (os.getpid(), "run-a", socket.gethostname())
+    with pytest.raises(LockError) as err:
+        StateLock("run-b", root=tmp_path).acquire()
+    assert "another apply holds the lock: run run-a" in err.value.message
+    assert f"(pid {os.getpid()})" in err.value.message
+    assert str(tmp_path / "lock") in err.value.hint
+    first.release()
+    assert not (tmp_path / "lock").exists()
+    with StateLock("run-b", root=tmp_path) as second:
+        assert second.stale_note == ""
+        assert _lock_info(tmp_path / "lock")["run_id"] == "run-b"
+    assert not (tmp_path / "lock").exists()
+
+
+def test_lock_of_a_dead_process_is_taken_over_with_a_note(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert proc.wait(timeout=30) == 0  # reaped: its pid names no process now
+    _write_lock(tmp_path, pid=proc.pid, run_id="crashed-run")
+    lock = StateLock("run-new", root=tmp_path).acquire()
+    try:
+        assert lock.stale_note == f"took over a stale lock from run crashed-run (pid {proc.pid})"
+        assert _lock_info(tmp_path / "lock")["run_id"] == "run-new"
+    finally:
+        lock.release()
+
+
+def test_expired_lock_is_taken_over_even_from_a_live_process(tmp_path: Path) -> None:
+    _write_lock(tmp_path, pid=os.getpid(), run_id="slow-run", expires=time.time() - 1)
+    with StateLock("run-new", root=tmp_path) as lock:
+        assert "took over a stale lock from run slow-run" in lock.stale_note
+
+
+def test_live_lock_on_another_machine_is_respected(tmp_path: Path) -> None:
+    _write_lock(tmp_path, host="other-host.invalid", pid=999_999_999, run_id="remote-run")
+    with pytest.raises(LockError, match="run remote-run by someone@elsewhere"):
+        StateLock("run-new", root=tmp_path).acquire()
+
+
+NONSENSE_LOCKS = [
+    "",  # a taker died between creating and writing it
+    "{not json",
+    "[1, 2]",
+    '{"pid": "x", "expires": "soon"}',
+    # pid 0 on this machine: kill(0, 0) would answer for our own process group
+    json.dumps({"pid": 0, "host": socket.gethostname(), "expires": 4e9}),
+]
+
+
+@pytest.mark.parametrize("content", NONSENSE_LOCKS)
+def test_unreadable_or_nonsense_lock_is_replaced(tmp_path: Path, content: str) -> None:
+    (tmp_path / "lock").write_text(content)
+    with StateLock("run-new", root=tmp_path) as lock:
+        assert lock.stale_note in ("replaced an unreadable lock", "took over a stale lock from run None (pid x)",
+                                   "took over a stale lock from run None (pid 0)")
+        assert _lock_info(tmp_path / "lock")["run_id"] == "run-new"
+
+
+def test_release_only_by_the_owner(tmp_path: Path) -> None:
+    owner = StateLock("run-a", root=tmp_path).acquire()
+    StateLock("run-b", root=tmp_path).release()  # not ours: left alone
+    assert _lock_info(tmp_path / "lock")["run_id"] == "run-a"
+    _write_lock(tmp_path, pid=os.getpid() + 1, run_id="run-a")  # same run id, other process
+    owner.release()
+    assert (tmp_path / "lock").exists()
+    _write_lock(tmp_path, pid=os.getpid(), run_id="run-a")
+    owner.release()
+    assert not (tmp_path / "lock").exists()
+    owner.release()  # nothing to release: no error
+
+
+RACER = """
+import os, sys, threading, time
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from runner.journal import StateLock
+from runner.errors import LockError
+watchdog = threading.Timer(20, os._exit, args=(1,))  # never outlive a broken test
+watchdog.daemon = True
+watchdog.start()
+go = float(sys.argv[2])
+while time.time() < go:
+    time.sleep(0.0005)
+try:
+    StateLock("r", root=Path(sys.argv[1])).acquire()
+    print("WON", flush=True)
+except LockError:
+    print("LOST", flush=True)
+sys.stdin.read()  # the winner holds the lock (alive) until the test closes stdin
+"""
+
+
+@pytest.mark.parametrize("start", ["free", "stale"])
+def test_racing_takers_get_exactly_one_lock(tmp_path: Path, start: str) -> None:
+    """Several processes start at the same instant; exactly one may win, whether the lock was
+    free or held by a dead process (without a guard, two could both replace it)."""
+    root = tmp_path / "state"
+    if start == "stale":
+        _write_lock(root, pid=999_999_999, run_id="dead")
+    else:
+        root.mkdir()
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    go = time.time() + 0.8
+    repo = str(Path(__file__).resolve().parent.parent)
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(go), repo], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    try:
+        outs = [p.stdout.readline().strip() for p in procs if p.stdout is not None]
+    finally:
+        for p in procs:
+            if p.stdin is not None:
+                p.stdin.close()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+            if p.stdout is not None:
+                p.stdout.close()
+    assert sorted(outs) == ["LOST"] * 5 + ["WON"], outs
