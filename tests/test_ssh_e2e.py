@@ -8,6 +8,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,40 @@ steps:
     assert p.returncode == 0, p.stdout + p.stderr
     assert Path(remote_dir, "uid").read_text().strip() == "0"
     assert Path(remote_dir, "root-file").stat().st_uid == 0
+
+
+def test_connection_dropped_mid_run_is_retried(spare_sshd: Callable[..., Sshd], tmp_path: Path,
+                                               remote_dir: str) -> None:
+    peer = spare_sshd("flaky")
+    inventory(tmp_path / "inventory.yaml", {"flaky": peer.settings()}, {})
+    started = Path(remote_dir, "started")
+    (tmp_path / "drop.yaml").write_text(f"""\
+opsrun: 1
+name: drop
+hosts: flaky
+steps:
+  - id: long
+    policy: {{retry: {{attempts: 4, delay: 1, "on": [connection]}}}}
+    run: echo try >> {remote_dir}/tries; touch {started}; sleep 2; echo done > {remote_dir}/done
+  - id: after
+    run: touch {remote_dir}/after
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "drop.yaml", "--yes"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists()
+        peer.stop()  # sshd and its sessions die mid-command
+        peer.start()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    ev = events(tmp_path)
+    assert any(e["type"] == "retry" and e["failure"] == "connection" for e in ev), [e["type"] for e in ev]
+    assert Path(remote_dir, "done").exists() and Path(remote_dir, "after").exists()
+    assert Path(remote_dir, "tries").read_text().count("try") >= 2
