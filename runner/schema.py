@@ -155,6 +155,7 @@ def validate_playbook(
     (when `hosts`/`groups` are given) unknown host names."""
     diags = _schema_diagnostics(doc, "playbook")
     diags += _Semantics(doc).playbook(hosts, groups)
+    diags += _safety_entries(doc)
     return _finish(diags)
 
 
@@ -162,7 +163,31 @@ def validate_inventory(doc: Document) -> list[Diagnostic]:
     """Every problem of an inventory: schema errors, unknown group members, group cycles."""
     diags = _schema_diagnostics(doc, "inventory")
     diags += _Semantics(doc).inventory()
+    diags += _safety_entries(doc)
     return _finish(diags)
+
+
+def _safety_entries(doc: Document) -> list[Diagnostic]:
+    """`forbid:`/`allow:` entries (top level, groups, hosts) that the safety rules cannot read."""
+    from runner.safety import validate_entry
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+    places: list[tuple[PathKey, Any]] = [((), data)]
+    for section in ("groups", "hosts"):
+        for name, body in (data.get(section) or {}).items() if isinstance(data.get(section), dict) else []:
+            places.append(((section, name), body))
+    out = []
+    for base, body in places:
+        if not isinstance(body, dict):
+            continue
+        for key in ("forbid", "allow"):
+            entries = body.get(key)
+            for i, entry in enumerate(entries if isinstance(entries, list) else []):
+                problem = validate_entry(entry) if isinstance(entry, str) else None
+                if problem:
+                    out.append(doc.diag((*base, key, i), f"{key} entry: {problem}",
+                                        hint="see docs/safety.md for rule names, globs and re: patterns"))
+    return out
 
 
 def validate_gateway(doc: Document) -> list[Diagnostic]:

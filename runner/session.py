@@ -36,11 +36,8 @@ class Session:
         """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists."""
         with self._lock:
             if name not in self._guards:
-                try:  # TEMP until safety.py lands
-                    from runner.safety import Rules
-                except ModuleNotFoundError:
-                    self._guards[name] = lambda _c: None
-                    return self._guards[name]
+                from runner.safety import Rules
+
                 host = self.host(name)
                 rules = Rules(forbid=[*host.forbid, *self.playbook.forbid], allow=[*host.allow, *self.playbook.allow])
                 self._guards[name] = rules.check
