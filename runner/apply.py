@@ -7,6 +7,7 @@ changes targets.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -229,6 +230,7 @@ class Executor:
             self.session.playbook.dir,
             errors,
             self.session.playbook.file,
+            run_dir=str(self.journal.dir),
         )
         results: list[StepResult] = []
         if errors:
@@ -536,7 +538,15 @@ class Executor:
             )
             errors: list[Diagnostic] = []
             subs = expand(
-                step, host, inst.vars, hr.known, set(), self.session.playbook.dir, errors, self.session.playbook.file
+                step,
+                host,
+                inst.vars,
+                hr.known,
+                set(),
+                self.session.playbook.dir,
+                errors,
+                self.session.playbook.file,
+                run_dir=str(self.journal.dir),
             )
             if errors:
                 self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=errors[0].message)
@@ -611,7 +621,16 @@ class Executor:
                     res = transport.execute(action, timeout=timeout)
                     hr.dirty = True
                 results.append(res)
-                self._attempt_event(hr, inst, attempt, action.display(), res, time.monotonic() - t0, event)
+                self._attempt_event(
+                    hr,
+                    inst,
+                    attempt,
+                    action.display(),
+                    res,
+                    time.monotonic() - t0,
+                    event,
+                    quiet=bool(change.data.get("quiet_output")),
+                )
                 if action.kind in ("cmd", "local") and res.rc != 0:
                     break
 
@@ -620,6 +639,17 @@ class Executor:
 
             status, message = inst.kind.outcome(inst.params or {}, change, results, evaluate)
             last = results[-1] if results else CommandResult(0)
+            if status != "failed":  # files a step saved in the run folder (adb.screenshot)
+                for path in change.data.get("artifacts") or []:
+                    if os.path.isfile(path):
+                        self.emit(
+                            "artifact",
+                            host=hr.name,
+                            step=step.id,
+                            instance=inst.key,
+                            path=os.path.relpath(path, self.journal.dir),
+                            bytes=os.path.getsize(path),
+                        )
             if status == "failed":
                 return _Try(pol.Outcome("nonzero", last.rc, last.out, last.err, message), last.rc, last.out, last.err)
             if status == "changed" and step.verify:
@@ -690,7 +720,10 @@ class Executor:
         res: CommandResult,
         took: float,
         event: str = "attempt",
+        quiet: bool = False,
     ) -> None:
+        # quiet: the output is data the step keeps elsewhere (a screenshot, a pulled file)
+        out = f"({len(res.stdout)} bytes of data, not kept in the journal)" if quiet else self._out(inst, res.out)
         self.emit(
             event,
             host=hr.name,
@@ -700,7 +733,7 @@ class Executor:
             command=display,
             rc=res.rc,
             duration=round(took, 4),
-            stdout_tail=self._out(inst, res.out),
+            stdout_tail=out,
             stderr_tail=self._out(inst, res.err),
         )
 

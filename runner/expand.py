@@ -59,12 +59,17 @@ def expand(
     playbook_dir: str,
     errors: list[Diagnostic],
     file: str,
+    run_dir: str | None = None,
 ) -> list[Instance]:
     """Instances of `step` on `host`. Template errors go to `errors` (located at the step)."""
     kind = steps_base.get(step.kind)
     variables = {**base_vars, **_registered(known), "steps": render.StepResults(known, pending)}
     ctx = StepContext(
-        host=host, playbook_dir=playbook_dir, vars=variables, render=lambda text, v: render.render_text(text, v)
+        host=host,
+        playbook_dir=playbook_dir,
+        vars=variables,
+        render=lambda text, v: render.render_text(text, v),
+        run_dir=run_dir,
     )
 
     def fail(message: str) -> list[Instance]:
@@ -90,7 +95,7 @@ def expand(
         v = dict(variables)
         if step.loop is not None:
             v.update(item=item, loop_index=i)
-        inst_ctx = StepContext(host=host, playbook_dir=playbook_dir, vars=v, render=ctx.render)
+        inst_ctx = StepContext(host=host, playbook_dir=playbook_dir, vars=v, render=ctx.render, run_dir=run_dir)
         inst = Instance(host, step, key, kind, inst_ctx, vars=v)
         if step.when is not None:
             try:

@@ -260,6 +260,10 @@ def run_timeline(run: RunInfo) -> str:
                 f"{rel}  {ev.get('host', '')}  {ev.get('instance', '')}  {t}: "
                 + ", ".join(f"{k}={v}" for k, v in detail.items())
             )
+        elif t == "artifact":
+            out.append(
+                f"{rel}  {ev.get('host')}  {ev.get('instance')}  artifact: {ev.get('path')} ({ev.get('bytes')} bytes)"
+            )
         elif t == "step_end":
             out.append(
                 f"{rel}  {ev.get('host')}  {ev.get('instance')}  {ev.get('status')} "

@@ -128,7 +128,7 @@ serial: "30%"
 forks: 10
 max_fail_percentage: 25.5
 on_failure: rollback
-forbid: [no-rm-root, "re:^shutdown"]
+forbid: ["glob:curl * | sh", "re:^shutdown"]
 allow: ["systemctl restart nginx"]
 vars:
   packages: [nginx, curl]
@@ -549,11 +549,11 @@ def test_inconsistent_kind_lists_are_a_bug() -> None:
 def test_a_new_kind_added_in_the_three_places_is_picked_up() -> None:
     data = _load("playbook")
     body = data["$defs"]["step_body"]
-    body["properties"]["adb.shell"] = {"$ref": "#/$defs/kind_adb.shell", "description": "x"}
-    body["oneOf"].append({"required": ["adb.shell"]})
-    data["$defs"]["kind_adb.shell"] = {"type": "string", "description": "x"}
+    body["properties"]["demo.kind"] = {"$ref": "#/$defs/kind_demo.kind", "description": "x"}
+    body["oneOf"].append({"required": ["demo.kind"]})
+    data["$defs"]["kind_demo.kind"] = {"type": "string", "description": "x"}
     schema._check_kind_lists(data)  # consistent: no error
-    assert "adb.shell" in schema._kinds_of(body)
+    assert "demo.kind" in schema._kinds_of(body)
 
 
 def test_gateway_secret_values_are_not_echoed() -> None:
