@@ -363,6 +363,9 @@ class Executor:
             if isinstance(decision, pol.Done):
                 assert sp is not None and run is not None
                 message = f"ran, rc {run.rc}" if sp.change.status == "run" else sp.change.summary
+                last_line = (run.stdout.strip().splitlines() or [""])[-1]
+                if sp.change.status == "run" and last_line and not step.sensitive:
+                    message += f": {last_line[:100]}"
                 status = "ok" if outcome.message == "ok-unchanged" else "changed"
                 data = {**sp.change.data, **run.data} if run.data else (sp.change.data or None)
                 return self._result(hr, inst, status, start, attempt, message, run, data)
