@@ -219,19 +219,8 @@ class Executor:
             hr.known[step.id] = self.done[(hr.name, step.id)]
             self.emit("step_done_earlier", host=hr.name, step=step.id)
             return
-        host = self.session.host(hr.name)
         errors: list[Diagnostic] = []
-        instances = expand(
-            step,
-            host,
-            self.session.vars_for(hr.name),
-            hr.known,
-            set(),
-            self.session.playbook.dir,
-            errors,
-            self.session.playbook.file,
-            run_dir=str(self.journal.dir),
-        )
+        instances = self._expand(step, hr, self.session.vars_for(hr.name), errors)
         results: list[StepResult] = []
         if errors:
             r = StepResult(hr.name, step.id, step.id, "failed", message=errors[0].message)
@@ -257,6 +246,21 @@ class Executor:
             self.emit("register", host=hr.name, step=step.id, result=_compact(registered))
         if hr.failed and self.session.playbook.settings.get("on_failure") == "rollback" and not hr.rolled_back:
             self._rollback(hr)
+
+    def _expand(self, step: Step, hr: HostRun, variables: dict[str, Any], errors: list[Diagnostic]) -> list[Instance]:
+        """Instances of `step` on the host, with the results registered so far (none pending)."""
+        pb = self.session.playbook
+        return expand(
+            step,
+            self.session.host(hr.name),
+            variables,
+            hr.known,
+            set(),
+            pb.dir,
+            errors,
+            pb.file,
+            run_dir=str(self.journal.dir),
+        )
 
     @staticmethod
     def _register(step: Step, results: list[StepResult]) -> dict[str, Any]:
@@ -524,7 +528,6 @@ class Executor:
         from runner.config import STEP_COMMON
         from runner.steps import base as steps_base
 
-        host = self.session.host(hr.name)
         kinds = set(steps_base.load_all())
         for i, frag in enumerate(fragments):
             kind = next((k for k in frag if k not in STEP_COMMON and k in kinds), None)
@@ -540,17 +543,7 @@ class Executor:
                 line=inst.step.line,
             )
             errors: list[Diagnostic] = []
-            subs = expand(
-                step,
-                host,
-                inst.vars,
-                hr.known,
-                set(),
-                self.session.playbook.dir,
-                errors,
-                self.session.playbook.file,
-                run_dir=str(self.journal.dir),
-            )
+            subs = self._expand(step, hr, inst.vars, errors)
             if errors:
                 self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=errors[0].message)
                 return False
