@@ -66,6 +66,7 @@ class _Try:
     stdout: str = ""
     stderr: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    message: str = ""  # what the step kind said about a successful try
 
 
 def _compact(registered: dict[str, Any]) -> dict[str, Any]:
@@ -367,6 +368,8 @@ class Executor:
             if isinstance(decision, pol.Done):
                 assert sp is not None and run is not None
                 message = f"ran, rc {run.rc}" if sp.change.status == "run" else sp.change.summary
+                if run.message:
+                    message = run.message
                 last_line = (run.stdout.strip().splitlines() or [""])[-1]
                 if sp.change.status == "run" and last_line and not step.sensitive:
                     message += f": {last_line[:100]}"
@@ -658,7 +661,7 @@ class Executor:
                         vres.err,
                     )
             tag = "ok-unchanged" if status == "ok" else ""
-            return _Try(pol.Outcome("ok", last.rc, message=tag), last.rc, last.out, last.err, data)
+            return _Try(pol.Outcome("ok", last.rc, message=tag), last.rc, last.out, last.err, data, message)
         except Blocked as exc:
             self.emit("blocked", host=hr.name, step=step.id, instance=inst.key, reason=exc.message)
             return _Try(pol.Outcome("blocked", message=exc.message))

@@ -489,8 +489,27 @@ def _user() -> str:
 
 
 def _fixer(session: Any) -> Any:
-    """The LLM fixer for the escalation ladder, when some step's policy asks for it."""
-    return None
+    """The LLM fixer for the escalation ladder, when some step's policy asks for it; the
+    gateway itself loads only when a fix is first asked for."""
+    from runner import policy as pol
+
+    pb = session.playbook
+    if not any("llm" in pol.merge(pb.policy, s.policy).escalate for s in pb.steps):
+        return None
+    from runner.llm.fixer import make_fixer
+
+    return make_fixer(session, approve=_approve_fix if sys.stdin.isatty() else None)
+
+
+def _approve_fix(fix: Any) -> bool:
+    """Show an LLM's proposed fix and ask a human to run it."""
+    import yaml
+
+    from runner.secrets import redact
+
+    _err(redact(f"\nLLM fix proposed ({fix.provider}/{fix.model}, confidence {fix.confidence:.2f}): {fix.diagnosis}"))
+    _err(redact(yaml.safe_dump(fix.steps, sort_keys=False)))
+    return typer.confirm("Run this fix, then retry the step?", default=False)
 
 
 class _ApplyDisplay:
@@ -638,6 +657,12 @@ def _mount_optional() -> None:
     """Sub-apps from later modules, when present (they import nothing heavy at load)."""
     import importlib
 
+    try:
+        from runner.llm import author_cmd
+    except ModuleNotFoundError:
+        pass
+    else:
+        author_cmd.register(app)
     for module, name in (("runner.llm.commands", "gateway"),):
         try:
             mod = importlib.import_module(module)

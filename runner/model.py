@@ -278,7 +278,9 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(sp.change.changes or sp.change.status == "unknown" for sp in self.steps)
+        return any(
+            sp.change.changes or (sp.change.status == "unknown" and not sp.change.read_only) for sp in self.steps
+        )
 
 
 # ---------------------------------------------------------------- results

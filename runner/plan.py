@@ -52,6 +52,9 @@ def plan_instance(
             )
         )
     if inst.pending:
+        pending_change = getattr(inst.kind, "pending_change", None)
+        if pending_change is not None:
+            return make(pending_change(step.params, inst.pending))
         if inst.kind.read_only(inst.kind.normalize(step.params)):
             return make(
                 Change(
