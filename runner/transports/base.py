@@ -8,7 +8,8 @@ translated into runner.errors at this boundary.
 
 from __future__ import annotations
 
-import base64
+import re
+import secrets
 import shlex
 import time
 from abc import ABC
@@ -22,7 +23,6 @@ from runner.model import Action, CommandResult, Host, Probe, ProbeResult
 # A guard returns the name of the rule that forbids the command, or None when allowed.
 CommandGuard = Callable[[str], str | None]
 
-PROBE_MARK = "@@opsrun-probe@@"
 
 
 class Transport(ABC):
@@ -133,15 +133,16 @@ class Transport(ABC):
 
     def _probe_shell(self, probes: Sequence[Probe]) -> dict[str, ProbeResult]:
         """Default batching: one script, one round trip, answers parsed back per key."""
-        result = self._run(probe_script(probes), timeout=None, stdin=None, sudo=False)
-        answers = parse_probe_output(result.stdout)
+        nonce = secrets.token_hex(8)
+        result = self._run(probe_script(probes, nonce), timeout=None, stdin=None, sudo=False)
+        answers = parse_probe_output(result.stdout, nonce)
         missing = [p.key for p in probes if p.key not in answers]
         if missing:
             err = result.err.strip()[-500:]
             raise OpsrunError(
                 f"{self.host.name}: probe script failed (rc {result.rc}) before answering "
                 f"{', '.join(missing[:3])}" + (f": {err}" if err else ""),
-                hint="the host needs a POSIX sh with base64 (coreutils, busybox or toybox)",
+                hint="the host needs a POSIX sh (with mktemp or a writable /tmp)",
             )
         return answers
 
@@ -152,34 +153,32 @@ def _json_bytes(data: Any) -> bytes:
     return json.dumps(data, default=str).encode()
 
 
-def probe_script(probes: Sequence[Probe]) -> str:
-    """A POSIX sh script that runs each probe in a subshell and prints, per probe,
-    one line: MARK KEY RC BASE64(stdout) BASE64(stderr). Keys must not contain spaces."""
-    lines = ['t=$(mktemp -d 2>/dev/null || echo /tmp/.opsrun-probe.$$); mkdir -p "$t"']
+def probe_script(probes: Sequence[Probe], nonce: str = "") -> str:
+    """A POSIX sh script that runs each probe in a subshell and prints its stdout raw,
+    framed by lines carrying a per-batch random nonce, then its rc and stderr:
+
+        @@NONCE KEY\n<stdout>\n@@NONCE KEY RC\n<stderr>\n@@NONCE .\n
+
+    Only a command's own processes fork (plus `cat` when a probe wrote to stderr): no
+    base64, no temp file per probe. Keys must not contain spaces."""
+    n = nonce or "0"
+    lines = ['t=$(mktemp 2>/dev/null || echo /tmp/.opsrun-probe.$$)']
     for p in probes:
-        lines.append(f'( {p.command}\n) </dev/null >"$t/o" 2>"$t/e"; rc=$?')
-        lines.append(
-            f"printf '%s %s %s ' '{PROBE_MARK}' {shlex.quote(p.key)} \"$rc\"; "
-            "[ -s \"$t/o\" ] && base64 <\"$t/o\" | tr -d '\\n'; printf ' '; "
-            "[ -s \"$t/e\" ] && base64 <\"$t/e\" | tr -d '\\n'; echo"
-        )
-    lines.append('rm -rf "$t"')
+        k = shlex.quote(p.key)
+        lines.append(f"printf '@@%s %s\\n' {n} {k}")
+        lines.append(f'( {p.command}\n) </dev/null 2>"$t"; rc=$?')
+        lines.append(f"printf '\\n@@%s %s %s\\n' {n} {k} \"$rc\"; [ -s \"$t\" ] && cat \"$t\"; "
+                     f"printf '\\n@@%s .\\n' {n}")
+    lines.append('rm -f "$t"')
     return "\n".join(lines) + "\n"
 
 
-def parse_probe_output(stdout: bytes) -> dict[str, ProbeResult]:
+def parse_probe_output(stdout: bytes, nonce: str = "") -> dict[str, ProbeResult]:
+    n = re.escape((nonce or "0").encode())
+    pattern = re.compile(
+        rb"@@" + n + rb" (\S+)\n(.*?)\n@@" + n + rb" \1 (-?\d+)\n(.*?)\n@@" + n + rb" \.\n", re.S
+    )
     out: dict[str, ProbeResult] = {}
-    for raw in stdout.decode("ascii", "replace").splitlines():
-        if not raw.startswith(PROBE_MARK):
-            continue
-        parts = raw.split(" ")
-        if len(parts) < 3:
-            continue
-        key, rc = parts[1], parts[2]
-        o = parts[3] if len(parts) > 3 else ""
-        e = parts[4] if len(parts) > 4 else ""
-        try:
-            out[key] = ProbeResult(int(rc), base64.b64decode(o), base64.b64decode(e))
-        except ValueError:
-            continue
+    for m in pattern.finditer(stdout):
+        out[m.group(1).decode("utf-8", "replace")] = ProbeResult(int(m.group(3)), m.group(2), m.group(4))
     return out
