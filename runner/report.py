@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.apply import Recap
 from runner.journal import RunInfo
 from runner.model import MARKERS, Plan, StepPlan
 from runner.plan import to_json
 from runner.secrets import redact
+
+if TYPE_CHECKING:
+    from runner.apply import Recap
 
 _COLORS = {"+": "32", "~": "33", "-": "31", ">": "36", "=": "2", "?": "35", "!": "1;31"}
 _STATUS_COLORS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "blocked": "1;31", "unreachable": "1;31"}
