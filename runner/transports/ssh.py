@@ -150,7 +150,10 @@ class SSHTransport(Transport):
         if t.policy != "off":
             try:
                 if t.known_hosts_file.is_file():
-                    client.get_host_keys().update(_parsed_known_hosts(t.known_hosts_file))
+                    name = self._known_name(conn.host, int(conn.port))
+                    mine = _parsed_known_hosts(t.known_hosts_file).lookup(name) or {}
+                    for key_type, key in mine.items():  # only this host's keys: no full copy
+                        client.get_host_keys().add(name, key_type, key)
             except (OSError, paramiko.SSHException) as exc:
                 raise ConnectError(
                     self.host.name, f"cannot read known_hosts file {t.known_hosts_file}: {exc}"

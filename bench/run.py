@@ -1,0 +1,456 @@
+"""Benchmark harness: the same workload on the same real sshd hosts with opsrun, ansible-core
+(ssh and paramiko connections), pyinfra and a raw paramiko floor; first run and re-run
+wall-clock at several host counts; medians, ratios, correctness checks, results files.
+
+Starts sshds on 127.0.0.2.. only and stops them by PID at the end (also on Ctrl-C/failure).
+Not a test: run it by hand, as root: .venv/bin/python bench/run.py --hosts 1,10,50 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(REPO))
+
+import peers  # noqa: E402
+from tools import TOOLS, HostInfo, Tool  # noqa: E402
+from workload import spec  # noqa: E402
+
+from tests.peers.sshd import TEST_USER, SshdFarm, user_ready  # noqa: E402
+
+RESULTS = BENCH / "results"
+PHASES = ("first", "rerun")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hosts", default="1,10,50", help="host counts, comma-separated (default 1,10,50)")
+    p.add_argument("--repeat", type=int, default=5, help="runs of each tool at each count (default 5)")
+    p.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
+    p.add_argument("--timeout", type=float, default=600, help="seconds one tool run may take")
+    p.add_argument("--slow-cap", type=float, default=20,
+                   help="a tool whose first run at a host count took longer than this many seconds "
+                        "is not repeated at that count (keeps the whole run near 15 minutes; "
+                        "0 repeats everything)")
+    p.add_argument("--upgrade-peers", action="store_true", help="re-install ansible-core/pyinfra")
+    p.add_argument("--log-dir", type=Path, help="save every run's stdout/stderr in this folder")
+    p.add_argument("--summarize", type=Path, metavar="RAW_JSON",
+                   help="only rewrite bench/results/latest.md from a raw results file")
+    p.add_argument("--no-summary", action="store_true",
+                   help="do not rewrite bench/results/latest.md (exploratory runs)")
+    return p.parse_args(argv)
+
+
+def machine_facts() -> dict[str, Any]:
+    def first_line(cmd: list[str]) -> str:
+        try:
+            r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssh": first_line(["ssh", "-V"]),
+        "network": "loopback (127.0.0.x), one sshd per host on this machine",
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """Which opsrun was measured: HEAD and the files of runner/ changed since (read-only)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *a], check=False, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "dirty_runner_files": git("status", "--porcelain", "--", "runner").splitlines()}
+
+
+def versions(tools: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    res = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
+                          "import importlib.metadata as m, json; print(json.dumps("
+                          "{d: m.version(d) for d in ('opsrun', 'paramiko', 'fabric')}))"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    for k, v in json.loads(res.stdout).items():
+        out[f"opsrun-venv:{k}"] = v
+    if any(t.startswith("ansible") for t in tools):
+        for k, v in peers.versions("ansible").items():
+            out[f"ansible-venv:{k}"] = v
+    if "pyinfra" in tools:
+        for k, v in peers.versions("pyinfra").items():
+            out[f"pyinfra-venv:{k}"] = v
+    return out
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.counts = sorted({int(x) for x in args.hosts.split(",") if x.strip()})
+        self.tool_names = [t.strip() for t in args.tools.split(",") if t.strip()]
+        unknown = [t for t in self.tool_names if t not in TOOLS]
+        if unknown:
+            raise SystemExit(f"unknown tool(s) {unknown}; choose from {list(TOOLS)}")
+        self.work = Path(tempfile.mkdtemp(prefix="opsrun-bench-"))
+        os.chmod(self.work, 0o755)
+        self.farm: SshdFarm | None = None
+        self.records: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        self.finished = False
+        pw = pwd.getpwnam(TEST_USER)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+
+    # ------------------------------------------------------------ set-up / tear-down
+    def start_farm(self) -> list[HostInfo]:
+        (self.work / "farm").mkdir()
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.farm = SshdFarm(self.work / "farm", TEST_USER)
+        n = max(self.counts)
+        t0 = time.monotonic()
+        for i in range(n):
+            self.farm.add(f"h{i + 1:02d}", MaxSessions="100")
+        log(f"started {n} sshds on 127.0.0.2..127.0.0.{n + 1} in {time.monotonic() - t0:.1f}s")
+        return [HostInfo(p.name, p.address, p.port, p.user, str(p.client_key), str(p.known_hosts))
+                for p in self.farm.hosts]
+
+    def stop(self) -> None:
+        if self.farm is not None:
+            self.farm.stop_all()
+            self.farm = None
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(spec.BASE, ignore_errors=True)
+
+    def tool_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SSH_AUTH_SOCK", "ANSIBLE_", "PYINFRA_", "OPSRUN_"))}
+        home = self.work / "home"
+        home.mkdir(exist_ok=True)
+        empty = self.work / "empty_ssh_config"
+        empty.write_text("")
+        env.update(HOME=str(home), OPSRUN_SSH_CONFIG=str(empty), PYTHONDONTWRITEBYTECODE="",
+                   TERM="dumb", NO_COLOR="1", COLUMNS="120")
+        return env
+
+    # ------------------------------------------------------------ one measurement
+    def measure(self, tool: Tool, hosts: list[HostInfo], rep: int) -> None:
+        names = [h.name for h in hosts]
+        spec.prepare(tool.name, names, self.uid, self.gid)
+        tool.prepare(hosts)
+        for phase in PHASES:
+            out = tool.run(hosts, self.args.timeout)
+            if self.args.log_dir:
+                self.args.log_dir.mkdir(parents=True, exist_ok=True)
+                stem = self.args.log_dir / f"{tool.name}-{len(hosts)}-{phase}-{rep}"
+                stem.with_suffix(".out").write_text(out.stdout)
+                stem.with_suffix(".err").write_text(out.stderr)
+            bad = [] if out.rc == 0 else [f"exit code {out.rc}"]
+            bad += tool.check_report(hosts, out, phase)
+            for h in names:
+                bad += spec.check(tool.name, h, self.uid)
+            rec = {
+                "tool": tool.name, "hosts": len(hosts), "phase": phase, "repeat": rep,
+                "seconds": round(out.seconds, 4), "cpu_seconds": round(out.cpu_seconds, 3),
+                "machine_busy_seconds": round(out.machine_busy, 2), "forks": out.forks,
+                "ok": not bad, "problems": bad[:20],
+            }
+            self.records.append(rec)
+            mark = "ok" if not bad else f"WRONG ({len(bad)} problems)"
+            log(f"  {tool.name:17s} {len(hosts):3d} hosts {phase:5s} {out.seconds:7.2f}s "
+                f"cpu {out.cpu_seconds:6.2f}s machine {out.machine_busy:6.2f}s "
+                f"forks {out.forks:6d}  {mark}")
+            if bad:
+                self.problems.append(f"{tool.name} {len(hosts)} hosts {phase} #{rep}: {bad[:3]}")
+                log("    " + "\n    ".join(bad[:5]))
+                tail = (out.stdout[-1500:] + "\n" + out.stderr[-1500:]).strip()
+                log("    output tail:\n      " + tail.replace("\n", "\n      "))
+                break  # the re-run of a wrong first run proves nothing
+
+    def is_slow(self, tool: str, n: int) -> bool:
+        cap = self.args.slow_cap
+        return cap > 0 and any(r["tool"] == tool and r["hosts"] == n and r["phase"] == "first"
+                               and r["seconds"] > cap for r in self.records)
+
+    def run(self) -> int:
+        hosts = self.start_farm()
+        env = self.tool_env()
+        tools = [TOOLS[name](self.work, dict(env)) for name in self.tool_names]
+        started = time.monotonic()
+        for rep in range(self.args.repeat):
+            for n in self.counts:
+                # rotate the order each repeat so slow drift does not favour one tool
+                k = rep % len(tools)
+                order = tools[k:] + tools[:k]
+                log(f"repeat {rep + 1}/{self.args.repeat}, {n} hosts")
+                for tool in order:
+                    if self.is_slow(tool.name, n):
+                        log(f"  {tool.name:17s} {n:3d} hosts  skipped: its first run took over "
+                            f"{self.args.slow_cap:g}s (see --slow-cap)")
+                        continue
+                    self.measure(tool, hosts[:n], rep)
+        log(f"measured in {time.monotonic() - started:.0f}s")
+        self.finished = True
+        return 0 if not self.problems else 1
+
+
+# ---------------------------------------------------------------- summarising
+def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], float]:
+    groups: dict[tuple[str, int, str], list[float]] = {}
+    for r in records:
+        if r["ok"]:
+            groups.setdefault((r["tool"], r["hosts"], r["phase"]), []).append(r["seconds"])
+    return {k: statistics.median(v) for k, v in groups.items()}
+
+
+def spread(records: list[dict[str, Any]], key: tuple[str, int, str]) -> tuple[float, float, int]:
+    xs = [r["seconds"] for r in records if r["ok"] and (r["tool"], r["hosts"], r["phase"]) == key]
+    return (min(xs), max(xs), len(xs)) if xs else (0.0, 0.0, 0)
+
+
+SHORT = {"opsrun": "opsrun", "ansible-ssh": "Ansible ssh", "ansible-paramiko": "Ansible paramiko",
+         "pyinfra": "pyinfra", "floor": "raw floor"}
+
+
+def table(raw: dict[str, Any]) -> str:
+    """The one table: medians per tool, then each peer's time over opsrun's (and opsrun's over
+    the floor's), per host count and run."""
+    recs = raw["records"]
+    med = medians(recs)
+    tools = [t for t in TOOLS if t in raw["tools"]]
+    v = raw["versions"]
+    head_names = {
+        "opsrun": f"opsrun {v.get('opsrun-venv:opsrun', '?')}",
+        "ansible-ssh": f"ansible-core {v.get('ansible-venv:ansible-core', '?')} (ssh)",
+        "ansible-paramiko": f"ansible-core {v.get('ansible-venv:ansible-core', '?')} (paramiko)",
+        "pyinfra": f"pyinfra {v.get('pyinfra-venv:pyinfra', '?')}",
+        "floor": f"raw floor (paramiko {v.get('opsrun-venv:paramiko', '?')})",
+    }
+    ratio_cols = [t for t in ("ansible-ssh", "ansible-paramiko", "pyinfra") if t in tools]
+    cols = ["hosts", "run"] + [head_names[t] for t in tools]
+    if "opsrun" in tools:
+        cols += [f"{SHORT[t]} ÷ opsrun" for t in ratio_cols]
+        if "floor" in tools:
+            cols.append("opsrun ÷ floor")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for n in sorted({r["hosts"] for r in recs}):
+        for phase in PHASES:
+            row = [str(n), "first (changes)" if phase == "first" else "re-run (no changes)"]
+            for t in tools:
+                m = med.get((t, n, phase))
+                row.append(f"{m:.2f} s" if m is not None else "n/a")
+            o = med.get(("opsrun", n, phase))
+            if "opsrun" in tools:
+                for t in ratio_cols:
+                    m = med.get((t, n, phase))
+                    row.append(f"**{m / o:.1f}×**" if m and o else "n/a")
+                if "floor" in tools:
+                    f = med.get(("floor", n, phase))
+                    row.append(f"**{o / f:.2f}×**" if f and o else "n/a")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def work_table(raw: dict[str, Any]) -> str:
+    """Medians of the work behind the times: the tool's own CPU, the whole machine's busy CPU
+    (sshds and remote shells share the same 2 cores) and processes created."""
+    recs = [r for r in raw["records"] if r["ok"] and "forks" in r]
+    tools = [t for t in TOOLS if t in raw["tools"]]
+    lines = ["| hosts | run | " + " | ".join(SHORT[t] for t in tools) + " |",
+             "|" + "---|" * (len(tools) + 2)]
+    for n in sorted({r["hosts"] for r in recs}):
+        for phase in PHASES:
+            row = [str(n), phase]
+            for t in tools:
+                xs = [r for r in recs if (r["tool"], r["hosts"], r["phase"]) == (t, n, phase)]
+                if not xs:
+                    row.append("n/a")
+                    continue
+                cpu = statistics.median(r["cpu_seconds"] for r in xs)
+                busy = statistics.median(r["machine_busy_seconds"] for r in xs)
+                forks = statistics.median(r["forks"] for r in xs)
+                row.append(f"{cpu:.2f} / {busy:.1f} / {forks:.0f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def targets(raw: dict[str, Any]) -> list[str]:
+    med = medians(raw["records"])
+    out = []
+    for n in (10, 50):
+        o = med.get(("opsrun", n, "first"))
+        for peer, want in (("ansible-ssh", 4.0), ("ansible-paramiko", 4.0), ("pyinfra", 1.5)):
+            m = med.get((peer, n, "first"))
+            if o and m:
+                r = m / o
+                out.append(f"- first run, {n} hosts: {peer} ÷ opsrun = {r:.2f}× "
+                           f"(target ≥ {want:g}×): {'met' if r >= want else 'MISSED'}")
+    for n in sorted({r["hosts"] for r in raw["records"]}):
+        o, f = med.get(("opsrun", n, "rerun")), med.get(("floor", n, "rerun"))
+        if o and f:
+            r = o / f
+            out.append(f"- re-run, {n} host{'s' if n > 1 else ''}: opsrun ÷ floor = {r:.2f}× (target ≤ 2×): "
+                       f"{'met' if r <= 2 else 'MISSED'}")
+    return out
+
+
+def summary_md(raw: dict[str, Any], raw_name: str) -> str:
+    m = raw["machine"]
+    by_venv: dict[str, list[str]] = {}
+    for k, v in raw["versions"].items():
+        venv, _, dist = k.partition(":")
+        by_venv.setdefault(venv.removesuffix("-venv"), []).append(f"{dist} {v}")
+    vers = "; ".join(f"{venv}: {', '.join(d)}" for venv, d in by_venv.items())
+    git = raw.get("git", {})
+    dirty = git.get("dirty_runner_files") or []
+    moved = raw.get("git_at_start", git) != git
+    lines = [
+        f"# Benchmark results ({raw['date']})",
+        "",
+        f"Command: `{raw['command']}` (effective: repeat {raw.get('settings', {}).get('repeat')}, "
+        f"slow-cap {raw.get('settings', {}).get('slow_cap', '?'):g} s), "
+        f"{m.get('harness_seconds', '?')} s in all.  ",
+        f"opsrun measured: commit {git.get('head', '?')}"
+        + (f" with {len(dirty)} changed file(s) in runner/" if dirty else "")
+        + (" (WARNING: runner/ changed during the run; opsrun's numbers mix two versions)"
+           if moved else "") + ".  ",
+        f"Machine: {m['cpus']} cores ({m['cpu_model']}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, {m['openssh']}, {m['network']}; load average "
+        f"{m['loadavg_at_start'][0]:.1f} at start, {m.get('loadavg_at_end', [0])[0]:.1f} at end "
+        "(the machine is shared).  ",
+        f"Versions: {vers}.  ",
+        f"Medians of {raw['repeat']} runs (wall-clock of the whole command, seconds); "
+        f"ratios are slower ÷ faster of those medians. Raw: `bench/results/{raw_name}` "
+        "(not committed).",
+        "",
+        table(raw),
+        "",
+        "Targets:",
+        "",
+        *targets(raw),
+        "",
+    ]
+    if raw["problems"]:
+        lines += ["Runs refused by the correctness check (left out of the medians):", ""]
+        lines += [f"- {p}" for p in raw["problems"]] + [""]
+    lines += ["Work per run (medians): the tool's own CPU seconds / the whole machine's busy "
+              "CPU seconds / processes created (sshd sessions, shells, probes):", "",
+              work_table(raw), ""]
+    lines += ["Spread (min–max over repeats, seconds; n = runs kept):", "",
+              "| tool | hosts | first | re-run |", "|---|---|---|---|"]
+    for t in [t for t in TOOLS if t in raw["tools"]]:
+        for n in sorted({r["hosts"] for r in raw["records"]}):
+            cells = []
+            for phase in PHASES:
+                lo, hi, k = spread(raw["records"], (t, n, phase))
+                cells.append(f"{lo:.2f}–{hi:.2f} (n={k})" if k else "n/a")
+            lines.append(f"| {t} | {n} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.summarize:
+        raw = json.loads(args.summarize.read_text())
+        (RESULTS / "latest.md").write_text(summary_md(raw, args.summarize.name))
+        print(table(raw))
+        return 0
+    if os.geteuid() != 0:
+        log("run as root: the sshds log in as the test user, and the harness prepares its folders")
+        return 2
+    if not user_ready(TEST_USER):
+        log(f"user {TEST_USER} missing: run tests/peers/setup_ssh.sh as root first")
+        return 2
+    tool_names = [t.strip() for t in args.tools.split(",")]
+    if any(t.startswith("ansible") for t in tool_names):
+        peers.ensure("ansible", upgrade=args.upgrade_peers, log=log)
+    if "pyinfra" in tool_names:
+        peers.ensure("pyinfra", upgrade=args.upgrade_peers, log=log)
+    vers = versions(tool_names)
+    log("versions: " + ", ".join(f"{k}={v}" for k, v in vers.items()))
+
+    # SIGTERM ends the run like Ctrl-C does, so the sshds are stopped either way.
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    harness = Harness(args)
+    facts = machine_facts()
+    git_at_start = git_state()
+    started = time.monotonic()
+    rc = 1
+    try:
+        rc = harness.run()
+    except KeyboardInterrupt:
+        log("interrupted: stopping the sshds")
+        rc = 130
+    except Exception:  # a harness bug or a hung tool: keep what was measured, stop the sshds
+        import traceback
+
+        log(traceback.format_exc())
+        rc = 1
+    finally:
+        harness.stop()
+        facts["loadavg_at_end"] = os.getloadavg()
+        facts["harness_seconds"] = round(time.monotonic() - started)
+    if not harness.records:
+        return rc
+    date = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    raw = {
+        "date": date, "command": "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "hosts": harness.counts, "repeat": args.repeat, "tools": harness.tool_names,
+        "settings": {"repeat": args.repeat, "slow_cap": args.slow_cap, "timeout": args.timeout},
+        "versions": vers, "machine": facts, "git": git_state(), "git_at_start": git_at_start,
+        "records": harness.records,
+        "problems": harness.problems, "complete": harness.finished,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    raw_name = f"{date}.raw.json"
+    (RESULTS / raw_name).write_text(json.dumps(raw, indent=1) + "\n")
+    print(table(raw))
+    print("\n".join(targets(raw)))
+    if not args.no_summary and harness.finished:
+        (RESULTS / "latest.md").write_text(summary_md(raw, raw_name))
+        log(f"wrote bench/results/{raw_name} and bench/results/latest.md")
+    else:
+        log(f"wrote bench/results/{raw_name}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
