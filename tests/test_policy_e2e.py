@@ -38,6 +38,15 @@ def events(cwd: Path, run_id: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
 
 
+def dead_gateway(project: Path, port: int) -> None:
+    """The llm rung's gateway for a project: one provider that refuses connections (loopback)."""
+    (project / "gateway.yaml").write_text(
+        "opsrun: 1\nproviders:\n"
+        f"  dead: {{kind: openai, model: m, api_base: 'http://127.0.0.1:{port}/v1'}}\n"
+        "routing: {retries_per_provider: 0, deadline_s: 5}\ncache: {enabled: false}\n"
+    )
+
+
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -133,7 +142,7 @@ def test_rollback_runs_undo_in_reverse_order(tmp_path: Path) -> None:
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append(json.loads(body))
         self.send_response(204)
@@ -157,9 +166,10 @@ def webhook() -> Any:
         thread.join(5)
 
 
-def test_ci_escalation_stops_with_exit_3_then_resume(tmp_path: Path, webhook: Any) -> None:
+def test_ci_escalation_stops_with_exit_3_then_resume(tmp_path: Path, webhook: Any, closed_port: int) -> None:
     url, received = webhook
     marker = tmp_path / "ready"
+    dead_gateway(tmp_path, closed_port)
     write(tmp_path / "p.yaml", f"""\
         opsrun: 1
         name: esc
@@ -187,7 +197,8 @@ def test_ci_escalation_stops_with_exit_3_then_resume(tmp_path: Path, webhook: An
     assert len(received) == 1 and received[0]["step_id"] == "needs_marker"
     assert CANARY not in json.dumps(received)
     ev = events(tmp_path)
-    assert any(e["type"] == "escalate" and "no LLM fixer" in e.get("note", "") for e in ev)
+    fixes = [e for e in ev if e["type"] == "llm_fix"]
+    assert fixes and not fixes[0]["ok"] and "dead" in fixes[0]["error"], fixes  # then on to the human
     assert ev[-1]["type"] == "run_end" and ev[-1]["outcome"] == "waiting_for_human"
     assert not (tmp_path / "last.log").exists()
     assert not (tmp_path / ".opsrun" / "lock").exists()
@@ -224,7 +235,7 @@ def _pty_run(args: list[str], cwd: Path, answers: list[tuple[str, str]], timeout
                     break
                 out += chunk
             if pending and pending[0][0].encode() in out.split(b"\x00")[-1]:
-                wait, reply = pending.pop(0)
+                _, reply = pending.pop(0)
                 out += b"\x00"  # answered up to here
                 os.write(master, reply.encode() + b"\r")
             if proc.poll() is not None and not ready:
@@ -330,7 +341,8 @@ def test_ctrl_c_stops_after_current_action_and_releases_lock(tmp_path: Path) -> 
     assert not (tmp_path / ".opsrun" / "lock").exists()
 
 
-def test_secret_canary_never_leaks(tmp_path: Path) -> None:
+def test_secret_canary_never_leaks(tmp_path: Path, closed_port: int) -> None:
+    dead_gateway(tmp_path, closed_port)
     (tmp_path / "token").write_text(CANARY + "\n")
     write(tmp_path / "p.yaml", f"""\
         opsrun: 1
