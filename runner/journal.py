@@ -85,16 +85,13 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return out
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
+    for line in text.split("\n"):
         if not line.strip():
             continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1 :]):
-                continue  # torn tail from a crash
-            continue  # a damaged line in the middle: keep going, never lose the rest
+            continue  # a torn tail from a crash, or one damaged line: never lose the rest
     return out
 
 

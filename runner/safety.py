@@ -136,8 +136,8 @@ def _skip_dquote(s: str, i: int) -> int:
     raise ParseError("unbalanced double quote")
 
 
-def _match_paren(s: str, i: int) -> int:
-    """Index of the ')' closing a '(' opened just before `i` (quotes and nesting respected)."""
+def _match_close(s: str, i: int, opener: str, closer: str, *, comments: bool, what: str) -> int:
+    """Index of the `closer` matching an `opener` just before `i` (quotes and nesting respected)."""
     depth, n = 1, len(s)
     while i < n:
         c = s[i]
@@ -150,44 +150,31 @@ def _match_paren(s: str, i: int) -> int:
         if c == '"':
             i = _skip_dquote(s, i + 1)
             continue
-        if c == "`":
+        if comments and c == "`":
             i = _skip_backtick(s, i + 1)
             continue
-        if c == "#" and (i == 0 or s[i - 1] in " \t\n;&|("):
+        if comments and c == "#" and (i == 0 or s[i - 1] in " \t\n;&|("):
             j = s.find("\n", i)
             i = n if j < 0 else j
             continue
-        if c == "(":
+        if c == opener:
             depth += 1
-        elif c == ")":
+        elif c == closer:
             depth -= 1
             if depth == 0:
                 return i
         i += 1
-    raise ParseError("unterminated $( or (")
+    raise ParseError(f"unterminated {what}")
+
+
+def _match_paren(s: str, i: int) -> int:
+    """Index of the ')' closing a '(' opened just before `i`."""
+    return _match_close(s, i, "(", ")", comments=True, what="$( or (")
 
 
 def _match_brace(s: str, i: int) -> int:
-    depth, n = 1, len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "'":
-            i = _skip_squote(s, i + 1)
-            continue
-        if c == '"':
-            i = _skip_dquote(s, i + 1)
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise ParseError("unterminated ${")
+    """Index of the '}' closing a '${' opened just before `i`."""
+    return _match_close(s, i, "{", "}", comments=False, what="${")
 
 
 class _Lexer:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import threading
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import InvalidInput, MissingExtra, OpsrunError
+from runner.files import write_atomic
 from runner.llm.config import TASKS, GatewayConfig, ProviderConfig, load_file
 from runner.secrets import Secret, redact, resolve
 
@@ -248,12 +248,9 @@ class AnswerCache:
         data = json.dumps({**entry, "created": created, "version": 1}, sort_keys=True)
         with self._lock:
             try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(redact(data))
-                os.utime(tmp, (created, created))  # eviction order follows the cache's clock
-                os.replace(tmp, self._path(key))
+                # private; its mtime is the cache's clock, which orders eviction
+                write_atomic(self._path(key), redact(data).encode(), mode=0o600, mtime=created,
+                             fsync=False, make_parents=True)
                 self._evict()
             except OSError as exc:  # a cache that cannot write is not worth failing the call
                 log.warning("LLM cache %s not written: %s", self.dir, exc)
@@ -604,10 +601,8 @@ class Gateway:
                                   "error": redact(m.error), "measured_at": stamp}
         doc = {"version": 1, "updated": stamp, "providers": stored}
         try:
-            self.bench_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.bench_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, self.bench_path)
+            write_atomic(self.bench_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+                         make_parents=True)
         except OSError as exc:
             raise OpsrunError(f"cannot write {self.bench_path}: {exc.strerror or exc}") from exc
         self._bench = stored

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from runner.files import write_atomic
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError, Run
@@ -716,21 +717,10 @@ class Pull(StepKind):
             return "failed", f"the device sent no valid base64 ({exc})"
         dest = Path(str(change.data["dest"]))
         try:
-            write_atomic(dest, content)
+            write_atomic(dest, content, make_parents=True)
         except OSError as exc:
             return "failed", f"cannot write {dest}: {exc.strerror or exc}"
         return "changed", f"{len(content)} bytes to {dest}"
-
-
-def write_atomic(dest: Path, content: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.opsrun-{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(content)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- adb.screenshot
@@ -790,7 +780,7 @@ class Screenshot(StepKind):
             return "failed", "screencap gave no PNG image" + (f": {_tail(results[-1])}" if results else "")
         dest = Path(str(change.data["artifact"]))  # a retry or a same-named shot replaces it
         try:
-            write_atomic(dest, png)
+            write_atomic(dest, png, make_parents=True)
         except OSError as exc:
             return "failed", f"cannot save the screenshot to {dest}: {exc.strerror or exc}"
         return "ok", f"screenshot saved: {dest} ({len(png)} bytes)"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
 
 from runner.errors import CommandTimeout, OpsrunError
+from runner.files import write_atomic
 from runner.model import CommandResult
 from runner.transports.base import Transport
 
@@ -53,22 +53,11 @@ class LocalTransport(Transport):
     def _put(self, path: str, content: bytes, mode: str | None) -> None:
         dest = Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(content)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if mode is not None:
-                    os.chmod(tmp, int(mode, 8))
-                elif dest.exists():
-                    os.chmod(tmp, dest.stat().st_mode & 0o7777)
-                else:
-                    os.chmod(tmp, 0o666 & ~_umask())
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            if mode is not None:
+                perms: int | None = int(mode, 8)
+            else:  # keep an existing file's mode; a new one gets the umask's
+                perms = dest.stat().st_mode & 0o7777 if dest.exists() else None
+            write_atomic(dest, content, mode=perms)
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -77,12 +66,6 @@ class LocalTransport(Transport):
             return Path(path).read_bytes()
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
