@@ -50,13 +50,11 @@ class Journal:
         self._seq = 0
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        masked = redact_data(fields)  # non-plain values (an exception, a Path) become masked text
         with self._lock:
             self._seq += 1
-            # through JSON first, so values that are not plain data (an exception, a Path)
-            # are strings by the time they are redacted
-            plain = json.loads(json.dumps(fields, default=str, ensure_ascii=False))
-            record = {"seq": self._seq, "ts": now_iso(), "type": type_, **redact_data(plain)}
-            self._fh.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            record = {"seq": self._seq, "ts": now_iso(), "type": type_, **masked}
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
             os.fsync(self._fh.fileno())
             return record

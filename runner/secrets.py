@@ -74,14 +74,16 @@ def redact(text: str) -> str:
 
 
 def redact_data(data: Any) -> Any:
-    """Redact every string inside nested dicts/lists."""
+    """Redact every string inside nested dicts/lists; other values become their masked text."""
     if isinstance(data, str):
         return redact(data)
     if isinstance(data, dict):
         return {k: redact_data(v) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [redact_data(v) for v in data]
-    return data
+    if data is None or isinstance(data, bool | int | float):
+        return data
+    return redact(str(data))  # an exception, a Path, ...: its text, masked
 
 
 def is_ref(value: Any) -> bool:
