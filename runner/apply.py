@@ -27,11 +27,11 @@ from runner.errors import (
     TransportError,
 )
 from runner.escalate import Evidence, FixAttempt, notify_webhook, report_markdown
-from runner.expand import Instance, expand, select_steps, step_hosts
+from runner.expand import Instance, expand, run_scope, select_steps, step_hosts
 from runner.journal import Journal
-from runner.model import CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
-from runner.plan import facts_for, plan_instance
-from runner.planner import HostPlan, default_forks, probes_for
+from runner.model import MARKERS, CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
+from runner.plan import facts_for
+from runner.planner import HostPlan, StepDecider, default_forks, probes_for
 from runner.secrets import redact
 from runner.session import Session
 
@@ -118,6 +118,7 @@ class Executor:
         human: Callable[[Evidence], tuple[str, str]] | None = None,
         fixer: Callable[[Evidence], FixAttempt] | None = None,
         done: dict[tuple[str, str], dict[str, Any]] | None = None,
+        strict: bool = False,
     ) -> None:
         self.session = session
         self.plan = plan
@@ -135,6 +136,13 @@ class Executor:
         self.failures = 0
         self._lock = threading.Lock()
         self.hosts = {h: HostRun(h, facts=host_plans[h].facts if h in host_plans else {}) for h in plan.hosts}
+        # steps that do not run on a host (not selected, not for it) read as skipped, as in the plan
+        for h, hr in self.hosts.items():
+            hr.known.update(run_scope(session.playbook, session.inventory, h, plan.tags, plan.skip_tags)[1])
+        # apply decides each step on fresh answers from the host: the same decision as plan, no overlay
+        self.deciders = {h: StepDecider(session, h, None) for h in plan.hosts}
+        self.planned = {(sp.host, sp.instance): sp for sp in plan.steps}
+        self.strict = strict  # a reviewed plan file: a step that would now do something else is refused
         for h, err in plan.unreachable.items():
             hr = self.hosts[h]
             hr.unreachable = True
@@ -152,6 +160,12 @@ class Executor:
         settings = self.session.playbook.settings
         steps = select_steps(self.session.playbook, self.plan.tags, self.plan.skip_tags)
         active = [h for h in self.plan.hosts if not self.hosts[h].unreachable]
+        selected = {s.id for s in steps}
+        for sp in self.plan.steps:  # left out by --tags but reading a step that runs: said, as planned
+            if sp.step_id not in selected and sp.host in active and sp.change.status == "skip":
+                step = next(s for s in self.session.playbook.steps if s.id == sp.step_id)
+                self._finish(self.hosts[sp.host], step, StepResult(sp.host, sp.step_id, sp.instance, "skipped",
+                                                                    message=sp.change.summary))
         aborted = ""
         for batch in self._batches(active, settings.get("serial")):
             if len(batch) < len(active):
@@ -335,7 +349,11 @@ class Executor:
             sp: StepPlan | None = None
             try:
                 facts, blocked = self._facts_now(hr, inst, fresh=attempt > 1)
-                planned = plan_instance(inst, facts, self.session.guard(hr.name), blocked)
+                planned = self.deciders[hr.name].decide(inst, facts, blocked)
+                if attempt == 1 and not tried:
+                    refused = self._check_planned(hr, inst, planned)
+                    if refused:
+                        return self._result(hr, inst, "failed", start, attempt, refused)
             except TransportError as exc:
                 outcome = self._transport_outcome(hr, exc)
                 if outcome is None:
@@ -416,6 +434,27 @@ class Executor:
             reason = decision.reason if isinstance(decision, pol.Fail) else outcome.kind
             fail_status: ResultStatus = "blocked" if outcome.kind == "blocked" else "failed"
             return self._result(hr, inst, fail_status, start, attempt, outcome.message or reason, run)
+
+    def _check_planned(self, hr: HostRun, inst: Instance, now: StepPlan) -> str:
+        """Compare the decision just made with the plan shown (or reviewed). A difference is
+        journaled; with a reviewed plan file it refuses the step ("" when all is as planned)."""
+        before = self.planned.get((hr.name, inst.key))
+        if before is None or before.change.status == "unknown" or before.conditional_on:
+            return ""
+        was, c = before.change, now.change
+        same_status = was.status == c.status or {was.status, c.status} <= {"noop", "skip"}
+        if same_status and [a.digest() for a in was.actions] == [a.digest() for a in c.actions]:
+            return ""
+        why = (
+            f"planned '{MARKERS[was.status]} {redact(was.summary)}', now '{MARKERS[c.status]} {redact(c.summary)}'"
+            if not same_status
+            else "the exact actions differ from the plan"
+        )
+        self.emit("plan_diverged", host=hr.name, step=inst.step.id, instance=inst.key, planned=was.status,
+                  now=c.status, reason=why)
+        if self.strict:
+            return f"not as reviewed: {why} (plan again, or apply with --allow-drift)"
+        return ""
 
     # ------------------------------------------------------------ escalation
     def _evidence(
@@ -553,7 +592,7 @@ class Executor:
             for sub in subs:
                 try:
                     facts, blocked = self._facts_now(hr, sub, fresh=True)
-                    sp = plan_instance(sub, facts, self.session.guard(hr.name), blocked)
+                    sp = self.deciders[hr.name].decide(sub, facts, blocked)
                 except TransportError as exc:
                     self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=exc.detail)
                     return False

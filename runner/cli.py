@@ -434,6 +434,7 @@ def _apply_locked(
                 human=human,
                 fixer=_fixer(session),
                 done=done,
+                strict=saved is not None and not allow_drift,
             )
             recap = executor.run()
         waiting = executor.waiting_for_human

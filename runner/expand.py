@@ -4,6 +4,7 @@ rendered and prepared parameters. Reads local template/source files; never a tar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,15 +33,66 @@ class Instance:
 
 
 def select_steps(playbook: Playbook, tags: tuple[str, ...], skip_tags: tuple[str, ...]) -> list[Step]:
-    out = []
+    return [s for s in playbook.steps if not unselected_reason(s, tags, skip_tags)]
+
+
+def unselected_reason(step: Step, tags: tuple[str, ...], skip_tags: tuple[str, ...]) -> str:
+    """Why --tags/--skip-tags leave `step` out ("" when it is selected)."""
+    st = set(step.tags)
+    if tags and not (st & set(tags)) and "always" not in st:
+        return f"not selected by --tags {','.join(tags)}"
+    if skip_tags and st & set(skip_tags):
+        return f"left out by --skip-tags {','.join(sorted(st & set(skip_tags)))}"
+    return ""
+
+
+def not_run_result(step: Step, reason: str) -> dict[str, Any]:
+    """`steps.<id>` of a step that does not run on a host (not selected, not for the host):
+    a skipped result, the same at plan and at apply."""
+    return {
+        "changed": False,
+        "failed": False,
+        "skipped": True,
+        "status": "skipped",
+        "rc": None,
+        "stdout": "",
+        "stderr": "",
+        "stdout_lines": [],
+        "data": None,
+        "msg": reason,
+        "_register": step.register,
+        "_not_run": reason,
+    }
+
+
+def reads_step(step: Step, other: Step) -> bool:
+    """True when `step`'s templates or `when` read the result of `other`."""
+    text = repr((step.when, step.loop, step.params, step.verify))
+    pattern = rf"\bsteps\s*(?:\.\s*{re.escape(other.id)}\b|\[\s*['\"]{re.escape(other.id)}['\"]\s*\])"
+    if re.search(pattern, text):
+        return True
+    return bool(other.register) and re.search(rf"(?<![\w.]){re.escape(str(other.register))}\b", text) is not None
+
+
+def run_scope(
+    playbook: Playbook,
+    inventory: Inventory,
+    host: str,
+    tags: tuple[str, ...],
+    skip_tags: tuple[str, ...],
+) -> tuple[list[Step], dict[str, Any]]:
+    """The steps that run on `host`, and the not-run results of those that do not."""
+    steps: list[Step] = []
+    not_run: dict[str, Any] = {}
     for step in playbook.steps:
-        st = set(step.tags)
-        if tags and not (st & set(tags)) and "always" not in st:
-            continue
-        if skip_tags and st & set(skip_tags):
-            continue
-        out.append(step)
-    return out
+        why = unselected_reason(step, tags, skip_tags)
+        if not why and host not in step_hosts(inventory, [host], step):
+            why = f"not for host {host} (hosts: {step.hosts})"
+        if why:
+            not_run[step.id] = not_run_result(step, why)
+        else:
+            steps.append(step)
+    return steps, not_run
 
 
 def step_hosts(inventory: Inventory, playbook_hosts: list[str], step: Step) -> list[str]:
@@ -60,10 +112,15 @@ def expand(
     errors: list[Diagnostic],
     file: str,
     run_dir: str | None = None,
+    pending_registers: dict[str, str] | None = None,
 ) -> list[Instance]:
-    """Instances of `step` on `host`. Template errors go to `errors` (located at the step)."""
+    """Instances of `step` on `host`. Template errors go to `errors` (located at the step).
+    `known`: results so far (step id -> result); `pending`: ids that run before this step
+    but whose results are not known yet (plan time); `pending_registers`: their
+    `register:` names (name -> step id)."""
     kind = steps_base.get(step.kind)
-    variables = {**base_vars, **_registered(known), "steps": render.StepResults(known, pending)}
+    later = {name: render.PendingRef(sid) for name, sid in (pending_registers or {}).items()}
+    variables = {**base_vars, **later, **_registered(known), "steps": render.StepResults(known, pending)}
     ctx = StepContext(
         host=host,
         playbook_dir=playbook_dir,
@@ -100,7 +157,7 @@ def expand(
         if step.when is not None:
             try:
                 if not render.truthy(render.evaluate(step.when, v)):
-                    inst.skip = f"when: {step.when} is false"
+                    inst.skip = f"when: {step.when} is false" + _not_run_note(step.when, known)
                     out.append(inst)
                     continue
             except render.PendingResult as exc:
@@ -122,6 +179,16 @@ def expand(
             continue
         out.append(inst)
     return out
+
+
+def _not_run_note(expression: str, known: dict[str, Any]) -> str:
+    notes = []
+    for sid, result in known.items():
+        if isinstance(result, dict) and result.get("_not_run"):
+            names = [sid] + ([str(result["_register"])] if result.get("_register") else [])
+            if any(re.search(rf"\b{re.escape(n)}\b", expression) for n in names):
+                notes.append(f"step '{sid}' does not run: {result['_not_run']}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _registered(known: dict[str, Any]) -> dict[str, Any]:

@@ -259,6 +259,7 @@ class Plan:
     limit: str | None = None
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)  # e.g. two steps fighting over one path
 
     def counts(self) -> dict[str, int]:
         out = {"change": 0, "unchanged": 0, "read_only": 0, "unknown": 0, "blocked": 0}
@@ -330,8 +331,9 @@ class StepResult:
             "skipped": self.status == "skipped",
             "status": self.status,
             "rc": self.rc,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
+            # like Ansible: without the trailing newline(s) (`echo hello` gives "hello")
+            "stdout": self.stdout.rstrip("\r\n"),
+            "stderr": self.stderr.rstrip("\r\n"),
             "stdout_lines": self.stdout.splitlines(),
             "data": self.data,
             "msg": self.message,

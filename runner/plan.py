@@ -122,6 +122,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "hosts": plan.hosts,
         "unreachable": plan.unreachable,
         "steps": [sp.to_json() for sp in plan.steps],
+        "warnings": list(plan.warnings),
         "summary": {**counts, "hosts": len(plan.hosts)},
     }
     return redact_data(doc)

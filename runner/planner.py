@@ -1,6 +1,8 @@
-"""Builds a Plan: expands steps per host, sends each host's probes as one batch (hosts in
-parallel), and decides every step with plan.py. Read-only towards targets: it never
-sends an action.
+"""Builds a Plan, and decides single steps for apply with the same code: expands steps per
+host, sends each host's probes as one batch (hosts in parallel), and decides every step in
+order against the planned state the earlier steps leave (runner/overlay.py).
+
+Read-only towards targets: it never sends an action. Imports no apply, cli or llm code.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
-from runner.expand import Instance, expand, select_steps, step_hosts
-from runner.model import Plan, Probe, ProbeResult, StepPlan
+from runner.expand import Instance, expand, reads_step, run_scope, step_hosts, unselected_reason
+from runner.model import Change, Plan, Probe, ProbeResult, Step, StepPlan
+from runner.overlay import Overlay
 from runner.plan import facts_for, plan_instance
 from runner.session import Session
+from runner.steps.base import OverlayUnknown
+from runner.steps.paths import IDENTITY_KEY, IDENTITY_PROBE, parse_identity
 
 MAX_FORKS = 64
 
@@ -31,6 +36,8 @@ class HostPlan:
     facts: dict[str, ProbeResult] = field(default_factory=dict)
     steps: list[StepPlan] = field(default_factory=list)
     error: str | None = None
+    not_run: dict[str, Any] = field(default_factory=dict)  # step id -> result of a step that does not run here
+    overlay: Overlay = field(default_factory=Overlay)
 
 
 def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str] | None]:
@@ -49,15 +56,94 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
     return out, None
 
 
-def plan_host(session: Session, name: str, steps: list[Any], offline: bool, errors: list[Diagnostic]) -> HostPlan:
-    hp = HostPlan(name)
+class StepDecider:
+    """Decides the steps of one host in order: plan.py's pure decision, made against the
+    state the earlier steps leave. `plan` threads an overlay through the steps; apply
+    (live=True) decides each step on fresh answers from the host, so it needs none."""
+
+    def __init__(self, session: Session, host: str, overlay: Overlay | None) -> None:
+        self.guard = session.guard(host)
+        self.overlay = overlay
+
+    def decide(
+        self, inst: Instance, facts: dict[str, ProbeResult] | None, blocked: tuple[str, str] | None = None
+    ) -> StepPlan:
+        ov = self.overlay
+        viewable = (
+            ov is not None
+            and facts is not None
+            and inst.params is not None
+            and not inst.skip
+            and not inst.pending
+            and not blocked
+            and not (inst.kind.transports and inst.host.transport not in inst.kind.transports)
+        )
+        if viewable:
+            assert ov is not None and facts is not None and inst.params is not None
+            try:
+                facts = inst.kind.view(inst.params, facts, ov)
+            except OverlayUnknown as exc:
+                change = Change("unknown", f"decided at apply: {exc.reason}", reason=exc.reason)
+                sp = StepPlan(
+                    inst.host.name, inst.step.id, inst.key, inst.step.title, inst.step.kind, change, {},
+                    inst.conditional_on,
+                )
+                self._record(inst, sp, {})
+                return sp
+        sp = plan_instance(inst, facts, self.guard, blocked)
+        if ov is not None:
+            self._record(inst, sp, facts or {})
+        return sp
+
+    def _record(self, inst: Instance, sp: StepPlan, facts: dict[str, ProbeResult]) -> None:
+        ov = self.overlay
+        assert ov is not None
+        if inst.skip:
+            return
+        if inst.pending or inst.params is None:
+            if not inst.kind.read_only(inst.kind.normalize(inst.step.params)):
+                ov.changes.append(inst.key)  # opaque until apply: later checks cannot be trusted
+            return
+        effects = inst.kind.effects(inst.params, sp.change, facts, ov)
+        uncertain = ""
+        if inst.conditional_on:
+            uncertain = (
+                f"step '{inst.key}' before it may or may not run (its `when` waits for step "
+                f"'{inst.conditional_on[0]}')"
+            )
+        ov.record(inst.key, effects, uncertain=uncertain)
+        if sp.change.changes or (uncertain and sp.change.status in ("create", "update", "delete", "run")):
+            ov.changes.append(inst.key)
+
+
+def expand_host(
+    session: Session, name: str, steps: list[Step], known: dict[str, Any], errors: list[Diagnostic],
+    run_dir: str | None = None,
+) -> list[Instance]:
+    """Every instance of `steps` on host `name`, results of the steps themselves pending."""
     host = session.host(name)
     base = session.vars_for(name)
-    pending = {s.id for s in session.playbook.steps}
+    pending = {s.id for s in steps}
+    registers = {str(s.register): s.id for s in steps if s.register}
+    pb = session.playbook
+    out: list[Instance] = []
     for step in steps:
-        if name not in step_hosts(session.inventory, [name], step):
-            continue
-        hp.instances += expand(step, host, base, {}, pending, session.playbook.dir, errors, session.playbook.file)
+        out += expand(step, host, base, known, pending, pb.dir, errors, pb.file, run_dir=run_dir,
+                      pending_registers=registers)
+    return out
+
+
+def plan_host(
+    session: Session,
+    name: str,
+    tags: tuple[str, ...],
+    skip_tags: tuple[str, ...],
+    offline: bool,
+    errors: list[Diagnostic],
+) -> HostPlan:
+    hp = HostPlan(name)
+    steps, hp.not_run = run_scope(session.playbook, session.inventory, name, tags, skip_tags)
+    hp.instances = expand_host(session, name, steps, hp.not_run, errors)
     if errors:
         return hp
     guard = session.guard(name)
@@ -68,6 +154,8 @@ def plan_host(session: Session, name: str, steps: list[Any], offline: bool, erro
         probes += ps
         if blk:
             blocked[inst.key] = blk
+    if probes and any(i.kind.needs_identity for i in hp.instances):
+        probes.append(Probe(IDENTITY_KEY, IDENTITY_PROBE))
     if not offline and probes:
         try:
             hp.facts = session.transport(name).probe(probes)
@@ -84,10 +172,32 @@ def plan_host(session: Session, name: str, steps: list[Any], offline: bool, erro
         except TransportError as exc:
             hp.error = exc.detail
             return hp
+    hp.overlay.identity = parse_identity(hp.facts.get(IDENTITY_KEY))
+    decider = StepDecider(session, name, None if offline else hp.overlay)
     for inst in hp.instances:
         facts = None if offline else facts_for(inst.key, hp.facts)
-        hp.steps.append(plan_instance(inst, facts, guard, blocked.get(inst.key)))
+        hp.steps.append(decider.decide(inst, facts, blocked.get(inst.key)))
+    hp.steps += _dependent_skips(session, name, tags, skip_tags, {i.step.id for i in hp.instances})
     return hp
+
+
+def _dependent_skips(
+    session: Session, host: str, tags: tuple[str, ...], skip_tags: tuple[str, ...], running: set[str]
+) -> list[StepPlan]:
+    """Steps left out by --tags/--skip-tags that read a step that runs: said, not dropped silently."""
+    out = []
+    by_id = {s.id: s for s in session.playbook.steps}
+    for step in session.playbook.steps:
+        why = unselected_reason(step, tags, skip_tags)
+        if not why or step.id in running:
+            continue
+        if host not in step_hosts(session.inventory, [host], step):
+            continue
+        readers = [sid for sid in running if reads_step(step, by_id[sid])]
+        if readers:
+            summary = f"skipped ({why}; it reads step '{readers[0]}', which runs: select it too to run it)"
+            out.append(StepPlan(host, step.id, step.id, step.title, step.kind, Change("skip", summary, reason=why)))
+    return out
 
 
 def make_plan(
@@ -101,10 +211,11 @@ def make_plan(
     limit: str | None = None,
 ) -> tuple[Plan, dict[str, HostPlan]]:
     """Probe every host (in parallel, one batch each) and plan every step."""
-    steps = select_steps(session.playbook, tags, skip_tags)
     errors_by_host: dict[str, list[Diagnostic]] = {h: [] for h in hosts}
     with ThreadPoolExecutor(max_workers=forks or default_forks(len(hosts))) as pool:
-        futures = {h: pool.submit(plan_host, session, h, steps, offline, errors_by_host[h]) for h in hosts}
+        futures = {
+            h: pool.submit(plan_host, session, h, tags, skip_tags, offline, errors_by_host[h]) for h in hosts
+        }
         results = {h: f.result() for h, f in futures.items()}
     errors = [d for h in hosts for d in errors_by_host[h]]
     if errors:
@@ -125,4 +236,20 @@ def make_plan(
     collected.sort(key=lambda sp: (order[sp.step_id], hosts.index(sp.host)))
     plan.steps = collected
     plan.unreachable = {h: r.error for h, r in results.items() if r.error}
+    plan.warnings = conflict_warnings({h: results[h].overlay for h in hosts})
     return plan, results
+
+
+def conflict_warnings(overlays: dict[str, Overlay]) -> list[str]:
+    """Pairs of steps that fight over one thing, named once with the hosts where they do."""
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    for host, ov in overlays.items():
+        for c in ov.conflicts:
+            seen.setdefault((c.first, c.second, c.what), []).append(host)
+    out = []
+    for (first, second, what), on in seen.items():
+        out.append(
+            f"steps '{first}' and '{second}' both manage {what}: '{second}' changes what '{first}' sets, "
+            f"so every run changes it again (on {', '.join(on)})"
+        )
+    return out

@@ -43,6 +43,22 @@ class RenderError(Exception):
         self.message = message
 
 
+class PendingRef:
+    """A registered name (`register: x`) whose step has not run yet: any use of it means
+    the value is decided at apply, after that step (PendingResult)."""
+
+    __slots__ = ("step_id",)
+
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
+
+    def _pending(self, *_: Any) -> Any:
+        raise PendingResult(self.step_id)
+
+    __str__ = __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = __eq__ = _pending
+    __hash__ = None  # type: ignore[assignment]
+
+
 class StepResults(Mapping[str, Any]):
     """`steps.<id>` in templates: known results, plus ids whose results are pending."""
 
@@ -97,6 +113,8 @@ class _Environment(ImmutableSandboxedEnvironment):
     name (`steps.items`, `steps.get`); everything else is the stock sandbox."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, PendingRef):
+            raise PendingResult(obj.step_id)
         if isinstance(obj, StepResults) and not attribute.startswith("_"):
             try:
                 return obj[attribute]
@@ -107,6 +125,11 @@ class _Environment(ImmutableSandboxedEnvironment):
                     name=attribute,
                 )
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, PendingRef):
+            raise PendingResult(obj.step_id)
+        return super().getitem(obj, argument)
 
 
 def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:

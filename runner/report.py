@@ -89,6 +89,8 @@ def plan_text(plan: Plan, *, color: bool = False) -> str:
         for sp in steps:
             out.extend(_step_lines(sp, color))
         out.append("")
+    for w in plan.warnings:
+        out.append(_c(f"warning: {redact(w)}", "33", color))
     out.append(_c(summary_line(plan), "1", color))
     return "\n".join(out) + "\n"
 
@@ -98,6 +100,8 @@ def plan_markdown(plan: Plan) -> str:
     out = [f"### opsrun plan: `{pb.name}`", "", f"`{pb.file}` on {len(plan.hosts)} host(s)", ""]
     out.append(f"**{summary_line(plan)}**")
     out.append("")
+    for w in plan.warnings:
+        out += [f"> :warning: {redact(w)}", ""]
     out.append("| host | | step | what |")
     out.append("|---|---|---|---|")
     for sp in plan.steps:

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from runner.model import Change, CommandResult, Host, Probe, ProbeResult
+from runner.overlay import Effect, Overlay
 
 Facts = dict[str, ProbeResult]
+
+
+class OverlayUnknown(Exception):
+    """The state a step would find cannot be known offline (an earlier step decides it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,19 @@ class StepKind:
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         """Pure: decide what would change and the exact actions."""
         raise NotImplementedError
+
+    # The planned state carried across steps (runner/overlay.py). A kind that manages
+    # state says what its change leaves (`effects`) and reads its probe answers as the
+    # earlier steps will have left them (`view`). A kind without them is opaque.
+    needs_identity: ClassVar[bool] = False  # wants the host's user/group/umask for new files
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        """`facts` as they will be when this step runs; raise OverlayUnknown when unknowable."""
+        return facts
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        """What `change` leaves on the host (facts: as viewed). Default: nothing known."""
+        return []
 
     def run_local(self, params: dict[str, Any], ctx: StepContext) -> CommandResult:
         """Carry out an Action(kind="local") on the machine running opsrun (e.g. ask an LLM)."""

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runner.model import Action, Change, CommandResult, Probe, Status
-from runner.steps.base import Facts, StepContext, StepKind, register
+from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
+from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown
+from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
+from runner.steps.paths import file_effects, view_path
 
 SHELL_TRANSPORTS = frozenset({"local", "ssh"})
 MAX_CONTENT_PROBE = 1024 * 1024  # bigger files are compared by sha256, without a diff
@@ -214,6 +216,28 @@ class Run(StepKind):
         summary = "will run" if guarded else "will run (no guard: not idempotent)"
         return Change("run", summary, (action,))
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        for key in ("creates", "removes"):
+            if params.get(key):
+                facts = view_path(str(params[key]), facts, overlay, exists=(key,))
+        checks = [k for k in ("unless", "only_if") if params.get(k)]
+        if checks and overlay.changes:
+            raise OverlayUnknown(
+                f"its '{checks[0]}' check runs after step '{overlay.changes[-1]}' changes the host; "
+                "its answer then cannot be known now"
+            )
+        return facts
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        if change.status != "run" or self.read_only(params):
+            return []  # a command is opaque: only what it declares is known
+        out = []
+        if params.get("creates"):
+            out.append(Effect(("path", str(params["creates"])), PathState("exists"), exact=False))
+        if params.get("removes"):
+            out.append(Effect(("path", str(params["removes"])), ABSENT, tree=True, exact=False))
+        return out
+
     def outcome(
         self,
         params: dict[str, Any],
@@ -222,7 +246,12 @@ class Run(StepKind):
         evaluate: Callable[[str, dict[str, Any]], Any],
     ) -> tuple[str, str]:
         r = results[-1] if results else CommandResult(0)
-        names = {"rc": r.rc, "stdout": r.out, "stderr": r.err, "stdout_lines": r.out.splitlines()}
+        names = {
+            "rc": r.rc,
+            "stdout": r.out.rstrip("\r\n"),
+            "stderr": r.err.rstrip("\r\n"),
+            "stdout_lines": r.out.splitlines(),
+        }
         failed = r.rc != 0
         if params.get("failed_when") is not None:
             failed = bool(evaluate(str(params["failed_when"]), names))
@@ -241,6 +270,24 @@ class Run(StepKind):
 class File(StepKind):
     name: ClassVar[str] = "file"
     transports = SHELL_TRANSPORTS
+    needs_identity = True
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return view_path(str(params["path"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        state = params.get("state", "file")
+        return file_effects(
+            str(params["path"]),
+            change,
+            facts,
+            overlay.identity,
+            state="file" if state == "touch" else state,
+            mode=params.get("mode"),
+            owner=params.get("owner"),
+            group=params.get("group"),
+            link_target=str(params["src"]) if params.get("src") is not None else None,
+        )
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         out = [stat_probe(params["path"])]
@@ -307,6 +354,15 @@ class File(StepKind):
 class Line(StepKind):
     name: ClassVar[str] = "line"
     transports = SHELL_TRANSPORTS
+    needs_identity = True
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return view_path(str(params["path"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        # a line edit manages one line, not the file: it does not fight a later edit
+        return file_effects(str(params["path"]), change, facts, overlay.identity, state="file",
+                            mode=params.get("mode"), exact=False)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [stat_probe(params["path"]), *content_probes(params["path"])]
@@ -390,6 +446,14 @@ def _insert_at(lines: list[str], params: dict[str, Any]) -> int:
 class Template(StepKind):
     name: ClassVar[str] = "template"
     transports = SHELL_TRANSPORTS
+    needs_identity = True
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return view_path(str(params["dest"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        return file_effects(str(params["dest"]), change, facts, overlay.identity, state="file",
+                            mode=params.get("mode"), owner=params.get("owner"), group=params.get("group"))
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         src = Path(ctx.playbook_dir) / str(params["src"])
@@ -493,6 +557,21 @@ class Package(StepKind):
     name: ClassVar[str] = "package"
     transports = SHELL_TRANSPORTS
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return _package_view(params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        if change.status in ("blocked", "unknown", "skip"):
+            return []
+        state = params.get("state", "present")
+        value = "absent" if state == "absent" else ("latest" if state == "latest" else "present")
+        out = [Effect(("pkg", n), value) for n in params["name"]]
+        if change.changes:  # installing or removing packages may start, stop or enable services
+            out.append(Effect(("svc", "*"), Unknown(f"an earlier step {'removes' if state == 'absent' else 'installs'} "
+                                                   "packages, which may start, stop or enable services"),
+                              exact=False))
+        return out
+
     def normalize(self, params: Any) -> dict[str, Any]:
         out = dict(params)
         names = out.get("name")
@@ -572,6 +651,29 @@ class Package(StepKind):
         return Change(status, f"{verb} {', '.join(notes)} ({manager})", tuple(actions))
 
 
+def _package_view(params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+    out = dict(facts)
+    for i, name in enumerate(params["name"]):
+        state = overlay.get(("pkg", name))
+        if state is None:
+            continue
+        if isinstance(state, Unknown):
+            raise OverlayUnknown(state.reason)
+        for m in ("apt", "dnf", "apk"):
+            if f"{m}.{i}" not in facts:
+                continue
+            if state == "absent":
+                out[f"{m}.{i}"] = ProbeResult(1)
+            else:
+                cand = facts.get(f"cand.{m}.{i}")
+                version = cand.text.split()[0] if cand is not None and cand.rc == 0 and cand.text.split() else ""
+                ans = facts[f"{m}.{i}"]
+                have = ans.text.strip() if ans.rc == 0 else ""
+                now = have if have and state == "present" else version or "planned"
+                out[f"{m}.{i}"] = ProbeResult(0, now.encode())
+    return out
+
+
 def _guarded(manager: str, command: str) -> str:
     binary = {"apt": "dpkg-query", "dnf": "rpm", "yum": "rpm", "apk": "apk"}[manager]
     return f"command -v {binary} >/dev/null 2>&1 || exit 127; {command}"
@@ -583,6 +685,40 @@ def _guarded(manager: str, command: str) -> str:
 class Service(StepKind):
     name: ClassVar[str] = "service"
     transports = SHELL_TRANSPORTS
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        name = str(params["name"])
+        state = overlay.get(("svc", name))
+        if state is None:
+            state = overlay.get(("svc", "*"))
+        if state is None:
+            return facts
+        if isinstance(state, Unknown):
+            by = overlay.by(("svc", name)) or overlay.by(("svc", "*"))
+            raise OverlayUnknown(f"{state.reason} (step '{by}')")
+        out = dict(facts)
+        active, enabled = state
+        if active is not None and "active" in facts:
+            out["active"] = ProbeResult(0 if active == "active" else 3, f"{active}\n".encode())
+        if enabled is not None and "enabled" in facts:
+            out["enabled"] = ProbeResult(0 if enabled == "enabled" else 1, f"{enabled}\n".encode())
+        return out
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        if change.status in ("blocked", "unknown", "skip"):
+            return []
+        state = params.get("state")
+        active = facts["active"].text.strip() if "active" in facts else None
+        enabled = facts["enabled"].text.strip() if "enabled" in facts else None
+        if state in ("started", "restarted", "reloaded"):
+            active = "active"
+        elif state == "stopped":
+            active = "inactive"
+        if params.get("enabled") is True and enabled not in ("enabled", "enabled-runtime", "static", "alias"):
+            enabled = "enabled"
+        elif params.get("enabled") is False and enabled in ("enabled", "enabled-runtime"):
+            enabled = "disabled"
+        return [Effect(("svc", str(params["name"])), (active, enabled), exact=state not in ("restarted", "reloaded"))]
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         n = q(params["name"])

@@ -57,7 +57,7 @@ class LocalTransport(Transport):
                 perms: int | None = int(mode, 8)
             else:  # keep an existing file's mode; a new one gets the umask's
                 perms = dest.stat().st_mode & 0o7777 if dest.exists() else None
-            write_atomic(dest, content, mode=perms)
+            write_atomic(dest, content, mode=perms, make_parents=True)
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot write {path}: {exc.strerror or exc}") from exc
 

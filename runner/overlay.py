@@ -1,0 +1,226 @@
+"""Planned state per host: what the steps planned so far will have left on the host, so
+every later step plans, diffs and fingerprints against the state it will really find.
+
+Pure data and rules: no I/O, imports only runner.model. Step kinds say what their change
+does (`effects`) and read their facts through the overlay (`view`); the planner owns one
+Overlay per host and threads it through the steps in order.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+Key = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """The state of a resource after an earlier step cannot be known offline."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who writes new files on the host, and with which default permissions."""
+
+    user: str
+    group: str
+    umask: int = 0o022
+
+    def new_file_mode(self) -> str:
+        return format(0o666 & ~self.umask, "04o")
+
+    def new_dir_mode(self) -> str:
+        return format(0o777 & ~self.umask, "04o")
+
+
+@dataclass(frozen=True)
+class PathState:
+    """A path as a planned step leaves it."""
+
+    type: str  # absent | file | directory | link | exists (made by an opaque command)
+    content: bytes | None = None  # file: the bytes, when known
+    sha256: str | None = None  # file: when only the digest is known
+    size: int = 0
+    mode: str | None = None  # "0644"
+    owner: str | None = None
+    group: str | None = None
+    link_target: str | None = None
+    fresh: bool = False  # directory: made by the plan, holds only what the overlay says
+    implied: bool = False  # directory made as a parent (mkdir -p): real state wins if it exists
+
+
+ABSENT = PathState("absent")
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One planned effect: `key` will be in `state` (a PathState, Unknown, or any value)."""
+
+    key: Key
+    state: Any
+    tree: bool = False  # path keys: the state covers everything below the path too
+    exact: bool = True  # the step manages this state exactly (a later change fights it)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two steps manage one thing so that the playbook can never converge."""
+
+    first: str  # step instance key
+    second: str
+    what: str
+
+
+@dataclass
+class _Entry:
+    state: Any
+    by: str  # the step instance whose effect this is
+    exact: bool
+
+
+def norm_path(path: str) -> str:
+    p = posixpath.normpath(path) if path else path
+    return "/" + p.lstrip("/") if p.startswith("//") else p
+
+
+def _ancestors(path: str) -> list[str]:
+    out: list[str] = []
+    p = path
+    while True:
+        parent = posixpath.dirname(p)
+        if not parent or parent == p:
+            return out
+        out.append(parent)
+        p = parent
+
+
+@dataclass
+class Overlay:
+    """One host's planned state, keyed by resource: ("path", p), ("pkg", name), ..."""
+
+    identity: Identity | None = None
+    _entries: dict[Key, _Entry] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # instances planned to change the host, in order
+
+    # ------------------------------------------------------------ reading
+    def get(self, key: Key) -> Any:
+        """The planned state of `key`: a value, Unknown, or None when no step touched it.
+        For paths, a removed or freshly made folder decides the state of what is below."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry.state
+        if key[0] != "path":
+            return None
+        for parent in _ancestors(key[1]):
+            up = self._entries.get(("path", parent))
+            if up is None:
+                continue
+            st = up.state
+            if isinstance(st, Unknown):
+                return st
+            if st.type in ("absent", "file"):
+                return ABSENT
+            if st.type == "directory" and st.fresh:
+                return ABSENT
+            if st.type == "link":
+                return Unknown(f"{parent} is a link made by step '{up.by}'")
+            if st.type == "exists":
+                return Unknown(f"{parent} is made by step '{up.by}' (a command): what is below it is not known")
+            return None
+        return None
+
+    def path(self, path: str) -> Any:
+        return self.get(("path", norm_path(path)))
+
+    def by(self, key: Key) -> str:
+        entry = self._entries.get(key)
+        return entry.by if entry else ""
+
+    # ------------------------------------------------------------ writing
+    def record(self, by: str, effects: list[Effect], *, uncertain: str = "") -> None:
+        """Record the effects of step instance `by`. `uncertain`: the step may or may not
+        run (its `when` waits for a result), so what it touches becomes Unknown."""
+        for eff in effects:
+            key = (eff.key[0], norm_path(eff.key[1]), *eff.key[2:]) if eff.key[0] == "path" else eff.key
+            state = Unknown(uncertain) if uncertain else eff.state
+            if isinstance(state, Unknown) and not state.reason:
+                state = Unknown(f"step '{by}' before it is decided at apply")
+            self._check_conflict(by, key, state, eff.exact)
+            if key[0] == "path" and (eff.tree or isinstance(state, Unknown)):
+                prefix = key[1].rstrip("/") + "/"
+                for k in [k for k in self._entries if k[0] == "path" and k[1].startswith(prefix)]:
+                    del self._entries[k]
+            if key[0] == "path" and isinstance(state, PathState) and state.type != "absent":
+                self._imply_parents(by, key[1])
+            self._entries[key] = _Entry(state, by, eff.exact)
+
+    def _imply_parents(self, by: str, path: str) -> None:
+        for parent in _ancestors(path):
+            current = self.get(("path", parent))
+            if isinstance(current, PathState) and current.type == "directory":
+                return
+            if current is None:
+                if self.identity is None:
+                    return
+                self._entries[("path", parent)] = _Entry(
+                    PathState(
+                        "directory",
+                        mode=self.identity.new_dir_mode(),
+                        owner=self.identity.user,
+                        group=self.identity.group,
+                        implied=True,
+                    ),
+                    by,
+                    False,
+                )
+                continue
+            # absent (removed or below a removed folder): made again, empty
+            ident = self.identity
+            self._entries[("path", parent)] = _Entry(
+                PathState(
+                    "directory",
+                    mode=ident.new_dir_mode() if ident else None,
+                    owner=ident.user if ident else None,
+                    group=ident.group if ident else None,
+                    fresh=True,
+                ),
+                by,
+                False,
+            )
+
+    def _check_conflict(self, by: str, key: Key, state: Any, exact: bool) -> None:
+        entry = self._entries.get(key)
+        if entry is None or not entry.exact or _same_step(entry.by, by):
+            return
+        if isinstance(state, Unknown) or isinstance(entry.state, Unknown):
+            return
+        if _differs(entry.state, state):
+            what = f"{key[1]}" if key[0] == "path" else " ".join(key)
+            self.conflicts.append(Conflict(entry.by, by, what))
+
+
+def _same_step(a: str, b: str) -> bool:
+    return a.split("[", 1)[0] == b.split("[", 1)[0]
+
+
+def _differs(before: Any, after: Any) -> bool:
+    if isinstance(before, PathState) and isinstance(after, PathState):
+        if before.type != after.type:
+            return True
+        if before.type == "file":
+            if before.content is not None and after.content is not None:
+                return before.content != after.content
+            return bool(before.sha256 and after.sha256 and before.sha256 != after.sha256)
+        if before.type == "link":
+            return before.link_target != after.link_target
+        return False
+    return bool(before != after)
+
+
+def merge_attrs(st: PathState, mode: str | None, owner: str | None, group: str | None) -> PathState:
+    return replace(st, mode=mode or st.mode, owner=owner or st.owner, group=group or st.group)

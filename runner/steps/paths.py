@@ -1,0 +1,199 @@
+"""Paths through the overlay: the probe answers a path's probes would give once the steps
+planned before have run (synthesised from runner.overlay states), and the planned effects
+of the path step kinds. Pure; imports only model, overlay and the step base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+from runner.model import Change, ProbeResult
+from runner.overlay import ABSENT, Effect, Identity, Overlay, PathState, Unknown, norm_path
+from runner.steps.base import Facts, OverlayUnknown
+
+IDENTITY_PROBE = "id -un; id -gn; umask"
+IDENTITY_KEY = "_host/identity"
+MAX_CONTENT = 1024 * 1024  # must match shell.MAX_CONTENT_PROBE
+
+
+def parse_identity(answer: ProbeResult | None) -> Identity | None:
+    if answer is None or answer.rc != 0:
+        return None
+    parts = answer.text.split()
+    if len(parts) < 3:
+        return None
+    try:
+        return Identity(parts[0], parts[1], int(parts[2], 8))
+    except ValueError:
+        return None
+
+
+def _stat_text(st: PathState) -> bytes:
+    if st.type == "absent":
+        return b"absent\n"
+    head = f"link {st.link_target}" if st.type == "link" else st.type
+    mode = format(int(st.mode, 8), "o") if st.mode else "0"
+    size = st.size if st.type == "file" else (len(st.link_target or "") if st.type == "link" else 4096)
+    return f"{head}\n{mode} {st.owner or '?'} {st.group or '?'} {size}\n".encode()
+
+
+def _real_type(facts: Facts, stat_key: str) -> str:
+    answer = facts.get(stat_key)
+    if answer is None:
+        return "absent"
+    return (answer.text.split() or ["absent"])[0]
+
+
+def view_path(
+    path: str,
+    facts: Facts,
+    overlay: Overlay,
+    *,
+    stat: str = "stat",
+    content: str = "content",
+    sha: str = "sha256",
+    exists: tuple[str, ...] = (),
+) -> Facts:
+    """`facts` as they will be once the earlier steps ran. `exists` names `test -e` probes."""
+    state = overlay.path(path)
+    if state is None:
+        return facts
+    if isinstance(state, Unknown):
+        raise OverlayUnknown(state.reason)
+    assert isinstance(state, PathState)
+    if state.implied and _real_type(facts, stat) != "absent":
+        return facts  # a parent folder that already exists keeps its real attributes
+    out = dict(facts)
+    for key in exists:
+        if key in facts:
+            out[key] = ProbeResult(0 if state.type != "absent" else 1)
+    if state.type == "exists":
+        wanted = [k for k in (stat, content, sha) if k in facts]
+        if wanted:
+            raise OverlayUnknown(f"{path} is made by step '{overlay.by(('path', norm_path(path)))}' "
+                                 "(a command): its type and content are not known before it runs")
+        return out
+    if stat in facts:
+        out[stat] = ProbeResult(0, _stat_text(state))
+    is_file = state.type == "file"
+    if content in facts:
+        if is_file and state.content is not None and len(state.content) <= MAX_CONTENT:
+            out[content] = ProbeResult(0, state.content)
+        elif is_file and state.content is None and state.sha256 is None:
+            raise OverlayUnknown(f"the content of {path} after step '{overlay.by(('path', norm_path(path)))}' "
+                                 "is not known")
+        else:
+            out[content] = ProbeResult(1)
+    if sha in facts:
+        digest = state.sha256 or (hashlib.sha256(state.content).hexdigest() if state.content is not None else None)
+        out[sha] = ProbeResult(0, (digest + "\n").encode()) if is_file and digest else ProbeResult(1)
+    return out
+
+
+# ---------------------------------------------------------------- effects
+
+
+def _parse(facts: Facts) -> PathState:
+    """The path as the (viewed) stat/content/sha256 answers describe it."""
+    answer = facts.get("stat")
+    lines = answer.text.splitlines() if answer is not None else ["absent"]
+    head = (lines[0] if lines else "absent").split(" ", 1)
+    typ = head[0] or "absent"
+    if typ == "absent":
+        return ABSENT
+    mode = owner = group = None
+    size = 0
+    if len(lines) > 1:
+        parts = lines[1].split()
+        if len(parts) == 4:
+            mode, owner, group, size = format(int(parts[0], 8), "04o"), parts[1], parts[2], int(parts[3])
+    content = None
+    c = facts.get("content")
+    if c is not None and c.rc == 0:
+        content = c.stdout
+    sha = facts.get("sha256")
+    digest = sha.text.strip() if sha is not None and sha.rc == 0 else None
+    return PathState(
+        typ,
+        content=content if typ == "file" else None,
+        sha256=digest if typ == "file" else None,
+        size=size,
+        mode=mode,
+        owner=owner,
+        group=group,
+        link_target=head[1] if typ == "link" and len(head) > 1 else None,
+    )
+
+
+def _put_content(change: Change) -> bytes | None:
+    for a in change.actions:
+        if a.kind == "put":
+            return a.content
+    return None
+
+
+def _norm_mode(mode: Any) -> str | None:
+    return None if mode is None else format(int(str(mode), 8), "04o")
+
+
+def file_effects(
+    path: str,
+    change: Change,
+    facts: Facts,
+    identity: Identity | None,
+    *,
+    state: str,
+    mode: Any = None,
+    owner: str | None = None,
+    group: str | None = None,
+    link_target: str | None = None,
+    exact: bool = True,
+) -> list[Effect]:
+    """The state `path` is left in by a file/line/template/copy change (facts: as viewed)."""
+    key = ("path", path)
+    if change.status == "unknown":
+        return [Effect(key, Unknown(""), exact=False)]
+    if change.status in ("blocked", "skip"):
+        return []
+    before = _parse(facts)
+    if state == "absent":
+        return [Effect(key, ABSENT, tree=True, exact=exact)]
+    new_owner = identity.user if identity else None
+    new_group = identity.group if identity else None
+
+    def attrs(st: PathState) -> PathState:
+        return replace(st, mode=_norm_mode(mode) or st.mode, owner=owner or st.owner, group=group or st.group)
+
+    if state == "directory":
+        if before.type == "directory":
+            return [Effect(key, attrs(before), exact=exact)]
+        made = PathState("directory", mode=identity.new_dir_mode() if identity else None,
+                         owner=new_owner, group=new_group, fresh=True)
+        return [Effect(key, attrs(made), exact=exact)]
+    if state == "link":
+        return [Effect(key, PathState("link", link_target=link_target, mode="0777", owner=new_owner,
+                                      group=new_group), exact=exact)]
+    content = _put_content(change)
+    if content is None:
+        if before.type == "absent":  # touch
+            base = PathState("file", content=b"", size=0, mode=identity.new_file_mode() if identity else None,
+                             owner=new_owner, group=new_group)
+        else:
+            base = before
+        return [Effect(key, attrs(base), exact=exact)]
+    if before.type == "file":
+        base = replace(before, content=content, sha256=None, size=len(content))
+    else:
+        base = PathState("file", content=content, size=len(content),
+                         mode=identity.new_file_mode() if identity else None, owner=new_owner, group=new_group)
+    return [Effect(key, attrs(base), exact=exact)]
+
+
+def parent_state(path: str, overlay: Overlay) -> Any:
+    """The planned state of the folder holding `path` (None: as on the host now)."""
+    import posixpath
+
+    parent = posixpath.dirname(norm_path(path))
+    return overlay.path(parent) if parent and parent != path else None
