@@ -103,6 +103,7 @@ def validate(
     except InvalidInput as exc:
         diags += exc.diagnostics or [Diagnostic(inventory or "inventory", 0, 0, exc.message)]
     explicit = {str(Path(p)) for p in paths if not Path(p).is_dir()}
+    warnings: list[Diagnostic] = []
     for f in files:
         try:
             doc = load.read(f)
@@ -128,6 +129,8 @@ def validate(
             found = schema.validate_playbook(
                 doc, hosts=set(inv.hosts) if inv else None, groups=set(inv.groups) if inv else None
             )
+            if not found and inv is not None:
+                warnings += _conflicts(doc, inv)
         elif kind == "inventory":
             found = schema.validate_inventory(doc)
         else:
@@ -137,18 +140,35 @@ def validate(
     if not files:
         diags.append(Diagnostic(" ".join(paths), 0, 0, "no YAML files found"))
     if as_json:
-        _out(
-            json.dumps({"valid": not diags, "files": checked, "errors": [d.as_dict() for d in diags]}, indent=2) + "\n"
-        )
+        doc_out = {
+            "valid": not diags,
+            "files": checked,
+            "errors": [d.as_dict() for d in diags],
+            "warnings": [d.as_dict() for d in warnings],
+        }
+        _out(json.dumps(doc_out, indent=2) + "\n")
     else:
-        for d in diags:
+        for d in [*diags, *warnings]:
             _err(d.render())
         n = sum(1 for c in checked if c["kind"])
         if diags:
             _err(f"{len(diags)} error{'s' if len(diags) != 1 else ''} in {len(files)} file(s)")
         else:
-            _out(f"ok: {n} file{'s' if n != 1 else ''} valid\n")
+            extra = f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else ""
+            _out(f"ok: {n} file{'s' if n != 1 else ''} valid{extra}\n")
     raise typer.Exit(EXIT_INVALID if diags else EXIT_OK)
+
+
+def _conflicts(doc: Any, inv: Any) -> list[Any]:
+    """Warnings for steps that can never converge (planned on a blank host, no I/O)."""
+    from runner import config, schema
+    from runner.planner import conflict_diagnostics
+
+    try:
+        playbook = config.build_playbook(doc, set(schema.kind_names()))
+        return conflict_diagnostics(playbook, inv)
+    except Exception:  # a warning pass never fails validate: errors are reported elsewhere
+        return []
 
 
 # ---------------------------------------------------------------- plan

@@ -37,6 +37,7 @@ class Diagnostic:
     message: str
     path: str = ""  # JSON path, e.g. "steps[2].run.command"
     hint: str = ""  # what to do about it ("did you mean 'command'?")
+    severity: str = "error"  # or "warning": reported, does not fail validate
 
     def where(self) -> str:
         if self.line:
@@ -46,7 +47,7 @@ class Diagnostic:
     def render(self) -> str:
         at = f" (at {self.path})" if self.path else ""
         hint = f"\n    hint: {self.hint}" if self.hint else ""
-        return f"{self.where()}: error: {self.message}{at}{hint}"
+        return f"{self.where()}: {self.severity}: {self.message}{at}{hint}"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +57,7 @@ class Diagnostic:
             "path": self.path,
             "message": self.message,
             "hint": self.hint,
+            "severity": self.severity,
         }
 
 

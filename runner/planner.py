@@ -7,6 +7,7 @@ Read-only towards targets: it never sends an action. Imports no apply, cli or ll
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,9 @@ def plan_host(
     skip_tags: tuple[str, ...],
     offline: bool,
     errors: list[Diagnostic],
+    answer: Callable[[list[Probe]], dict[str, ProbeResult]] | None = None,
 ) -> HostPlan:
+    """Plan one host. `answer` stands in for the host's probes (validate's blank host)."""
     hp = HostPlan(name)
     steps, hp.not_run = run_scope(session.playbook, session.inventory, name, tags, skip_tags)
     hp.instances = expand_host(session, name, steps, hp.not_run, errors)
@@ -156,7 +159,9 @@ def plan_host(
             blocked[inst.key] = blk
     if probes and any(i.kind.needs_identity for i in hp.instances):
         probes.append(Probe(IDENTITY_KEY, IDENTITY_PROBE))
-    if not offline and probes:
+    if answer is not None:
+        hp.facts = answer(probes)
+    elif not offline and probes:
         try:
             hp.facts = session.transport(name).probe(probes)
         except TransportError as exc:
@@ -240,6 +245,31 @@ def make_plan(
     return plan, results
 
 
+def blank_answers(probes: list[Probe]) -> dict[str, ProbeResult]:
+    """What a host with nothing on it answers: no paths, no packages, no services."""
+    out = {}
+    for p in probes:
+        if p.key == IDENTITY_KEY:
+            out[p.key] = ProbeResult(0, b"user\ngroup\n0022\n")
+        elif p.key.endswith("/stat"):
+            out[p.key] = ProbeResult(0, b"absent\n")
+        else:
+            out[p.key] = ProbeResult(1)
+    return out
+
+
+def structural_conflicts(session: Session, hosts: list[str]) -> list[tuple[str, str, str]]:
+    """Steps that fight whatever the host holds, found by planning on a blank host (no I/O):
+    (first step id, second step id, what). Steps that cannot be rendered are left out."""
+    found: dict[tuple[str, str, str], None] = {}
+    for name in hosts:
+        errors: list[Diagnostic] = []
+        hp = plan_host(session, name, (), (), False, errors, answer=blank_answers)
+        for c in hp.overlay.conflicts:
+            found[(c.first.split("[", 1)[0], c.second.split("[", 1)[0], c.what)] = None
+    return list(found)
+
+
 def conflict_warnings(overlays: dict[str, Overlay]) -> list[str]:
     """Pairs of steps that fight over one thing, named once with the hosts where they do."""
     seen: dict[tuple[str, str, str], list[str]] = {}
@@ -251,5 +281,33 @@ def conflict_warnings(overlays: dict[str, Overlay]) -> list[str]:
         out.append(
             f"steps '{first}' and '{second}' both manage {what}: '{second}' changes what '{first}' sets, "
             f"so every run changes it again (on {', '.join(on)})"
+        )
+    return out
+
+
+def conflict_diagnostics(playbook: Any, inventory: Any, cli_vars: dict[str, Any] | None = None) -> list[Diagnostic]:
+    """validate's warnings for steps that fight over one thing (planned on a blank host)."""
+    from runner.session import select_hosts
+
+    session = Session(inventory, playbook, dict(cli_vars or {}))
+    try:
+        hosts = select_hosts(inventory, playbook, None)
+    except InvalidInput:
+        return []
+    by_id = {s.id: s for s in playbook.steps}
+    out = []
+    for first, second, what in structural_conflicts(session, hosts[:20]):
+        step = by_id[second]
+        out.append(
+            Diagnostic(
+                playbook.file,
+                step.line,
+                0,
+                f"steps '{first}' and '{second}' both manage {what}: '{second}' changes what '{first}' sets, "
+                "so the playbook never converges (every run changes it again)",
+                f"steps[{step.index}]",
+                hint=f"let one step own {what}: fold the edit into '{first}', or drop one of the two",
+                severity="warning",
+            )
         )
     return out
