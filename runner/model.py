@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,6 +100,15 @@ class Playbook:
 
 
 # ---------------------------------------------------------------- probes and actions
+
+# A guard returns the name of the safety rule that forbids a command, or None when allowed.
+CommandGuard = Callable[[str], str | None]
+
+
+def put_check(path: str) -> str:
+    """The command a file upload is checked as by the safety rules (a write to `path`)."""
+    return f"cat > {shlex.quote(path)}"
+
 
 
 @dataclass(frozen=True)

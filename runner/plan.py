@@ -14,9 +14,8 @@ from typing import Any
 from runner import __version__
 from runner.errors import InvalidInput
 from runner.expand import Instance
-from runner.model import Change, Plan, ProbeResult, StepPlan
+from runner.model import Change, CommandGuard, Plan, ProbeResult, StepPlan, put_check
 from runner.secrets import redact, redact_data
-from runner.transports.base import CommandGuard
 
 PLAN_FORMAT = "opsrun-plan"
 PLAN_VERSION = 1
@@ -81,17 +80,17 @@ def plan_instance(
     change = inst.kind.plan(inst.params, facts, inst.ctx)
     if guard is not None:
         for action in change.actions:
-            if action.kind == "cmd":
-                found = guard(action.command)
-                if found:
-                    rule = found
-                    change = Change(
-                        "blocked",
-                        f"blocked by safety rule '{rule}'",
-                        change.actions,
-                        reason=f"rule '{rule}' forbids: {action.command}",
-                    )
-                    break
+            # an upload is checked as the transport checks it: as a write to its path
+            command = action.command if action.kind == "cmd" else put_check(action.path) if action.kind == "put" else ""
+            found = guard(command) if command else None
+            if found:
+                change = Change(
+                    "blocked",
+                    f"blocked by safety rule '{found}'",
+                    change.actions,
+                    reason=f"rule '{found}' forbids: {action.command if action.kind == 'cmd' else action.display()}",
+                )
+                break
     return make(change, {k: v.fingerprint() for k, v in sorted(facts.items())})
 
 

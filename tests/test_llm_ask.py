@@ -233,4 +233,4 @@ steps:
     assert triage.status == "ok" and triage.stdout == '{"severity": "high"}'
     assert triage.data["json"] == {"severity": "high"} and triage.data["model"] == "fake-model"
     (req,) = fake_llm.chats()
-    assert req.body["messages"][-1]["content"] == f"How bad is this? {LOG}\n"
+    assert req.body["messages"][-1]["content"] == f"How bad is this? {LOG}"  # stdout without its trailing newline

@@ -13,16 +13,14 @@ import secrets
 import shlex
 import time
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
 from runner.errors import Blocked, OpsrunError
-from runner.model import Action, CommandResult, Host, Probe, ProbeResult
+from runner.model import Action, CommandGuard, CommandResult, Host, Probe, ProbeResult, put_check
 
-# A guard returns the name of the rule that forbids the command, or None when allowed.
-CommandGuard = Callable[[str], str | None]
-
+__all__ = ["CommandGuard", "Transport", "parse_probe_output", "probe_script"]
 
 
 class Transport(ABC):
@@ -72,7 +70,7 @@ class Transport(ABC):
 
     def put(self, path: str, content: bytes, mode: str | None = None) -> None:
         """Write `content` to `path` atomically (temp file + rename), then set `mode`."""
-        self.check(f"cat > {shlex.quote(path)}")
+        self.check(put_check(path))
         self._put(path, content, mode)
 
     def get(self, path: str) -> bytes:
