@@ -112,8 +112,8 @@ def make_gateway(fake_llm: FakeLLM, tmp_path: Path) -> Callable[..., Any]:
     """Build a Gateway from a dict shaped like gateway.yaml. Defaults: one OpenAI-compatible
     provider `fake` (model fake-model) on the fake server, no retries, a 10 s deadline, cache
     off; state (bench file) under tmp_path. Keyword arguments go to Gateway()."""
-    from runner.llm.config import from_data
-    from runner.llm.gateway import Gateway
+    from runner.gateway import Gateway
+    from runner.gateway.config import from_data
 
     def make(providers: dict[str, Any] | None = None, *, routing: dict[str, Any] | None = None,
              tasks: dict[str, Any] | None = None, cache: dict[str, Any] | None = None,

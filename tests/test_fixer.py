@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from runner import secrets
+from runner.gateway import GatewayError
 from runner.llm.author import load_rules
 from runner.llm.fixer import (
     FixEvidence,
@@ -22,7 +23,6 @@ from runner.llm.fixer import (
     propose_fix,
     steps_digest,
 )
-from runner.llm.gateway import GatewayError
 from runner.model import Playbook
 from tests.peers import fake_llm as F
 

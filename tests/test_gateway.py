@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.errors import InvalidInput, OpsrunError
-from runner.llm import config as gwconfig
-from runner.llm.gateway import AnswerCache, Gateway, GatewayError, RateLimiter
+from runner.gateway import Gateway, GatewayError
+from runner.gateway import config as gwconfig
+from runner.gateway.store import AnswerCache, RateLimiter
 from tests.peers import fake_llm as F
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("network_audit")]
@@ -539,7 +540,7 @@ def test_importing_the_commands_does_not_import_litellm():
 def test_missing_litellm_is_a_missing_extra_error():
     code = ("import sys; sys.modules['litellm'] = None\n"
             "from runner.errors import MissingExtra\n"
-            "from runner.llm.gateway import _litellm\n"
+            "from runner.gateway.adapter import load_litellm as _litellm\n"
             "try:\n    _litellm()\nexcept MissingExtra as e:\n    print(e.render())\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60,
                          capture_output=True, text=True).stdout

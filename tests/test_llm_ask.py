@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from runner import config, load, report, schema, secrets
+from runner import gateway as gateways
 from runner.expand import expand
 from runner.model import Host
 from runner.planner import make_plan
@@ -47,9 +48,9 @@ SEVERITY = {"type": "object", "properties": {"severity": {"type": "string", "enu
 
 @pytest.fixture(autouse=True)
 def _fresh_gateways():
-    llm_steps.forget_gateways()
+    gateways.forget_gateways()
     yield
-    llm_steps.forget_gateways()
+    gateways.forget_gateways()
 
 
 def write_gateway(folder: Path, providers: dict[str, Any], **routing: Any) -> Path:
@@ -183,16 +184,16 @@ def test_no_answer_is_a_failed_step_naming_every_attempt(fake_llm, tmp_path, clo
 
 
 def test_one_gateway_per_file_and_a_default_for_the_run(fake_llm, gw_file, tmp_path, monkeypatch):
-    first = llm_steps.gateway_for("gateway.yaml", str(tmp_path))
-    assert llm_steps.gateway_for(str(gw_file)) is first  # the breaker spans the run
+    first = gateways.gateway_for("gateway.yaml", str(tmp_path))
+    assert gateways.gateway_for(str(gw_file)) is first  # the breaker spans the run
     monkeypatch.setenv("OPSRUN_GATEWAY", str(gw_file))
-    assert llm_steps.gateway_for(None) is first
-    from runner.llm.gateway import Gateway
+    assert gateways.gateway_for(None) is first
+    from runner.gateway import Gateway
 
     other = Gateway.from_file(gw_file)
-    llm_steps.set_default_gateway(other)  # apply shares its run's gateway
+    gateways.set_default_gateway(other)  # apply shares its run's gateway
     monkeypatch.delenv("OPSRUN_GATEWAY")
-    assert llm_steps.gateway_for(None) is other
+    assert gateways.gateway_for(None) is other
 
 
 def test_apply_registers_the_answer_for_later_steps(fake_llm, gw_file, tmp_path):

@@ -23,7 +23,7 @@ from runner.model import Inventory, Plan
 from runner.secrets import redact
 
 if TYPE_CHECKING:
-    from runner.llm.gateway import Answer, Gateway
+    from runner.gateway import Answer, Gateway
 
 Check = Callable[[str], str | None]  # a command -> the name of the rule forbidding it, or None
 Message = dict[str, Any]

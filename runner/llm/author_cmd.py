@@ -54,8 +54,8 @@ def author(
     repair), checked against the safety rules, then shown as an offline plan. Nothing is applied.
     Exit 0 written, 1 no model answered / still invalid / refused by a safety rule, 4 bad input."""
     from runner import config, report
+    from runner.gateway import Gateway
     from runner.llm.author import Author
-    from runner.llm.gateway import Gateway
 
     try:
         if out is not None and out.exists() and not force:

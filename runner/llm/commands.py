@@ -1,6 +1,6 @@
 """`opsrun gateway check|bench|ask`: the LLM gateway from the terminal (a typer sub-app).
 
-A thin layer over runner.llm.gateway: it renders results and maps OpsrunError to exit codes.
+A thin layer over runner.gateway: it renders results and maps OpsrunError to exit codes.
 Importing it must not import litellm (the gateway imports it inside a call).
 """
 
@@ -70,7 +70,7 @@ def check(gateway: GatewayOption = None, provider: ProviderOption = None) -> Non
     """Each provider's health: key, reachable, model present, latency of a tiny request.
     Exit 1 when no provider is healthy."""
     with _user_errors():
-        from runner.llm.gateway import Gateway
+        from runner.gateway import Gateway
 
         gw = Gateway.from_file(gateway)
         results = gw.check(provider)
@@ -101,7 +101,7 @@ def bench(
     """Measure latency and tokens per second per provider; store them in
     .opsrun/gateway-bench.json (routing.max_latency_ms uses them)."""
     with _user_errors():
-        from runner.llm.gateway import Gateway
+        from runner.gateway import Gateway
 
         gw = Gateway.from_file(gateway)
         results = gw.bench(provider, runs=runs)
@@ -138,7 +138,7 @@ def ask(
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}]
     with _user_errors():
-        from runner.llm.gateway import Gateway
+        from runner.gateway import Gateway
 
         gw = Gateway.from_file(gateway)
         answer = gw.complete(messages, task=task, use_cache=not no_cache, providers=provider)

@@ -53,7 +53,7 @@ from runner.secrets import redact, redact_data
 
 if TYPE_CHECKING:
     from runner.escalate import Evidence, FixAttempt
-    from runner.llm.gateway import Gateway
+    from runner.gateway import Gateway
     from runner.model import Playbook, Step
     from runner.session import Session
 
@@ -447,7 +447,7 @@ def make_fixer(session: Session, gateway: Gateway | None = None, *, max_repairs:
                ) -> Callable[[Evidence], FixAttempt]:
     """The fixer as apply's escalation ladder calls it: runner.escalate.Evidence -> FixAttempt.
 
-    The gateway is loaded at the first call (default: runner.steps.llm.gateway_for(None), the
+    The gateway is loaded at the first call (default: runner.gateway.gateway_for(None), the
     run's gateway), so a run that never escalates never reads gateway.yaml or imports litellm.
     It remembers, per host and step, the fixes it proposed: the next call for the same step
     (the step failed again) records that outcome and tells the model, and the same fix is not
@@ -486,7 +486,7 @@ def make_fixer(session: Session, gateway: Gateway | None = None, *, max_repairs:
         try:
             with lock:
                 if not gateways:
-                    from runner.steps.llm import gateway_for
+                    from runner.gateway import gateway_for
 
                     gateways.append(gateway_for(None))
             fix = propose_fix(gateways[0], evidence, rules=session.guard(ev.host),

@@ -6,12 +6,9 @@ transport, and changes nothing. litellm is imported only by the gateway, inside 
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.errors import OpsrunError
@@ -20,13 +17,10 @@ from runner.secrets import redact
 from runner.steps.base import Facts, StepContext, StepKind, register
 
 if TYPE_CHECKING:
-    from runner.llm.gateway import Gateway
+    pass
 
 PREVIEW_CHARS = 200
 
-_GATEWAYS: dict[str, Gateway] = {}  # resolved gateway file -> the one instance of this process
-_DEFAULT: list[Gateway] = []  # set by apply (set_default_gateway) to share one gateway per run
-_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -40,47 +34,6 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     """The prompt on one line, at most `limit` characters, secrets masked."""
     flat = " ".join(redact(str(text)).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def set_default_gateway(gateway: Gateway | None) -> None:
-    """Use this gateway for steps that name no `gateway:` file (None: back to the file lookup)."""
-    with _LOCK:
-        _DEFAULT.clear()
-        if gateway is not None:
-            _DEFAULT.append(gateway)
-
-
-def forget_gateways() -> None:
-    """Drop the gateways kept by this process (their circuit breakers start afresh)."""
-    with _LOCK:
-        _GATEWAYS.clear()
-        _DEFAULT.clear()
-
-
-def gateway_for(path: str | None, base_dir: str = ".") -> Gateway:
-    """The gateway for a step: `path` (relative to the playbook's folder), else the default set
-    by set_default_gateway, else $OPSRUN_GATEWAY, ./gateway.yaml or the packaged one. One
-    instance per file per process, so the circuit breaker and rate limit span the run."""
-    from runner.llm import config
-    from runner.llm.gateway import Gateway
-
-    if path is None:
-        with _LOCK:
-            if _DEFAULT:
-                return _DEFAULT[0]
-        env = os.environ.get("OPSRUN_GATEWAY")
-        file = config.find(env or None)
-    else:
-        p = Path(os.path.expanduser(path))
-        file = p if p.is_absolute() else Path(base_dir) / p
-    key = str(file.resolve())
-    with _LOCK:
-        gw = _GATEWAYS.get(key)
-    if gw is None:
-        gw = Gateway.from_file(file)
-        with _LOCK:
-            gw = _GATEWAYS.setdefault(key, gw)
-    return gw
 
 
 class Ask(StepKind):
@@ -125,6 +78,8 @@ class Ask(StepKind):
         messages.append({"role": "user", "content": str(params["prompt"])})
         temperature = params.get("temperature")
         try:
+            from runner.gateway import gateway_for
+
             gateway = gateway_for(params.get("gateway"), ctx.playbook_dir)
             answer = gateway.complete(messages, schema=schema, task="ask",
                                       temperature=float(temperature) if temperature is not None else None)

@@ -1,0 +1,277 @@
+"""The litellm adapter: the only code that imports litellm (once, lazily, inside a call),
+builds its call arguments and turns its answers and exceptions into ours. Imports nothing
+above runner.errors, secrets and the gateway's own config and results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import importlib
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from runner.errors import InvalidInput, MissingExtra
+from runner.gateway.config import ProviderConfig
+from runner.gateway.results import Failure
+from runner.secrets import Secret, redact
+
+Message = dict[str, Any]
+
+_LOADED: dict[str, Any] = {}  # "litellm" -> the module, once imported
+_IMPORT_LOCK = threading.Lock()
+# modules litellm imports lazily inside its first call; importing them up front keeps that
+# cost (about a second) out of the first request's deadline
+_WARM_MODULES = (
+    "openai.resources",
+    "litellm.proxy.openai_files_endpoints.common_utils",
+    "litellm.llms.openai.openai",
+    "litellm.llms.ollama.chat.transformation",
+)
+
+
+def load_litellm() -> Any:
+    """Import litellm once, offline (local cost map), quiet, with its lazy parts warmed up."""
+    with _IMPORT_LOCK:
+        if "litellm" in _LOADED:
+            return _LOADED["litellm"]
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        try:
+            import litellm
+        except ImportError as exc:
+            raise MissingExtra("llm", "the LLM gateway (litellm)") from exc
+        litellm.suppress_debug_info = True
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        for module in _WARM_MODULES:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+        with contextlib.suppress(Exception):
+            litellm.main._get_encoding()
+        _LOADED["litellm"] = litellm
+        return litellm
+
+
+
+def clean_messages(messages: Sequence[Message]) -> list[Message]:
+    """Copies with every known secret masked (a prompt must never carry one)."""
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m:
+            raise InvalidInput("LLM messages must be mappings with 'role' and 'content'")
+        copy = dict(m)
+        content = copy.get("content")
+        if isinstance(content, str):
+            copy["content"] = redact(content)
+        elif isinstance(content, list):
+            copy["content"] = [
+                {**part, "text": redact(part["text"])}
+                if isinstance(part, dict) and isinstance(part.get("text"), str) else part
+                for part in content
+            ]
+        out.append(copy)
+    return out
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidInput(f"the answer schema is not a valid JSON Schema: {exc.message}") from None
+
+
+def call_kwargs(p: ProviderConfig, key: Secret | None, msgs: list[Message],
+                 schema: dict[str, Any] | None, temperature: float | None,
+                 max_tokens: int | None, budget: float) -> dict[str, Any]:
+    kw: dict[str, Any] = {"model": p.litellm_model, "messages": msgs, "timeout": budget,
+                          "drop_params": True}
+    base = p.api_base or (p.base_url if p.kind == "ollama" else None)
+    if base:
+        kw["api_base"] = base
+    if key is not None:
+        kw["api_key"] = str(key)
+    elif p.route in ("openai", "openrouter"):
+        kw["api_key"] = "no-key"  # a keyless server; litellm must not pick a key from the env
+    if p.route != "huggingface":  # its handler would copy max_retries into the request body
+        kw["num_retries"] = 0  # retries are ours: litellm's cost seconds and ignore the deadline
+        kw["max_retries"] = 0
+    if temperature is not None:
+        kw["temperature"] = temperature
+    if max_tokens is not None:
+        kw["max_tokens"] = max_tokens
+    if schema is not None:
+        kw["response_format"] = {"type": "json_schema",
+                                 "json_schema": {"name": "answer", "schema": schema,
+                                                 "strict": False}}
+    return kw
+
+
+def content(response: Any) -> tuple[str, dict[str, int]]:
+    try:
+        text = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        text = None
+    if not isinstance(text, str) or not text.strip():
+        raise Failure("empty answer", retryable=True, trip=False)
+    usage: dict[str, int] = {}
+    u = getattr(response, "usage", None)
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = getattr(u, name, None)
+        if isinstance(value, int):
+            usage[name] = value
+    return text, usage
+
+
+def parse_json(text: str, schema: dict[str, Any] | None) -> tuple[str, Any]:
+    """The JSON inside the answer (a surrounding ``` fence is removed), checked against schema."""
+    body = text.strip()
+    if body.startswith("```"):
+        lines = body.splitlines()
+        if len(lines) >= 2 and lines[-1].strip() == "```":
+            body = "\n".join(lines[1:-1]).strip()
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        msg = getattr(exc, "msg", str(exc))
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise Failure(f"answer is not valid JSON ({msg}{where})", retryable=True,
+                       trip=False) from None
+    if schema is not None:
+        import jsonschema
+
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                        key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            first = errors[0]
+            at = "/".join(map(str, first.absolute_path)) or "top level"
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise Failure(f"answer does not match the schema: {first.message[:120]} (at {at})"
+                           f"{more}", retryable=True, trip=False)
+    return body, data
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out and len(out) < 20:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def _detail(exc: BaseException) -> str:
+    """The provider's own words, without litellm's prefixes, on one short line."""
+    msg = str(getattr(exc, "message", "") or exc)
+    if "Exception - " in msg:
+        msg = msg.rsplit("Exception - ", 1)[1]
+    msg = msg.strip()
+    with contextlib.suppress(ValueError):
+        body = json.loads(msg)
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            msg = str(err.get("message", err) if isinstance(err, dict) else err)
+    msg = " ".join(msg.split())
+    return redact(msg[:160] + ("..." if len(msg) > 160 else ""))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    sources = [getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None),
+               getattr(getattr(exc, "response", None), "headers", None)]
+    for headers in sources:
+        if not headers:
+            continue
+        try:
+            items = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+        except (TypeError, ValueError):
+            continue
+        if "retry-after-ms" in items:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(items["retry-after-ms"]) / 1000)
+        value = items.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def classify(exc: BaseException, budget: float) -> Failure:
+    """A litellm exception -> a short sentence and what to do next (retry here, move on)."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    status = getattr(exc, "status_code", None)
+    detail = _detail(exc)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return Failure("connection refused")
+    if names & {"Timeout", "APITimeoutError", "ReadTimeout", "ConnectTimeout", "TimeoutException",
+                "WriteTimeout", "PoolTimeout"} or any(isinstance(e, TimeoutError) for e in chain):
+        return Failure(f"no answer within {budget:g}s (timeout_s)")
+    if any(isinstance(e, json.JSONDecodeError) for e in chain):
+        return Failure("malformed response from the server (not JSON)", retryable=True)
+    if status == 429:
+        ra = _retry_after(exc)
+        extra = f" (Retry-After {ra:g}s)" if ra is not None else ""
+        return Failure(f"429 rate limited{extra}: {detail}", retryable=True, retry_after=ra)
+    if status == 401:
+        return Failure(f"401 unauthorized ({detail})")
+    if status == 403:
+        return Failure(f"403 forbidden ({detail})")
+    if status == 404:
+        return Failure(f"404 model not found ({detail})")
+    if "ContextWindowExceededError" in names:
+        return Failure(f"400 context too long ({detail})", trip=False)
+    if status in (400, 413, 422):
+        return Failure(f"{status} request refused ({detail})", trip=False)
+    if "APIConnectionError" in names or detail.startswith("Connection error"):
+        return Failure(f"connection failed ({detail})", retryable=True)
+    if isinstance(status, int) and status >= 500:
+        return Failure(f"{status} server error ({detail})", retryable=True)
+    return Failure(f"{type(exc).__name__}: {detail}")
+
+
+def probe_listing(p: ProviderConfig, key: Secret | None,
+                   timeout: float) -> tuple[bool | None, bool | None, str]:
+    """(reachable, model listed, error) from Ollama /api/tags or OpenAI-style /models."""
+    base = p.base_url
+    if p.route in ("huggingface", "litellm") or not base:
+        return None, None, ""  # no listing endpoint we know of
+    url = base + ("/api/tags" if p.route == "ollama" else "/models")
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    # the scheme is http(s): the gateway schema only accepts such api_base values
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            body = json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return True, None, redact(f"{exc.code} {exc.reason} from {url}")
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, ConnectionRefusedError):
+            return False, None, "connection refused"
+        return False, None, redact(f"cannot reach {url}: {reason}")
+    except (TimeoutError, OSError) as exc:
+        return False, None, redact(f"cannot reach {url}: {exc}")
+    except ValueError:
+        return True, None, f"{url} did not answer JSON"
+    if p.route == "ollama":
+        names = {str(m.get("name") or m.get("model")) for m in (body or {}).get("models", [])
+                 if isinstance(m, dict)}
+        wanted = {p.model, p.model + ":latest"} if ":" not in p.model else {p.model}
+        present = bool(names & wanted)
+        return True, present, "" if present else f"model {p.model} not pulled (ollama pull {p.model})"
+    ids = {str(m.get("id")) for m in (body or {}).get("data", []) if isinstance(m, dict)}
+    present = p.model in ids
+    return True, present, "" if present else f"model {p.model} not listed by {url}"
