@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from runner import config, load, schema
 from runner.llm import author_cmd
-from runner.llm.author import load_rules, to_yaml
+from runner.llm.gates import load_rules, to_yaml
 from tests.peers import fake_llm as F
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("network_audit")]

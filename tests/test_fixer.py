@@ -13,7 +13,7 @@ import yaml
 
 from runner import secrets
 from runner.gateway import GatewayError
-from runner.llm.author import load_rules
+from runner.llm.gates import load_rules
 from runner.llm.fixer import (
     FixEvidence,
     FixLedger,

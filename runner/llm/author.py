@@ -1,45 +1,45 @@
-"""`opsrun author`: a request in words -> a playbook written by a model, held to a human's gates:
-our validator (located errors fed back, bounded repairs), the safety rules on every shell command
-and an offline plan. Shared checks (YAML dump, shell commands of steps, rules) live here too.
-It never applies anything, never prints, and never imports litellm (the gateway does, in a call).
+"""`opsrun author`: a request in words -> a playbook written by a model, held to a human's gates
+(runner/llm/gates.py): our validator (located errors fed back, bounded repairs), the safety
+rules on every shell command and an offline plan. It never applies anything, never prints,
+and never imports litellm (the gateway does, in a call).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from runner import load
 from runner.errors import Diagnostic, InvalidInput, OpsrunError
+from runner.llm.gates import (
+    Check,
+    Judge,
+    Message,
+    compact_json,
+    load_rules,
+    model_schema,
+    numbered,
+    repair_loop,
+    safety_diagnostics,
+    to_yaml,
+    usable_kinds,
+)
 from runner.model import Inventory, Plan
 from runner.secrets import redact
 
 if TYPE_CHECKING:
     from runner.gateway import Answer, Gateway
 
-Check = Callable[[str], str | None]  # a command -> the name of the rule forbidding it, or None
-Message = dict[str, Any]
-
 DEFAULT_MAX_REPAIRS = 3
-# schema keywords for our validator's messages, not for a model
-SCHEMA_NOISE = frozenset({"$comment", "errorMessage", "patternErrorMessage", "x-hint", "$id", "$schema",
-                          "title"})
 _EXAMPLE_DIRS = (
     Path(__file__).resolve().parent.parent.parent / "playbooks",  # a source checkout
     Path(__file__).resolve().parent.parent / "_playbooks",  # an installed wheel
 )
-_KEY_ORDER = ("opsrun", "name", "description", "hosts", "vars", "policy", "strategy", "serial", "forks",
-              "max_fail_percentage", "on_failure", "forbid", "steps")
-_STEP_ORDER = ("id", "name", "description", "hosts", "when", "loop", "register", "tags")
-_STEP_LAST = ("verify", "undo", "policy", "timeout", "sensitive")
 SMALL_EXAMPLE = {
     "opsrun": 1,
     "name": "nginx on the web servers",
@@ -55,203 +55,6 @@ SMALL_EXAMPLE = {
          "run": {"command": "curl -fsS http://127.0.0.1/ >/dev/null", "changed_when": "false"}},
     ],
 }
-
-
-# ---------------------------------------------------------------- YAML
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style; multi-line strings as `|` literals."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if any(ch in value for ch in "\x85\u2028\u2029\r"):  # YAML line breaks: escaped, or read back changed
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
-    if "\n" in value and all(ch == "\n" or ch.isprintable() for ch in value) and value.strip() == value.rstrip():
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def _ordered(data: Any) -> Any:
-    """Playbook keys in the order people write them (unknown keys keep their place at the end)."""
-    if not isinstance(data, dict):
-        return data
-    out = {k: data[k] for k in _KEY_ORDER if k in data}
-    out.update((k, v) for k, v in data.items() if k not in out)
-    steps = out.get("steps")
-    if isinstance(steps, list):
-        out["steps"] = [_ordered_step(s) for s in steps]
-    return out
-
-
-def _ordered_step(step: Any) -> Any:
-    if not isinstance(step, dict):
-        return step
-    out = {k: step[k] for k in _STEP_ORDER if k in step}
-    out.update((k, v) for k, v in step.items() if k not in out and k not in _STEP_LAST)
-    out.update((k, step[k]) for k in _STEP_LAST if k in step)
-    if isinstance(out.get("undo"), dict):
-        out["undo"] = _ordered_step(out["undo"])
-    return out
-
-
-def to_yaml(data: Any) -> str:
-    """JSON-shaped data -> YAML text that parses back to the same data."""
-    return yaml.dump(_ordered(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False, width=100, indent=2)
-
-
-def numbered(text: str) -> str:
-    """`  7 | line` for every line: located errors are easy to match to the text."""
-    lines = text.splitlines()
-    width = len(str(len(lines)))
-    return "\n".join(f"{i:>{width}} | {line}" for i, line in enumerate(lines, 1))
-
-
-# ---------------------------------------------------------------- shell commands and rules
-
-
-def step_commands(step: Any, path: load.PathKey) -> Iterator[tuple[load.PathKey, str]]:
-    """Every shell command a step (as written) holds: its kind's shell fields (run.command,
-    unless, only_if, adb.shell, ...), verify, and undo (a command or a step, recursively)."""
-    if not isinstance(step, dict):
-        return
-    from runner.config import STEP_COMMON
-    from runner.steps import base
-
-    registry = base.load_all()
-    for key, params in step.items():
-        if key in STEP_COMMON or key not in registry:
-            continue
-        kind = registry[key]
-        if not kind.shell_fields:
-            continue
-        if isinstance(params, str):
-            yield (*path, key), params
-        elif isinstance(params, dict):
-            for name in sorted(kind.shell_fields):
-                if isinstance(params.get(name), str):
-                    yield (*path, key, name), params[name]
-    verify = step.get("verify")
-    if isinstance(verify, str):
-        yield (*path, "verify"), verify
-    elif isinstance(verify, dict) and isinstance(verify.get("command"), str):
-        yield (*path, "verify", "command"), verify["command"]
-    undo = step.get("undo")
-    if isinstance(undo, str):
-        yield (*path, "undo"), undo
-    elif isinstance(undo, dict):
-        yield from step_commands(undo, (*path, "undo"))
-
-
-def playbook_commands(data: Any) -> list[tuple[load.PathKey, str]]:
-    steps = data.get("steps") if isinstance(data, dict) else None
-    out: list[tuple[load.PathKey, str]] = []
-    for i, step in enumerate(steps if isinstance(steps, list) else []):
-        out.extend(step_commands(step, ("steps", i)))
-    return out
-
-
-def load_rules(forbid: Sequence[str] = (), allow: Sequence[str] = ()) -> Check:
-    """The safety rules (built-ins plus these lists) as a check function. Raises InvalidInput
-    for an entry that is not a rule name, a glob or re:REGEX."""
-    from runner.safety import Rules
-
-    check: Check = Rules(forbid=list(forbid), allow=list(allow)).check
-    return check
-
-
-def one_line(command: str, limit: int = 160) -> str:
-    """A command for a message: newlines shown as `; `, cut at `limit` characters."""
-    text = "; ".join(part.strip() for part in command.strip().splitlines() if part.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def as_check(rules: Any) -> Check:
-    """A rules object (with .check) or a plain function -> a function."""
-    check = getattr(rules, "check", rules)
-    if not callable(check):
-        raise TypeError("rules must be a function or have a check(command) method")
-    return check
-
-
-def safety_diagnostics(doc: load.Document, checks: Sequence[Check], *, commands: Sequence[tuple[load.PathKey, str]]
-                       | None = None) -> list[tuple[Diagnostic, str]]:
-    """(diagnostic, rule) for every command a rule forbids."""
-    out = []
-    for path, command in commands if commands is not None else playbook_commands(doc.data):
-        for check in checks:
-            rule = check(command)
-            if rule:
-                out.append((doc.diag(path, f"blocked by safety rule '{rule}': {one_line(command)}",
-                                     hint="do it another way; opsrun refuses this command on these hosts"),
-                            rule))
-                break
-    return out
-
-
-# ---------------------------------------------------------------- schema for a model
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in SCHEMA_NOISE}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def _refs(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        ref = value.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            yield ref[len("#/$defs/"):]
-        for v in value.values():
-            yield from _refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _refs(v)
-
-
-def usable_kinds(transports: set[str]) -> set[str]:
-    """Step kinds that can run on at least one of these transports."""
-    from runner.steps import base
-
-    return {name for name, kind in base.load_all().items()
-            if not kind.transports or kind.transports & transports}
-
-
-def model_schema(schema: dict[str, Any], kinds: set[str] | None = None) -> dict[str, Any]:
-    """The playbook schema for a model: without our validator's message keywords and, when
-    `kinds` is given, with only those step kinds (and the $defs they still use)."""
-    out: dict[str, Any] = _strip(schema)
-    defs: dict[str, Any] = out.get("$defs", {})
-    body = defs.get("step_body")
-    if kinds is not None and isinstance(body, dict):
-        props = body.get("properties", {})
-        gone = {name for name, sub in props.items()
-                if isinstance(sub, dict) and str(sub.get("$ref", "")).startswith("#/$defs/kind_")
-                and name not in kinds}
-        body["properties"] = {k: v for k, v in props.items() if k not in gone}
-        body["oneOf"] = [b for b in body.get("oneOf", []) if b.get("required", [None])[0] not in gone]
-        # keep only the $defs still reachable from the root
-        keep: set[str] = set()
-        todo = list(_refs({k: v for k, v in out.items() if k != "$defs"}))
-        while todo:
-            name = todo.pop()
-            if name in keep or name not in defs:
-                continue
-            keep.add(name)
-            todo.extend(_refs(defs[name]))
-        out["$defs"] = {k: v for k, v in defs.items() if k in keep}
-    return out
-
-
-def compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- the author
@@ -432,34 +235,15 @@ class Author:
         (still invalid, or refused by a safety rule) or the gateway's GatewayError/MissingExtra."""
         if not request.strip():
             raise InvalidInput("the request is empty", hint='opsrun author "install nginx on the web group"')
-        base = self.messages(request)
-        messages = list(base)
-        verdicts: dict[str, Verdict] = {}
-
-        def judge(text: str, data: Any = None) -> Verdict:
-            if text not in verdicts:
-                if data is None:
-                    try:
-                        data = json.loads(text)
-                    except ValueError:
-                        data = None
-                verdicts[text] = self.check(data)
-            return verdicts[text]
-
         tries = 1 + self.max_repairs
-        verdict = Verdict(None)
-        for attempt in range(1, tries + 1):
-            answer = self.gateway.complete(messages, schema=self.schema, task="author", validate_schema=False,
-                                           accept=lambda text: judge(text).ok)
-            verdict = judge(answer.text, answer.data)
-            if verdict.ok:
-                assert verdict.doc is not None
-                header = self.header(request, answer, attempt)
-                return Draft(header + verdict.doc.text, verdict.doc.text, verdict.doc.data, answer, attempt,
-                             self.file, verdict.plan)
-            if attempt < tries:
-                messages = [*base, {"role": "assistant", "content": answer.text},
-                            {"role": "user", "content": self.feedback(verdict, tries - attempt)}]
+        out = repair_loop(self.gateway, self.messages(request), Judge(self.check), schema=self.schema,
+                          task="author", tries=tries, feedback=self.feedback)
+        verdict = out.verdict
+        if verdict.ok:
+            assert verdict.doc is not None
+            header = self.header(request, out.answer, out.tries)
+            return Draft(header + verdict.doc.text, verdict.doc.text, verdict.doc.data, out.answer, out.tries,
+                         self.file, verdict.plan)
         if verdict.rules:
             rule = verdict.rules[0]
             raise AuthorError(

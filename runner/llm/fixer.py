@@ -37,13 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 from runner import load
 from runner.errors import Diagnostic, OpsrunError
-from runner.llm.author import (
+from runner.llm.gates import (
     Check,
+    Judge,
     as_check,
     compact_json,
     model_schema,
     numbered,
     one_line,
+    repair_loop,
     safety_diagnostics,
     step_commands,
     to_yaml,
@@ -303,6 +305,10 @@ class _Verdict:
     doc: load.Document | None
     repeat: bool = False
 
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics
+
 
 def _check(data: Any, evidence: FixEvidence, checks: Sequence[Check], hosts: set[str],
            groups: set[str]) -> _Verdict:
@@ -353,46 +359,28 @@ def propose_fix(gateway: Gateway, evidence: FixEvidence, *, rules: Check | Any, 
     check = as_check(rules)
     schema = fix_schema(evidence.transport)
     base = prompt(evidence, schema)
-    messages = list(base)
     prompt_chars = sum(len(m["content"]) for m in base)
     tries = 1 + max(0, max_repairs)
-    verdicts: dict[str, _Verdict] = {}
 
-    def judge(text: str, data: Any = None) -> _Verdict:
-        if text not in verdicts:
-            if data is None:
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    data = None
-            verdicts[text] = _check(data, evidence, [check], hosts, groups)
-        return verdicts[text]
+    def feedback(verdict: _Verdict, tries_left: int) -> str:
+        lines = [f"Your fix has {len(verdict.diagnostics)} problem(s) (positions refer to the steps "
+                 "wrapped in a playbook, as YAML):", *[d.render() for d in verdict.diagnostics]]
+        if verdict.doc is not None:
+            lines += ["", numbered(verdict.doc.text)]
+        lines += ["", "Answer again with the whole corrected JSON object."]
+        return redact("\n".join(lines))
 
-    verdict = _Verdict([], [], None)
-    data: Any = None
-    answer = None
-    for attempt in range(1, tries + 1):
-        answer = gateway.complete(messages, schema=schema, task="fix", validate_schema=False,
-                                  accept=lambda text: not judge(text).diagnostics)
-        data = answer.data
-        verdict = judge(answer.text, data)
-        if not verdict.diagnostics:
-            wrapper = verdict.doc or load.parse(to_yaml({"opsrun": 1, "name": evidence.step_id,
-                                                         "hosts": evidence.host, "steps": []}), FIX_FILE)
-            return Fix(str(data["diagnosis"]).strip(), float(data["confidence"]), list(data["steps"]),
-                       answer.provider, answer.model, answer.latency_s, prompt_chars, evidence.fingerprint,
-                       attempt, wrapper)
-        if attempt < tries:
-            feedback = [f"Your fix has {len(verdict.diagnostics)} problem(s) (positions refer to the steps "
-                        "wrapped in a playbook, as YAML):", *[d.render() for d in verdict.diagnostics]]
-            if verdict.doc is not None:
-                feedback += ["", numbered(verdict.doc.text)]
-            feedback += ["", "Answer again with the whole corrected JSON object."]
-            messages = [*base, {"role": "assistant", "content": answer.text},
-                        {"role": "user", "content": redact("\n".join(feedback))}]
-            prompt_chars += sum(len(m["content"]) for m in messages[len(base):])
+    out = repair_loop(gateway, base, Judge(lambda data: _check(data, evidence, [check], hosts, groups)),
+                      schema=schema, task="fix", tries=tries, feedback=feedback)
+    answer, verdict, data = out.answer, out.verdict, out.answer.data
+    if verdict.ok:
+        wrapper = verdict.doc or load.parse(to_yaml({"opsrun": 1, "name": evidence.step_id,
+                                                     "hosts": evidence.host, "steps": []}), FIX_FILE)
+        return Fix(str(data["diagnosis"]).strip(), float(data["confidence"]), list(data["steps"]),
+                   answer.provider, answer.model, answer.latency_s, prompt_chars + out.repair_chars,
+                   evidence.fingerprint, out.tries, wrapper)
     diagnosis = str(data.get("diagnosis", "")) if isinstance(data, dict) else ""
-    who = {"provider": answer.provider, "model": answer.model} if answer is not None else {}
+    who = {"provider": answer.provider, "model": answer.model}
     if verdict.rules:
         rule = verdict.rules[0]
         first = next(d for d in verdict.diagnostics if "safety rule" in d.message)
