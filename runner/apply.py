@@ -30,8 +30,7 @@ from runner.escalate import Evidence, FixAttempt, notify_webhook, report_markdow
 from runner.expand import Instance, expand, run_scope, select_steps, step_hosts
 from runner.journal import Journal
 from runner.model import MARKERS, CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
-from runner.plan import facts_for
-from runner.planner import HostPlan, StepDecider, default_forks, probes_for
+from runner.planner import HostPlan, StepDecider, default_forks, facts_for, probes_for
 from runner.secrets import redact
 from runner.session import Session
 

@@ -1,7 +1,7 @@
-"""Pure planning: (step instance, probe answers, safety guard) -> StepPlan; and the saved
-plan file format (to/from JSON) with digests and probe fingerprints for drift checks.
+"""The plan document: the saved plan file format (to/from JSON) with digests and probe
+fingerprints, and the drift checks that compare a saved plan with a new one.
 
-No I/O and no transport imports: the planner (planner.py) fetches the facts.
+Pure: no I/O; imports only errors, model and secrets (the planner decides the steps).
 """
 
 from __future__ import annotations
@@ -13,85 +13,11 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import InvalidInput
-from runner.expand import Instance
-from runner.model import Change, CommandGuard, Plan, ProbeResult, StepPlan, put_check
+from runner.model import Plan, StepPlan
 from runner.secrets import redact, redact_data
 
 PLAN_FORMAT = "opsrun-plan"
 PLAN_VERSION = 1
-
-
-def facts_for(instance_key: str, facts: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
-    prefix = instance_key + "/"
-    return {k[len(prefix) :]: v for k, v in facts.items() if k.startswith(prefix)}
-
-
-def plan_instance(
-    inst: Instance,
-    facts: dict[str, ProbeResult] | None,
-    guard: CommandGuard | None,
-    blocked_probe: tuple[str, str] | None = None,
-) -> StepPlan:
-    """Decide one instance. `facts` are this instance's answers (None: not probed)."""
-    step = inst.step
-
-    def make(change: Change, fingerprint: dict[str, str] | None = None) -> StepPlan:
-        return StepPlan(
-            inst.host.name, step.id, inst.key, step.title, step.kind, change, fingerprint or {}, inst.conditional_on
-        )
-
-    if inst.skip:
-        return make(Change("skip", f"skipped ({inst.skip})"))
-    if inst.kind.transports and inst.host.transport not in inst.kind.transports:
-        return make(
-            Change(
-                "blocked",
-                f"'{step.kind}' cannot run on a {inst.host.transport} host",
-                reason=f"'{step.kind}' works on: {', '.join(sorted(inst.kind.transports))}",
-            )
-        )
-    if inst.pending:
-        pending_change = getattr(inst.kind, "pending_change", None)
-        if pending_change is not None:
-            return make(pending_change(step.params, inst.pending))
-        if inst.kind.read_only(inst.kind.normalize(step.params)):
-            return make(
-                Change(
-                    "run",
-                    f"will run after step '{inst.pending}' (read-only: changed_when is false)",
-                    data={"read_only": True},
-                )
-            )
-        return make(
-            Change(
-                "unknown",
-                f"decided at apply, after step '{inst.pending}'",
-                reason=f"its parameters use the result of step '{inst.pending}'",
-            )
-        )
-    if blocked_probe:
-        command, rule = blocked_probe
-        return make(
-            Change("blocked", f"blocked by safety rule '{rule}'", reason=f"rule '{rule}' forbids the check: {command}")
-        )
-    if facts is None:
-        return make(Change("unknown", "not probed (--offline)", reason="planned without probes"))
-    assert inst.params is not None
-    change = inst.kind.plan(inst.params, facts, inst.ctx)
-    if guard is not None:
-        for action in change.actions:
-            # an upload is checked as the transport checks it: as a write to its path
-            command = action.command if action.kind == "cmd" else put_check(action.path) if action.kind == "put" else ""
-            found = guard(command) if command else None
-            if found:
-                change = Change(
-                    "blocked",
-                    f"blocked by safety rule '{found}'",
-                    change.actions,
-                    reason=f"rule '{found}' forbids: {action.command if action.kind == 'cmd' else action.display()}",
-                )
-                break
-    return make(change, {k: v.fingerprint() for k, v in sorted(facts.items())})
 
 
 # ---------------------------------------------------------------- plan file
