@@ -115,13 +115,17 @@ def get(name: str) -> StepKind:
 
 
 def load_all() -> dict[str, StepKind]:
-    """Import every step-kind module (they are light: no target libraries)."""
+    """Import every step-kind module of runner/steps/ (they are light: no target libraries);
+    each registers its kinds. A new module there is found without being listed anywhere."""
     import importlib
+    import pkgutil
 
-    for mod in ("shell", "proxmox", "adb", "llm"):
-        try:
-            importlib.import_module(f"runner.steps.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"runner.steps.{mod}":
-                raise
+    import runner.steps
+
+    for info in pkgutil.iter_modules(runner.steps.__path__):
+        if info.name not in _NOT_KINDS:
+            importlib.import_module(f"runner.steps.{info.name}")
     return REGISTRY
+
+
+_NOT_KINDS = frozenset({"base", "paths", "names"})  # helpers, not step kinds
