@@ -9,7 +9,8 @@ Overlay per host and threads it through the steps in order.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 Key = tuple[str, ...]
@@ -51,6 +52,7 @@ class PathState:
     link_target: str | None = None
     fresh: bool = False  # directory: made by the plan, holds only what the overlay says
     implied: bool = False  # directory made as a parent (mkdir -p): real state wins if it exists
+    host_content: bool = False  # file whose content the plan did not touch: the host's answer holds
 
 
 ABSENT = PathState("absent")
@@ -64,6 +66,9 @@ class Effect:
     state: Any
     tree: bool = False  # path keys: the state covers everything below the path too
     exact: bool = True  # the step manages this state exactly (a later change fights it)
+    # what the step wants of the state, when less than all of it (a line in a file): a later
+    # step fights it only when the state it leaves no longer holds this
+    goal: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class _Entry:
     state: Any
     by: str  # the step instance whose effect this is
     exact: bool
+    goal: Callable[[Any], bool] | None = None
 
 
 def norm_path(path: str) -> str:
@@ -87,12 +93,13 @@ def norm_path(path: str) -> str:
     return "/" + p.lstrip("/") if p.startswith("//") else p
 
 
-def _ancestors(path: str) -> list[str]:
+def parents(path: str) -> list[str]:
+    """The folders above `path`, nearest first, without `/` (which always exists)."""
     out: list[str] = []
-    p = path
+    p = posixpath.normpath(path) if path else path
     while True:
         parent = posixpath.dirname(p)
-        if not parent or parent == p:
+        if not parent or parent in (p, "/"):
             return out
         out.append(parent)
         p = parent
@@ -116,7 +123,7 @@ class Overlay:
             return entry.state
         if key[0] != "path":
             return None
-        for parent in _ancestors(key[1]):
+        for parent in parents(key[1]):
             up = self._entries.get(("path", parent))
             if up is None:
                 continue
@@ -150,17 +157,19 @@ class Overlay:
             state = Unknown(uncertain) if uncertain else eff.state
             if isinstance(state, Unknown) and not state.reason:
                 state = Unknown(f"step '{by}' before it is decided at apply")
-            self._check_conflict(by, key, state, eff.exact)
+            self._check_conflict(by, key, state)
             if key[0] == "path" and (eff.tree or isinstance(state, Unknown)):
                 prefix = key[1].rstrip("/") + "/"
                 for k in [k for k in self._entries if k[0] == "path" and k[1].startswith(prefix)]:
+                    if not isinstance(state, Unknown):  # what a step made below goes with the folder
+                        self._check_conflict(by, k, ABSENT)
                     del self._entries[k]
             if key[0] == "path" and isinstance(state, PathState) and state.type != "absent":
                 self._imply_parents(by, key[1])
-            self._entries[key] = _Entry(state, by, eff.exact)
+            self._entries[key] = _Entry(state, by, eff.exact, eff.goal)
 
     def _imply_parents(self, by: str, path: str) -> None:
-        for parent in _ancestors(path):
+        for parent in parents(path):
             current = self.get(("path", parent))
             if isinstance(current, PathState) and current.type == "directory":
                 return
@@ -180,6 +189,7 @@ class Overlay:
                 )
                 continue
             # absent (removed or below a removed folder): made again, empty
+            self._check_conflict(by, ("path", parent), PathState("directory"))
             ident = self.identity
             self._entries[("path", parent)] = _Entry(
                 PathState(
@@ -193,13 +203,14 @@ class Overlay:
                 False,
             )
 
-    def _check_conflict(self, by: str, key: Key, state: Any, exact: bool) -> None:
+    def _check_conflict(self, by: str, key: Key, state: Any) -> None:
         entry = self._entries.get(key)
-        if entry is None or not entry.exact or _same_step(entry.by, by):
+        if entry is None or not (entry.exact or entry.goal) or _same_step(entry.by, by):
             return
         if isinstance(state, Unknown) or isinstance(entry.state, Unknown):
             return
-        if _differs(entry.state, state):
+        fights = not entry.goal(state) if entry.goal is not None else _differs(entry.state, state)
+        if fights:
             what = f"{key[1]}" if key[0] == "path" else " ".join(key)
             self.conflicts.append(Conflict(entry.by, by, what))
 
@@ -220,7 +231,3 @@ def _differs(before: Any, after: Any) -> bool:
             return before.link_target != after.link_target
         return False
     return bool(before != after)
-
-
-def merge_attrs(st: PathState, mode: str | None, owner: str | None, group: str | None) -> PathState:
-    return replace(st, mode=mode or st.mode, owner=owner or st.owner, group=group or st.group)

@@ -6,11 +6,12 @@ of the path step kinds. Pure; imports only model, overlay and the step base.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from runner.model import Change, ProbeResult
-from runner.overlay import ABSENT, Effect, Identity, Overlay, PathState, Unknown, norm_path
+from runner.overlay import ABSENT, Effect, Identity, Overlay, PathState, Unknown, norm_path, parents
 from runner.steps.base import Facts, OverlayUnknown
 
 IDENTITY_PROBE = "id -un; id -gn; umask"
@@ -30,9 +31,9 @@ def parse_identity(answer: ProbeResult | None) -> Identity | None:
         return None
 
 
-def _stat_text(st: PathState) -> bytes:
+def _stat_text(st: PathState, flag: str = "") -> bytes:
     if st.type == "absent":
-        return b"absent\n"
+        return f"absent {flag}\n".encode() if flag else b"absent\n"
     head = f"link {st.link_target}" if st.type == "link" else st.type
     mode = format(int(st.mode, 8), "o") if st.mode else "0"
     size = st.size if st.type == "file" else (len(st.link_target or "") if st.type == "link" else 4096)
@@ -44,6 +45,25 @@ def _real_type(facts: Facts, stat_key: str) -> str:
     if answer is None:
         return "absent"
     return (answer.text.split() or ["absent"])[0]
+
+
+def _parent_flag(path: str, overlay: Overlay, real: str) -> str:
+    """`noparent`, `notdir X` or "" for an absent path, once the earlier steps ran (`real`:
+    what the host says now, for what no earlier step touched)."""
+    flag = ""
+    for folder in parents(norm_path(path)):
+        st = overlay.path(folder)
+        if st is None:
+            return flag or real
+        if isinstance(st, Unknown):
+            raise OverlayUnknown(st.reason)
+        if st.type == "directory":
+            return flag
+        if st.type == "absent":
+            flag = "noparent"
+            continue
+        return f"notdir {folder}"
+    return flag
 
 
 def view_path(
@@ -58,7 +78,14 @@ def view_path(
 ) -> Facts:
     """`facts` as they will be once the earlier steps ran. `exists` names `test -e` probes."""
     state = overlay.path(path)
+    real_flag = ""
+    if stat in facts and _real_type(facts, stat) == "absent":
+        real_flag = facts[stat].text.strip().partition(" ")[2]
     if state is None:
+        if stat in facts and _real_type(facts, stat) == "absent":
+            flag = _parent_flag(path, overlay, real_flag)
+            if flag != real_flag:
+                return {**facts, stat: ProbeResult(0, _stat_text(ABSENT, flag))}
         return facts
     if isinstance(state, Unknown):
         raise OverlayUnknown(state.reason)
@@ -76,17 +103,22 @@ def view_path(
                                  "(a command): its type and content are not known before it runs")
         return out
     if stat in facts:
-        out[stat] = ProbeResult(0, _stat_text(state))
+        flag = _parent_flag(path, overlay, real_flag) if state.type == "absent" else ""
+        out[stat] = ProbeResult(0, _stat_text(state, flag))
     is_file = state.type == "file"
     if content in facts:
         if is_file and state.content is not None and len(state.content) <= MAX_CONTENT:
             out[content] = ProbeResult(0, state.content)
+        elif is_file and state.content is None and state.sha256 is None and state.host_content:
+            out[content] = facts[content]  # the plan did not change it: the host's answer holds
         elif is_file and state.content is None and state.sha256 is None:
             raise OverlayUnknown(f"the content of {path} after step '{overlay.by(('path', norm_path(path)))}' "
                                  "is not known")
         else:
             out[content] = ProbeResult(1)
-    if sha in facts:
+    if sha in facts and is_file and state.content is None and state.sha256 is None and state.host_content:
+        out[sha] = facts[sha]
+    elif sha in facts:
         digest = state.sha256 or (hashlib.sha256(state.content).hexdigest() if state.content is not None else None)
         out[sha] = ProbeResult(0, (digest + "\n").encode()) if is_file and digest else ProbeResult(1)
     return out
@@ -119,6 +151,7 @@ def _parse(facts: Facts) -> PathState:
         typ,
         content=content if typ == "file" else None,
         sha256=digest if typ == "file" else None,
+        host_content=typ == "file" and content is None and digest is None and "content" not in facts,
         size=size,
         mode=mode,
         owner=owner,
@@ -150,6 +183,7 @@ def file_effects(
     group: str | None = None,
     link_target: str | None = None,
     exact: bool = True,
+    goal: Callable[[Any], bool] | None = None,
 ) -> list[Effect]:
     """The state `path` is left in by a file/line/template/copy change (facts: as viewed)."""
     key = ("path", path)
@@ -158,8 +192,10 @@ def file_effects(
     if change.status in ("blocked", "skip"):
         return []
     before = _parse(facts)
+    if change.status == "noop":  # as it is: recorded, so a later step that undoes it is seen
+        return [Effect(key, before, exact=exact, goal=goal)]
     if state == "absent":
-        return [Effect(key, ABSENT, tree=True, exact=exact)]
+        return [Effect(key, ABSENT, tree=True, exact=exact, goal=goal)]
     new_owner = identity.user if identity else None
     new_group = identity.group if identity else None
 
@@ -168,13 +204,13 @@ def file_effects(
 
     if state == "directory":
         if before.type == "directory":
-            return [Effect(key, attrs(before), exact=exact)]
+            return [Effect(key, attrs(before), exact=exact, goal=goal)]
         made = PathState("directory", mode=identity.new_dir_mode() if identity else None,
                          owner=new_owner, group=new_group, fresh=True)
-        return [Effect(key, attrs(made), exact=exact)]
+        return [Effect(key, attrs(made), exact=exact, goal=goal)]
     if state == "link":
         return [Effect(key, PathState("link", link_target=link_target, mode="0777", owner=new_owner,
-                                      group=new_group), exact=exact)]
+                                      group=new_group), exact=exact, goal=goal)]
     content = _put_content(change)
     if content is None:
         if before.type == "absent":  # touch
@@ -182,18 +218,10 @@ def file_effects(
                              owner=new_owner, group=new_group)
         else:
             base = before
-        return [Effect(key, attrs(base), exact=exact)]
+        return [Effect(key, attrs(base), exact=exact, goal=goal)]
     if before.type == "file":
         base = replace(before, content=content, sha256=None, size=len(content))
     else:
         base = PathState("file", content=content, size=len(content),
                          mode=identity.new_file_mode() if identity else None, owner=new_owner, group=new_group)
-    return [Effect(key, attrs(base), exact=exact)]
-
-
-def parent_state(path: str, overlay: Overlay) -> Any:
-    """The planned state of the folder holding `path` (None: as on the host now)."""
-    import posixpath
-
-    parent = posixpath.dirname(norm_path(path))
-    return overlay.path(parent) if parent and parent != path else None
+    return [Effect(key, attrs(base), exact=exact, goal=goal)]

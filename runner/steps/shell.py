@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
 import re
 import shlex
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
-from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown
+from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown, parents
 from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
 from runner.steps.paths import file_effects, view_path
 
@@ -34,13 +35,24 @@ def _norm_mode(mode: Any) -> str | None:
 
 
 def stat_probe(path: str) -> Probe:
+    """The path's type (`link TARGET`, `directory`, `file`) and `MODE OWNER GROUP SIZE`; for
+    an absent path `absent`, `absent noparent` (its folder is missing) or `absent notdir X`
+    (an ancestor X is not a folder, so nothing can be made there). Shell builtins only."""
     p = q(path)
+    ancestors = " ".join(q(a) for a in parents(path))
+    absent = (
+        f'r=absent; for d in {ancestors}; do if [ -d "$d" ]; then break; '
+        'elif [ -e "$d" ] || [ -L "$d" ]; then r="absent notdir $d"; break; else r="absent noparent"; fi; done; '
+        'echo "$r"; exit 0'
+        if ancestors
+        else "echo absent; exit 0"
+    )
     return Probe(
         "stat",
         (
             f'p={p}; if [ -L "$p" ]; then printf \'link %s\\n\' "$(readlink -- "$p")"; '
             'elif [ -d "$p" ]; then echo directory; elif [ -e "$p" ]; then echo file; '
-            "else echo absent; exit 0; fi; stat -c '%a %U %G %s' -- \"$p\""
+            f"else {absent}; fi; stat -c '%a %U %G %s' -- \"$p\""
         ),
     )
 
@@ -60,6 +72,10 @@ class FileState:
         lines = facts["stat"].text.splitlines() if "stat" in facts else ["absent"]
         head = lines[0] if lines else "absent"
         self.type, _, self.link_target = head.partition(" ")
+        # absent: "" (its folder exists), "noparent" or "notdir X" (X above it is not a folder)
+        self.parent_problem = ""
+        if self.type == "absent":
+            self.parent_problem, self.link_target = self.link_target, ""
         self.mode = self.owner = self.group = None
         self.size = 0
         if len(lines) > 1:
@@ -77,6 +93,19 @@ class FileState:
     @property
     def exists(self) -> bool:
         return self.type != "absent"
+
+    def cannot_make(self, path: str, *, needs_folder: bool) -> Change | None:
+        """Blocked when `path` cannot be made: an ancestor is not a folder, or (needs_folder:
+        the command does not make folders, like touch and ln) its folder is missing."""
+        if self.parent_problem.startswith("notdir"):
+            above = self.parent_problem.partition(" ")[2]
+            return Change("blocked", f"cannot make {path}: {above} is not a folder",
+                          reason=f"{above} is not a folder, so nothing can be made below it")
+        if needs_folder and self.parent_problem == "noparent":
+            folder = posixpath.dirname(path)
+            return Change("blocked", f"cannot make {path}: folder {folder} does not exist",
+                          reason=f"{folder} does not exist; make it first (file: state: directory)")
+        return None
 
 
 def attr_actions(
@@ -131,6 +160,9 @@ def content_change(
     if st.type == "directory":
         return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
     if not st.exists or st.type == "link":
+        blocked = st.cannot_make(path, needs_folder=False)
+        if blocked is not None:
+            return blocked
         put = Action("put", path=path, content=content, mode=_norm_mode(mode))
         extra, _ = attr_actions(path, None, None, owner, group)
         return Change(
@@ -313,6 +345,9 @@ class File(StepKind):
                     reason=f"{path} is a {st.type}; remove it first (state: absent)",
                 )
             if not st.exists:
+                blocked = st.cannot_make(path, needs_folder=False)
+                if blocked is not None:
+                    return blocked
                 extra, _ = attr_actions(path, None, mode, owner, group)
                 return Change(
                     "create", f"create directory {path}", (Action("cmd", command=f"mkdir -p -- {q(path)}"), *extra)
@@ -332,7 +367,7 @@ class File(StepKind):
             act = Action("cmd", command=f"ln -sfn -- {q(src)} {q(path)}")
             if st.exists:
                 return Change("update", f"relink {path}: {st.link_target or st.type} -> {src}", (act,))
-            return Change("create", f"create link {path} -> {src}", (act,))
+            return st.cannot_make(path, needs_folder=True) or Change("create", f"create link {path} -> {src}", (act,))
         # file / touch
         if params.get("content") is not None:
             content = str(params["content"]).encode()
@@ -340,6 +375,9 @@ class File(StepKind):
         if st.type == "directory":
             return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
         if not st.exists:
+            blocked = st.cannot_make(path, needs_folder=True)
+            if blocked is not None:
+                return blocked
             acts, _ = attr_actions(path, None, mode, owner, group)
             return Change("create", f"create empty file {path}", (Action("cmd", command=f"touch -- {q(path)}"), *acts))
         acts, notes = attr_actions(path, st, mode, owner, group)
@@ -360,9 +398,16 @@ class Line(StepKind):
         return view_path(str(params["path"]), facts, overlay)
 
     def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
-        # a line edit manages one line, not the file: it does not fight a later edit
+        # a line edit manages one line, not the file: a later step fights it only when the
+        # file it leaves no longer has (or lacks) the line
+        def holds(st: Any) -> bool:
+            if not isinstance(st, PathState) or st.type != "file" or st.content is None:
+                return isinstance(st, PathState) and st.type == "absent" and params.get("state") == "absent"
+            text = st.content.decode("utf-8", "surrogateescape")
+            return edit_lines(text, params) == text
+
         return file_effects(str(params["path"]), change, facts, overlay.identity, state="file",
-                            mode=params.get("mode"), exact=False)
+                            mode=params.get("mode"), exact=False, goal=holds)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [stat_probe(params["path"]), *content_probes(params["path"])]
