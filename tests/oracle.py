@@ -242,9 +242,12 @@ def compare(plan: Sequence[Planned], applied: dict[Pair, Applied], *, known: boo
             if sp.status != "skip":  # a step the plan skips may go unmentioned by apply
                 problems.append(f"{where}: plan `{sp.show()}` but apply reported nothing for it")
         elif allowed is not None and got.status not in allowed:
+            hint = ""
+            if sp.status == "run" and got.status == "ok":
+                hint = "; if the step only reads, the plan must say so (`read_only` in its plan JSON entry)"
             problems.append(
                 f"{where}: plan `{sp.show()}` but apply {got.status}: {got.message!r}"
-                f" (expected {' or '.join(sorted(allowed))})"
+                f" (expected {' or '.join(sorted(allowed))}{hint})"
             )
     for pair, got in applied.items():
         if pair not in planned and not _covered_by_unknown(pair, planned):
