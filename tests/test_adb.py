@@ -29,6 +29,7 @@ from runner.steps.shell import PrepareError
 from runner.transports import transport_for
 from runner.transports.adb import ADBTransport, resolve_target
 from tests.fixtures_adb import AdbServer, FakeDevice, free_port, make_fake_apk
+from tests.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 KIOSK = ROOT / "playbooks" / "kiosk.yaml"
@@ -905,3 +906,33 @@ def test_shipped_kiosk_playbook(fake_android: Callable[..., FakeDevice], tmp_pat
     assert (run_folder(tmp_path, recap) / "artifacts" / "kiosk1" / "kiosk.png").read_bytes().startswith(PNG)
     again = opsrun("plan", *args, "--detailed-exitcode", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+# ---------------------------------------------------------------- the plan/apply oracle over ADB
+
+
+def test_two_devices_hold_the_plan_apply_oracle(fake_android: Callable[..., FakeDevice], tmp_path: Path) -> None:
+    devs = {"tab1": fake_android("tab1"), "tab2": fake_android("tab2")}
+    write_inventory(tmp_path / "inventory.yaml", devs)
+    write(tmp_path / "site.yaml", SITE)
+    make_fake_apk(tmp_path / "app.apk", "com.example.kiosk", 12)
+    (tmp_path / "config.json").write_text('{"url": "https://example.com"}\n')
+    oracle = Oracle(tmp_path, drop_env=("OPSRUN_STATE_DIR", "BLISS_", "ADB_", "ANDROID_"))
+    oracle.check("site.yaml", check_actions=True)
+    oracle.check("site.yaml", check_actions=True)
+
+
+def test_shipped_kiosk_playbook_holds_the_plan_apply_oracle(
+    fake_android: Callable[..., FakeDevice], tmp_path: Path
+) -> None:
+    dev = fake_android("kiosk1")
+    inventory = write_inventory(tmp_path / "kiosks.yaml", {"kiosk1": dev}, group="kiosks")
+    apk = make_fake_apk(tmp_path / "kiosk.apk", "com.example.kiosk", 3)
+    oracle = Oracle(
+        tmp_path,
+        inventory=inventory,
+        variables=[f"kiosk_apk={apk}"],
+        drop_env=("OPSRUN_STATE_DIR", "BLISS_", "ADB_", "ANDROID_"),
+    )
+    oracle.check(KIOSK, check_actions=True)
+    oracle.check(KIOSK, check_actions=True)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from tests.fixtures_pve import PveProcess
+from tests.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = str(ROOT / "playbooks" / "proxmox-lab.yaml")
@@ -65,3 +66,12 @@ def test_env_fallbacks_need_no_settings(pve_process: PveProcess, tmp_path: Path)
     p = opsrun("plan", LAB, cwd=tmp_path, env=pve_process.env())
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Plan:" in p.stdout
+
+
+def test_lab_playbook_holds_the_plan_apply_oracle(pve_process: PveProcess, tmp_path: Path) -> None:
+    """Per container and snapshot, apply does what the plan said; the re-plan shows no change."""
+    inventory(tmp_path, pve_process.settings())
+    oracle = Oracle(tmp_path, env=pve_process.env())
+    first = oracle.check(LAB, check_actions=True)
+    assert {sp.status for sp in first.first.steps if sp.step == "containers"} == {"create"}
+    oracle.check(LAB, check_actions=True)  # the second run holds it too

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.oracle import Oracle
 from tests.peers.sshd import Sshd, SshdFarm, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,3 +189,39 @@ steps:
     assert any(e["type"] == "retry" and e["failure"] == "connection" for e in ev), [e["type"] for e in ev]
     assert Path(remote_dir, "done").exists() and Path(remote_dir, "after").exists()
     assert Path(remote_dir, "tries").read_text().count("try") >= 2
+
+
+# ---------------------------------------------------------------- the plan/apply oracle over SSH
+
+
+def test_web_example_holds_the_plan_apply_oracle(ssh_hosts: list[Sshd], site: Callable[..., Path]) -> None:
+    project = site({h.name: h.settings() for h in ssh_hosts[:2]})
+    oracle = Oracle(project)
+    oracle.check(WEB, check_actions=True)  # plan, apply, re-plan: apply did what the plan said
+    oracle.check(WEB, check_actions=True)  # and so does the second run
+
+
+def test_steps_sharing_files_hold_the_oracle_over_ssh(ssh_hosts: list[Sshd], site: Callable[..., Path]) -> None:
+    """Later steps plan against what earlier ones leave, on every host (issue 10, over SSH)."""
+    project = site({h.name: h.settings() for h in ssh_hosts[:2]})
+    (project / "shared.yaml").write_text("""\
+opsrun: 1
+name: shared files
+hosts: web
+steps:
+  - id: root
+    file: {path: "{{ site_root }}", state: directory}
+  - id: base
+    file: {path: "{{ site_root }}/users.txt", content: "# users\\n"}
+  - id: users
+    loop: [alice, bob]
+    line: {path: "{{ site_root }}/users.txt", line: "{{ item }}", create: true}
+  - id: lock
+    file: {path: "{{ site_root }}/users.txt", mode: "0600"}
+""")
+    oracle = Oracle(project)
+    report = oracle.check("shared.yaml", non_convergent={"base", "users"}, known=True, check_actions=True)
+    for h in ssh_hosts[:2]:
+        users = report.first.step("users[1]", host=h.name)
+        assert users.status == "update" and " alice" in users.diff.splitlines(), users
+    oracle.check("shared.yaml", non_convergent={"base", "users"}, known=True, check_actions=True)
