@@ -76,7 +76,7 @@ def plan_instance(
         )
 
     if inst.skip:
-        return make(Change("skip", f"skipped ({inst.skip})"))
+        return make(Change("skip", f"skipped ({inst.skip})", reason=inst.skip))
     if inst.kind.transports and inst.host.transport not in inst.kind.transports:
         return make(
             Change(

@@ -15,7 +15,7 @@ from runner.overlay import ABSENT, Effect, Identity, Overlay, PathState, Unknown
 from runner.steps.base import Facts, OverlayUnknown
 
 IDENTITY_PROBE = "id -un; id -gn; umask"
-IDENTITY_KEY = "_host/identity"
+IDENTITY_KEY = "@host/identity"  # "@": no step id can clash with it
 MAX_CONTENT = 1024 * 1024  # must match shell.MAX_CONTENT_PROBE
 
 
@@ -175,7 +175,7 @@ def file_effects(
     path: str,
     change: Change,
     facts: Facts,
-    identity: Identity | None,
+    overlay: Overlay,
     *,
     state: str,
     mode: Any = None,
@@ -192,6 +192,12 @@ def file_effects(
     if change.status in ("blocked", "skip"):
         return []
     before = _parse(facts)
+    earlier = overlay.path(path)
+    if before.host_content and isinstance(earlier, PathState) and earlier.type == "file":
+        # the step did not ask for the content: what an earlier step left is what it has
+        before = replace(before, content=earlier.content, sha256=earlier.sha256, size=earlier.size,
+                         host_content=earlier.host_content)
+    identity = overlay.identity
     if change.status == "noop":  # as it is: recorded, so a later step that undoes it is seen
         return [Effect(key, before, exact=exact, goal=goal)]
     if state == "absent":

@@ -313,7 +313,7 @@ class File(StepKind):
             str(params["path"]),
             change,
             facts,
-            overlay.identity,
+            overlay,
             state="file" if state == "touch" else state,
             mode=params.get("mode"),
             owner=params.get("owner"),
@@ -406,7 +406,7 @@ class Line(StepKind):
             text = st.content.decode("utf-8", "surrogateescape")
             return edit_lines(text, params) == text
 
-        return file_effects(str(params["path"]), change, facts, overlay.identity, state="file",
+        return file_effects(str(params["path"]), change, facts, overlay, state="file",
                             mode=params.get("mode"), exact=False, goal=holds)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
@@ -497,7 +497,7 @@ class Template(StepKind):
         return view_path(str(params["dest"]), facts, overlay)
 
     def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
-        return file_effects(str(params["dest"]), change, facts, overlay.identity, state="file",
+        return file_effects(str(params["dest"]), change, facts, overlay, state="file",
                             mode=params.get("mode"), owner=params.get("owner"), group=params.get("group"))
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
