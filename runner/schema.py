@@ -23,6 +23,8 @@ from runner.schema_semantics import (
     EXPRESSION_KEYS,
     LATE_PARAM_KEYS,
     LATE_STEP_KEYS,
+    Scope,
+    Use,
     _Semantics,
 )
 
@@ -30,9 +32,23 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
 __all__ = [
-    "ALWAYS_KNOWN_HOSTS", "EXPRESSION_KEYS", "LATE_PARAM_KEYS", "LATE_STEP_KEYS", "SCHEMA_DIRS",
-    "SCHEMA_NAMES", "_KIND_REF", "detect", "kind_names", "load_schema", "schema_file",
-    "schema_text", "validate", "validate_gateway", "validate_inventory", "validate_playbook",
+    "ALWAYS_KNOWN_HOSTS",
+    "EXPRESSION_KEYS",
+    "LATE_PARAM_KEYS",
+    "LATE_STEP_KEYS",
+    "SCHEMA_DIRS",
+    "SCHEMA_NAMES",
+    "_KIND_REF",
+    "Scope",
+    "detect",
+    "kind_names",
+    "load_schema",
+    "schema_file",
+    "schema_text",
+    "validate",
+    "validate_gateway",
+    "validate_inventory",
+    "validate_playbook",
 ]
 
 SCHEMA_NAMES = ("playbook", "inventory", "gateway")
@@ -111,9 +127,37 @@ def _validator(name: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator, FormatChecker
 
     schema = _schema(name)  # meta-validated by tests/test_schema.py, not at every start
+    from jsonschema.validators import extend
+
     checker = FormatChecker(formats=())
     checker.checks("regex", raises=re.error)(_is_regex)
-    return Draft202012Validator(schema, format_checker=checker)
+    cls = extend(Draft202012Validator, {"oneOf": _one_of(Draft202012Validator.VALIDATORS["oneOf"])})
+    return cls(schema, format_checker=checker)
+
+
+def _one_of(stock: Any) -> Any:
+    """`oneOf` with a fast path for the "exactly one step kind" choice ([{"required": [kind]},
+    ...]): a key count instead of one sub-validation per kind (most of validate's time on
+    playbooks of thousands of steps). Other choices go to jsonschema's own `oneOf`."""
+    from jsonschema.exceptions import ValidationError
+
+    kind_choices: dict[int, bool] = {}
+
+    def one_of(validator: Any, branches: Any, instance: Any, schema: Any) -> Any:
+        simple = kind_choices.get(id(branches))
+        if simple is None:
+            simple = kind_choices[id(branches)] = all(
+                isinstance(b, dict) and set(b) == {"required"} and len(b["required"]) == 1 for b in branches)
+        if not simple or not isinstance(instance, dict):
+            yield from stock(validator, branches, instance, schema)
+            return
+        present = sum(1 for b in branches if b["required"][0] in instance)
+        if present == 0:
+            yield ValidationError("is not valid under any of the given schemas")
+        elif present > 1:
+            yield ValidationError("is valid under more than one of the given schemas")
+
+    return one_of
 
 
 def _is_regex(value: object) -> bool:
@@ -143,12 +187,17 @@ def detect(doc: Document | Any) -> str | None:
 
 
 def validate_playbook(
-    doc: Document, *, hosts: set[str] | None = None, groups: set[str] | None = None
+    doc: Document, *, hosts: set[str] | None = None, groups: set[str] | None = None,
+    scope: Scope | None = None, uses: list[Use] | None = None,
 ) -> list[Diagnostic]:
-    """Every problem of a playbook: schema errors, then ids, templates, step references and
-    (when `hosts`/`groups` are given) unknown host names."""
+    """Every problem of a playbook: schema errors, then ids, templates, step references,
+    (when `hosts`/`groups` are given) unknown host names and (with `scope`, the variable
+    names known per host) undefined variables. `uses` receives every template, parsed."""
     diags = _schema_diagnostics(doc, "playbook")
-    diags += _Semantics(doc).playbook(hosts, groups)
+    semantics = _Semantics(doc)
+    diags += semantics.playbook(hosts, groups, scope)
+    if uses is not None:
+        uses += semantics.uses
     diags += _safety_entries(doc)
     return _finish(diags)
 

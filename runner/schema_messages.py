@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from jsonschema import ValidationError
 
 _KIND_REF = "#/$defs/kind_"
+_TEMPLATED = "#/$defs/templated"  # "or a template" branch of enum fields
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "a whole number",
@@ -319,6 +320,10 @@ class _Translator:
         branches: list[Any] = list(err.validator_value)
         inst = err.instance
         fitting = [i for i, b in enumerate(branches) if _type_fits(self._types(b), inst)]
+        if not (isinstance(inst, str) and ("{{" in inst or "{%" in inst)):
+            # a plain value is meant for the listed values, not for the "or a template" branch
+            plain = [i for i in fitting if branches[i] != {"$ref": _TEMPLATED}]
+            fitting = plain or fitting
         by_branch: dict[int, list[ValidationError]] = {}
         for sub in err.context:
             by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)

@@ -5,6 +5,8 @@ group members and cycles. Parses templates (never renders them); contacts no hos
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import Diagnostic
@@ -21,6 +23,25 @@ LATE_STEP_KEYS = frozenset({"verify", "undo"})
 LATE_PARAM_KEYS = frozenset({"changed_when", "failed_when"})
 
 
+@dataclass(frozen=True)
+class Use:
+    """One template of a playbook: where it is, its parsed form, the step it belongs to."""
+
+    path: PathKey
+    ast: Any  # a jinja2 node
+    step: int  # index in steps, -1 outside steps
+    source: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The variable names templates may read, for the undefined-name check. With `hosts`
+    (host -> its names), each host is checked; without, `names` holds what is defined."""
+
+    hosts: dict[str, frozenset[str]] = _field(default_factory=dict)
+    names: frozenset[str] = frozenset()
+
+
 class _Semantics:
     """Checks the schema cannot express: unique ids, templates, step order, host names."""
 
@@ -28,6 +49,14 @@ class _Semantics:
         self.doc = doc
         self.out: list[Diagnostic] = []
         self._env: Environment | None = None
+        self.uses: list[Use] = []  # every template of the playbook, parsed once
+        self.ids: dict[str, int] = {}
+        self._text_lines: list[str] | None = None
+
+    def _lines(self) -> list[str]:
+        if self._text_lines is None:
+            self._text_lines = self.doc.text.splitlines()
+        return self._text_lines
 
     @property
     def env(self) -> Environment:
@@ -43,37 +72,40 @@ class _Semantics:
         return self._env
 
     # ------------------------------------------------------------ playbook
-    def playbook(self, hosts: set[str] | None, groups: set[str] | None) -> list[Diagnostic]:
+    def playbook(self, hosts: set[str] | None, groups: set[str] | None,
+                 scope: Scope | None = None) -> list[Diagnostic]:
         data = self.doc.data
         if not isinstance(data, dict):
             return []
         raw_steps = data.get("steps")
         steps: list[Any] = raw_steps if isinstance(raw_steps, list) else []
-        ids: dict[str, int] = {}
-        order: list[str | None] = []
+        ids: dict[str, int] = {}  # id -> index of the step that first has it
+        own_ids: list[str | None] = []
         for i, step in enumerate(steps):
             sid = step.get("id") if isinstance(step, dict) else None
             if not isinstance(sid, str):
-                order.append(None)
+                own_ids.append(None)
                 continue
             if sid in ids:
                 first = self.doc.mark(("steps", ids[sid], "id")).line
                 self.out.append(self.doc.diag(
                     ("steps", i, "id"), f"duplicate step id '{sid}' (first used at line {first})",
                     hint="step ids must be unique; rename one of them"))
-                order.append(None)
+                own_ids.append(None)
                 continue
             ids[sid] = i
-            order.append(sid)
+            own_ids.append(sid)
+        self.ids = ids
         for key, value in data.items():
             if key != "steps":
-                self._templates(value, (key,), None, set(), set(ids))
+                self._templates(value, (key,), None, -1)
         for i, step in enumerate(steps):
-            if not isinstance(step, dict):
-                continue
-            earlier = {s for s in order[:i] if s}
-            own = order[i]
-            self._templates(step, ("steps", i), own, earlier, set(ids))
+            if isinstance(step, dict):
+                self._templates(step, ("steps", i), own_ids[i], i)
+        if scope is not None:
+            from runner.schema_names import undefined_names
+
+            self.out += undefined_names(self.doc, self.uses, scope, steps, self._position)
         known = None if hosts is None and groups is None else set(hosts or ()) | set(groups or ())
         if known is not None:
             self._hosts(data.get("hosts"), ("hosts",), known)
@@ -82,16 +114,17 @@ class _Semantics:
                     self._hosts(step["hosts"], ("steps", i, "hosts"), known)
         return self.out
 
-    def _templates(self, value: Any, path: PathKey, own: str | None, earlier: set[str],
-                   all_ids: set[str]) -> None:
+    def _templates(self, value: Any, path: PathKey, own: str | None, index: int) -> None:
+        """Parse every template under `path` (of step `index`, -1 outside steps) once; check
+        its step references and keep it in `self.uses` for the undefined-name check."""
         if isinstance(value, dict):
             for k, v in value.items():
                 if k == "description" and isinstance(v, str):
                     continue
-                self._templates(v, (*path, k), own, earlier, all_ids)
+                self._templates(v, (*path, k), own, index)
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                self._templates(v, (*path, i), own, earlier, all_ids)
+                self._templates(v, (*path, i), own, index)
         elif isinstance(value, str):
             expression = bool(path) and path[-1] in EXPRESSION_KEYS and path[0] == "steps" \
                 and "vars" not in path and "env" not in path
@@ -101,13 +134,16 @@ class _Semantics:
                 ast = self._template(value, path)
             else:
                 return
-            if ast is not None and path[:1] == ("steps",):
+            if ast is None:
+                return
+            self.uses.append(Use(path, ast, index, value))
+            if path[:1] == ("steps",):
                 late = (len(path) > 2 and path[2] in LATE_STEP_KEYS) or path[-1] in LATE_PARAM_KEYS
-                allowed = earlier | ({own} if own and late else set())
-                self._step_refs(ast, path, own, allowed, all_ids)
+                self._step_refs(ast, path, own, index, late)
 
     def _expression(self, source: str, path: PathKey) -> Any:
         from jinja2 import TemplateError, TemplateSyntaxError
+        from jinja2.parser import Parser
 
         label = path[-1]
         if re.match(r"^\s*\{\{.*\}\}\s*$", source, re.S):
@@ -116,9 +152,14 @@ class _Semantics:
                 path, f"{label} is an expression: write it without {{{{ }}}}",
                 hint=f"{label}: {inner}"))
             return None
-        try:
-            self.env.compile_expression(source)
-            return self.env.parse("{{ " + source + " }}")
+        try:  # what Environment.compile_expression checks, without compiling to Python
+            parser = Parser(self.env, source, state="variable")
+            expr = parser.parse_expression()
+            if not parser.stream.eos:
+                raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno,
+                                          None, None)
+            self._check_names(expr)
+            return expr
         except TemplateSyntaxError as exc:
             hint = self._filter_hint(exc)
             if not hint and re.search(r"(?<![=!<>])=(?!=)", source):
@@ -134,7 +175,9 @@ class _Semantics:
 
         try:
             ast = self.env.parse(source)
-            self.env.compile(source)
+            self._check_names(ast)
+            if "{%" in source:  # statements may fail assertions only the compiler makes
+                self.env.compile(ast)
             return ast
         except TemplateSyntaxError as exc:
             self._jinja_error(path, f"template error: {_jinja_message(exc)}", exc.lineno,
@@ -143,6 +186,18 @@ class _Semantics:
             self._jinja_error(path, f"template error: {_jinja_message(exc)}", 1,
                               self._filter_hint(exc))
         return None
+
+    def _check_names(self, ast: Any) -> None:
+        """Unknown filters and tests, as Jinja's compiler reports them (compiling every
+        template to Python costs ~1 ms each: too slow for playbooks of thousands of steps)."""
+        from jinja2 import nodes
+        from jinja2.exceptions import TemplateAssertionError
+
+        for node in ast.find_all((nodes.Filter, nodes.Test)):
+            table = self.env.filters if isinstance(node, nodes.Filter) else self.env.tests
+            if node.name not in table:
+                what = "filter" if isinstance(node, nodes.Filter) else "test"
+                raise TemplateAssertionError(f"No {what} named {node.name!r}.", node.lineno)
 
     def _filter_hint(self, exc: Exception) -> str:
         m = re.search(r"No (filter|test) named '([^']+)'", str(exc))
@@ -161,7 +216,7 @@ class _Semantics:
         """File position of line `lineno` of the string at `path` (block scalars start on the
         line after their | or > indicator)."""
         m = self.doc.mark(path)
-        lines = self.doc.text.splitlines()
+        lines = self._lines()
         if not 0 < m.line <= len(lines):
             return m.line, m.col
         head = lines[m.line - 1][m.col - 1:m.col]
@@ -175,8 +230,8 @@ class _Semantics:
         text = lines[line - 1]
         return line, len(text) - len(text.lstrip()) + 1
 
-    def _step_refs(self, ast: Any, path: PathKey, own: str | None, allowed: set[str],
-                   all_ids: set[str]) -> None:
+    def _step_refs(self, ast: Any, path: PathKey, own: str | None, index: int,
+                   late: bool) -> None:
         from jinja2 import nodes
 
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
@@ -189,18 +244,19 @@ class _Semantics:
                 ref = node.arg.value
             else:
                 continue
-            if ref in allowed:
+            at = self.ids.get(ref)
+            if at is not None and (at < index or (late and ref == own)):
                 continue
             if ref == own:
                 message = f"step '{ref}' reads its own result before it runs"
                 hint = ("a step's own result is available in verify, undo, changed_when "
                         "and failed_when")
-            elif ref in all_ids:
+            elif at is not None:
                 message = f"step '{ref}' is used before it runs"
                 hint = f"move step '{ref}' above this one, or refer to an earlier step"
             else:
                 message = f"no step '{ref}'"
-                guess = _suggest(ref, sorted(all_ids))
+                guess = _suggest(ref, list(self.ids))
                 hint = f"did you mean '{guess}'?" if guess else (
                     "steps.<id> reads the result of an earlier step with that id")
             line, col = self._position(path, node.lineno or 1)
