@@ -76,6 +76,7 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
     read = {n for u in uses if u.step >= 0 for n, _ in read_names(u.ast)}
     checker = _Checker(doc, data, pb, resolvers, scope)
     diags += checker.steps()
+    diags += checker.rendered(uses)
     diags += checker.vars(read | checker.template_reads)
     return _finish(doc, diags)
 
@@ -160,6 +161,48 @@ class _Checker:
             if kind in SOURCE_KINDS:
                 out += self._source(i, step, kind, body)
             out += self._fields(i, step, kind, body)
+        return out
+
+    def rendered(self, uses: list[Use]) -> list[Diagnostic]:
+        """Step templates that do more than insert a name (`host.adress`, `port | int`,
+        `users[0]`) rendered with each host's values, when they read nothing known only while
+        the run goes: errors plan would stop on. Plain `{{ name }}` is covered by the name check."""
+        from jinja2 import nodes
+
+        out: list[Diagnostic] = []
+        for use in uses:
+            if use.step < 0 or len(use.path) < 3 or use.path[2] not in self.kinds | {"when", "loop"}:
+                continue
+            if not any(True for _ in use.ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter,
+                                                       nodes.Call, nodes.BinExpr))):
+                continue
+            step = self.raw_steps[use.step]
+            names = {n for n, _ in read_names(use.ast)}
+            if self._runtime(names, use.step, step) or names - {"secret"} <= GLOBAL_NAMES:
+                continue
+            failed: dict[str, str] = {}
+            for host, resolver in self.resolvers.items():
+                if any(n not in resolver.raw and n not in GLOBAL_NAMES for n in names):
+                    continue  # the undefined-name check reports it
+                context: dict[str, Any] = {"secret": _no_secret}
+                try:
+                    context.update({n: resolver.get(n) for n in names if n in resolver.raw})
+                except VarError:
+                    continue  # reported at the var
+                try:
+                    if use.path[2] == "when":
+                        render.evaluate(use.source, context)
+                    else:
+                        render.render_value(use.source, context)
+                except render.RenderError as exc:
+                    failed[host] = exc.message
+                except render.PendingResult:
+                    break
+            if failed:
+                host, message = next(iter(failed.items()))
+                on = f" (host {', '.join(list(failed)[:5])})" if len(failed) < len(self.resolvers) else ""
+                out.append(self.doc.diag(use.path, f"{message}{on}",
+                                         hint="plan renders this with the host's variables and stops here"))
         return out
 
     def _runtime(self, names: set[str], index: int, step: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import StrictUndefined
 
 from runner import render, secrets
+from runner.errors import InvalidInput
 
 # read only while the run goes: playbook vars cannot use them (they are set before any step)
 RUNTIME_NAMES = frozenset({"steps", "item", "loop_index"})
@@ -30,9 +31,14 @@ class VarError(Exception):
 
 
 class Broken(StrictUndefined):
-    """Stands for a variable that could not be rendered: any use of it fails with the reason."""
+    """Stands for a variable that could not be rendered: any use of it fails with the reason
+    (as VarUnavailable, which the renderer reports without "undefined variable:")."""
 
     __slots__ = ()
+
+
+class VarUnavailable(InvalidInput):
+    """Raised where a template uses a Broken variable."""
 
 
 def template_names(value: Any) -> set[str]:
@@ -139,7 +145,8 @@ class Resolver:
             try:
                 out[name] = self.get(name)
             except VarError as exc:
-                out[name] = Broken(hint=f"'{name}' cannot be rendered: {exc.message}", name=name)
+                out[name] = Broken(hint=f"'{name}' cannot be rendered: {exc.message}", name=name,
+                                   exc=VarUnavailable)  # type: ignore[arg-type]  # any exception type works
         return out
 
 

@@ -126,3 +126,33 @@ def test_validate_is_linear_in_steps(tmp_path: Path) -> None:
     took = time.monotonic() - t0
     assert p.returncode == 0, p.stderr[-2000:]
     assert took < 30
+
+
+def test_fuzzed_playbooks_never_raise_in_the_offline_checks(tmp_path: Path) -> None:
+    """Values of valid playbooks replaced by values of other types (templates, cycles,
+    sources, enum templates among them): diagnostics only, with and without an inventory."""
+    import random
+
+    from yaml import safe_dump
+
+    from runner import config, load, offline
+    from runner.errors import Diagnostic
+    from tests.test_schema import GOOD_PLAYBOOKS, _paths, _set
+
+    write(tmp_path / "templates" / "site.conf.j2", "listen {{ listen }} {{ nope }}\n")
+    inv = config.build_inventory(load.parse(
+        "opsrun: 1\nvars: {port: 1}\nhosts:\n  web1: {transport: local, vars: {st: x}}\n"
+        "groups:\n  web: {hosts: [web1]}\n", "inv.yaml"))
+    rng = random.Random(99)
+    samples: list[object] = [None, 0, True, "", "{{", "{{ a }}", "{{ st }}", "{{ port }}", "{% if %}",
+                             [], ["{{ a }}"], {}, {"a": "{{ b }}", "b": "{{ a }}"}, {"src": 5},
+                             "templates/site.conf.j2", "{{ steps.zz.rc }}", "{{ item }}", "greet"]
+    bases = [load.parse(t, "f.yaml").data for t in GOOD_PLAYBOOKS]
+    for n in range(150):
+        data = json.loads(json.dumps(rng.choice(bases)))
+        paths = list(_paths(data))
+        for _ in range(rng.randint(1, 4)):
+            _set(data, rng.choice(paths), rng.choice(samples))
+        doc = load.parse(safe_dump(data, sort_keys=False), str(tmp_path / "f.yaml"))
+        diags = offline.validate_playbook(doc, inv if n % 2 else None, {"x": 1})
+        assert all(isinstance(d, Diagnostic) for d in diags)
