@@ -51,7 +51,7 @@ def test_rendering_is_lazy_a_broken_var_fails_only_where_read() -> None:
     assert values["good"] == "g"
     assert isinstance(values["bad"], Broken) and isinstance(values["loop"], Broken)
     assert render.render_text("{{ good }}", values) == "g"
-    with pytest.raises(render.RenderError, match="^'bad' cannot be rendered: reads 'nowhere', which is not defined"):
+    with pytest.raises(render.RenderError, match=r"^'bad' cannot be rendered: reads 'nowhere', which is not defined"):
         render.render_text("{{ bad }}", values)
     with pytest.raises(render.RenderError, match="variable cycle: loop -> loop"):
         render.render_text("{{ loop }}", values)
