@@ -30,7 +30,7 @@ from runner.escalate import Evidence, FixAttempt, notify_webhook, report_markdow
 from runner.expand import Instance, expand, run_scope, select_steps, step_hosts
 from runner.journal import Journal
 from runner.model import MARKERS, CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
-from runner.planner import HostPlan, StepDecider, default_forks, facts_for, probes_for
+from runner.planner import HostPlan, StepDecider, by_instance, default_forks, facts_for, probes_for
 from runner.secrets import redact
 from runner.session import Session
 
@@ -135,6 +135,7 @@ class Executor:
         self.failures = 0
         self._lock = threading.Lock()
         self.hosts = {h: HostRun(h, facts=host_plans[h].facts if h in host_plans else {}) for h in plan.hosts}
+        self._plan_facts = {h: by_instance(hr.facts) for h, hr in self.hosts.items()}
         # steps that do not run on a host (not selected, not for it) read as skipped, as in the plan
         for h, hr in self.hosts.items():
             hr.known.update(run_scope(session.playbook, session.inventory, h, plan.tags, plan.skip_tags)[1])
@@ -297,7 +298,7 @@ class Executor:
         if blocked or not probes:
             return {}, blocked
         if not fresh and not hr.dirty:
-            have = facts_for(inst.key, hr.facts)
+            have = self._plan_facts[hr.name].get(inst.key, {})
             if len(have) == len(probes):
                 return have, None
         answers = self.session.transport(hr.name).probe(probes)

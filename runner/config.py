@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner import load, schema, secrets
+from runner import load, schema, secrets, variables
 from runner.errors import Diagnostic, InvalidInput
 from runner.model import Host, Inventory, Playbook, Step
 
@@ -230,26 +231,41 @@ def match_hosts(inventory: Inventory, spec: Any) -> list[str]:
 
 
 def host_vars(inventory: Inventory, host: Host, playbook: Playbook, cli_vars: dict[str, Any]) -> dict[str, Any]:
-    """inventory vars < group vars < playbook vars < host vars < --var, plus magic names."""
+    """inventory vars < group vars < playbook vars < host vars < --var, plus magic names.
+    Templated values are rendered (runner/variables.py); one that cannot be fails where used."""
+    return host_resolver(inventory, host, playbook, cli_vars).resolve_all()
+
+
+def host_resolver(
+    inventory: Inventory,
+    host: Host,
+    playbook: Playbook,
+    cli_vars: dict[str, Any],
+    secret: Callable[[str], Any] | None = None,
+) -> variables.Resolver:
+    """The host's variables, rendered on demand (validate reads them one by one)."""
     merged: dict[str, Any] = {}
     merged.update(host.group_vars)
     merged.update(playbook.vars)
     merged.update(host.vars)
     merged.update(cli_vars)
-    merged.update(
-        {
-            "inventory_hostname": host.name,
-            "host": {
-                "name": host.name,
-                "transport": host.transport,
-                "groups": list(host.groups),
-                "address": host.settings.get("address", host.name),
-            },
-            "groups": {g: list(hs) for g, hs in inventory.groups.items()},
-            "playbook_dir": str(Path(playbook.dir).resolve()),
-        }
-    )
-    return merged
+    magic = magic_vars(inventory, host, playbook)
+    merged.update(magic)
+    return variables.Resolver(merged, literal=set(cli_vars) | set(magic), secret=secret)
+
+
+def magic_vars(inventory: Inventory, host: Host, playbook: Playbook) -> dict[str, Any]:
+    return {
+        "inventory_hostname": host.name,
+        "host": {
+            "name": host.name,
+            "transport": host.transport,
+            "groups": list(host.groups),
+            "address": host.settings.get("address", host.name),
+        },
+        "groups": {g: list(hs) for g, hs in inventory.groups.items()},
+        "playbook_dir": str(Path(playbook.dir).resolve()),
+    }
 
 
 def parse_cli_vars(pairs: list[str]) -> dict[str, Any]:

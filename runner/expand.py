@@ -11,6 +11,7 @@ from typing import Any
 from runner import config, render
 from runner.errors import Diagnostic
 from runner.model import Host, Inventory, Playbook, Step
+from runner.params import coerce_params
 from runner.steps import base as steps_base
 from runner.steps.base import StepContext, StepKind
 from runner.steps.shell import PrepareError
@@ -168,6 +169,7 @@ def expand(
         try:
             params = kind.normalize(step.params)
             params = render.render_params(params, v, kind.shell_fields, kind.late_fields)
+            params = coerce_params(step.kind, params)  # enum values and lists, checked after rendering
             inst.params = kind.prepare(params, inst_ctx)
         except render.PendingResult as exc:
             inst.pending = exc.step_id

@@ -57,8 +57,18 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
 
 
 def facts_for(instance_key: str, facts: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
+    """The answers of one instance's probes (keys "<instance>/<probe>"), keyed by probe."""
     prefix = instance_key + "/"
     return {k[len(prefix) :]: v for k, v in facts.items() if k.startswith(prefix)}
+
+
+def by_instance(facts: dict[str, ProbeResult]) -> dict[str, dict[str, ProbeResult]]:
+    """All answers grouped per instance in one pass (facts_for on each would be quadratic)."""
+    out: dict[str, dict[str, ProbeResult]] = {}
+    for key, value in facts.items():
+        inst, _, probe = key.partition("/")
+        out.setdefault(inst, {})[probe] = value
+    return out
 
 
 def plan_instance(
@@ -251,8 +261,9 @@ def plan_host(
             return hp
     hp.overlay.identity = parse_identity(hp.facts.get(IDENTITY_KEY))
     decider = StepDecider(session, name, None if offline else hp.overlay)
+    grouped = by_instance(hp.facts)
     for inst in hp.instances:
-        facts = None if offline else facts_for(inst.key, hp.facts)
+        facts = None if offline else grouped.get(inst.key, {})
         hp.steps.append(decider.decide(inst, facts, blocked.get(inst.key)))
     hp.steps += _dependent_skips(session, name, tags, skip_tags, {i.step.id for i in hp.instances})
     return hp

@@ -13,7 +13,6 @@ import yaml
 
 from runner import secrets
 from runner.gateway import GatewayError
-from runner.llm.gates import load_rules
 from runner.llm.fixer import (
     FixEvidence,
     FixLedger,
@@ -23,6 +22,7 @@ from runner.llm.fixer import (
     propose_fix,
     steps_digest,
 )
+from runner.llm.gates import load_rules
 from runner.model import Playbook
 from tests.peers import fake_llm as F
 

@@ -18,8 +18,10 @@ HERE = Path(__file__).parent
 CORPUS = sorted((HERE / "malformed").glob("*.yaml"))
 SCHEMAS = HERE.parent / "schemas"
 
-EXPECT = re.compile(r"^#\s*expect:\s*(\d+):(\d+)\s+(.*?)(?:\s+\|\|\s+(.*))?\s*$")
-HEADER = re.compile(r"^#\s*(kind|hosts|groups):\s*(.*?)\s*$")
+# "# expect: LINE:COL message || hint", or "# expect: FILE:LINE:COL ..." for a diagnostic located
+# in another file (a template file, relative to the playbook's folder)
+EXPECT = re.compile(r"^#\s*expect:\s*(?:([^\s:]+):)?(\d+):(\d+)\s+(.*?)(?:\s+\|\|\s+(.*))?\s*$")
+HEADER = re.compile(r"^#\s*(kind|hosts|groups|offline):\s*(.*?)\s*$")
 
 
 # ---------------------------------------------------------------- helpers
@@ -40,22 +42,32 @@ def check_text(text: str, file: str = "t.yaml", **kw: Any) -> list[Diagnostic]:
 
 
 def check_corpus_file(path: Path) -> list[Diagnostic]:
+    """`# offline: none|<inventory file>` runs validate's full check (runner/offline.py)
+    without or with that inventory; other files get the schema and semantic checks."""
     text = path.read_text()
     kw: dict[str, Any] = {}
     for line in text.splitlines():
         m = HEADER.match(line)
         if m:
             key, value = m.groups()
-            kw[key] = value if key == "kind" else set(value.split())
+            kw[key] = value if key in ("kind", "offline") else set(value.split())
+    if "offline" in kw:
+        from runner import config, offline
+
+        inv = None
+        if kw["offline"] != "none":
+            inv = config.build_inventory(load.read(path.parent / kw["offline"]))
+        return offline.validate_playbook(load.parse(text, str(path)), inv, {})
     return check_text(text, str(path), **kw)
 
 
-def expectations(path: Path) -> list[tuple[int, int, str, str | None]]:
+def expectations(path: Path) -> list[tuple[str, int, int, str, str | None]]:
     out = []
     for line in path.read_text().splitlines():
         m = EXPECT.match(line)
         if m:
-            out.append((int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
+            file = str(path.parent / m.group(1)) if m.group(1) else str(path)
+            out.append((file, int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)))
     return out
 
 
@@ -76,16 +88,16 @@ def test_corpus_is_large_enough() -> None:
 def test_malformed_corpus(path: Path) -> None:
     diags = check_corpus_file(path)  # no exception may escape
     expected = expectations(path)
-    got = [(d.line, d.col, d.message, d.hint) for d in diags]
-    for line, col, fragment, hint in expected:
-        matches = [g for g in got if g[0] == line and g[1] == col and fragment in g[2]
-                   and (hint is None or hint in g[3])]
-        assert matches, f"{path.name}: expected {line}:{col} {fragment!r}" + (
+    got = [(d.file, d.line, d.col, d.message, d.hint) for d in diags]
+    for file, line, col, fragment, hint in expected:
+        matches = [g for g in got if g[:3] == (file, line, col) and fragment in g[3]
+                   and (hint is None or hint in g[4])]
+        assert matches, f"{path.name}: expected {file}:{line}:{col} {fragment!r}" + (
             f" (hint {hint!r})" if hint else "") + f"\ngot:\n{messages(diags)}"
     # exactly one diagnostic per expected mistake: nothing extra, nothing twice
     assert len(diags) == len(expected), f"{path.name}: got\n{messages(diags)}"
     for d in diags:
-        assert d.file == str(path)
+        assert d.file == str(path) or d.file.startswith(str(path.parent / "data"))
         assert d.message and "\n" not in d.message
         assert "is not valid under any of the given schemas" not in d.message
         assert "Additional properties" not in d.message
