@@ -1,4 +1,4 @@
-"""Table tests for runner/safety.py: dangerous variants are refused by the right rule,
+"""Table tests for runner/safety/: dangerous variants are refused by the right rule,
 benign look-alikes pass, user forbid/allow entries behave as docs/safety.md says, and a real
 LocalTransport refuses a blocked command before anything runs."""
 
