@@ -5,7 +5,7 @@ partition-table. Pure; imports .paths and .options only.
 from __future__ import annotations
 
 from runner.safety.options import _Item, _operands, _short_flags
-from runner.safety.paths import _is_block, _is_sysrq, _unknown
+from runner.safety.paths import _is_block, _is_power_file, _unknown
 
 
 def _r_mkfs(name: str, args: list[str]) -> list[_Item]:
@@ -25,10 +25,11 @@ def _r_cryptsetup(name: str, args: list[str]) -> list[_Item]:
 
 def _r_dd(name: str, args: list[str]) -> list[_Item]:
     for a in args:
-        if a.startswith("of="):
-            if _is_block(a[3:]):
+        key, eq, value = a.partition("=")
+        if eq and key in ("of", "hof", "ofs", "phod"):
+            if _is_block(value):
                 return [("rule", "dd-device")]
-            if _is_sysrq(a[3:]):
+            if _is_power_file(value):
                 return [("rule", "power")]
     return []
 
@@ -37,7 +38,7 @@ def _r_tee(name: str, args: list[str]) -> list[_Item]:
     ops = _operands(args)
     if any(_is_block(o) for o in ops):
         return [("rule", "write-block-device")]
-    if any(_is_sysrq(o) for o in ops):
+    if any(_is_power_file(o) for o in ops):
         return [("rule", "power")]
     return []
 
@@ -65,6 +66,8 @@ def _r_copy(name: str, args: list[str]) -> list[_Item]:
         dest = ops[-1] if len(ops) > 2 and ops[0] == "copy" else None
     else:
         dest = target or (ops[-1] if len(ops) >= 2 else None)
+    if dest and _is_power_file(dest):
+        return [("rule", "power")]
     return [("rule", "write-block-device")] if dest and _is_block(dest) else []
 
 
@@ -96,8 +99,10 @@ def _r_hdparm(name: str, args: list[str]) -> list[_Item]:
 
 
 def _r_nvme(name: str, args: list[str]) -> list[_Item]:
-    if args and args[0] in ("format", "sanitize", "delete-ns"):
+    if args and args[0] in ("format", "sanitize", "delete-ns", "write-zeroes", "write-uncor"):
         return [("rule", "wipe-device")]
+    if args and args[0] == "dsm" and {"-d", "--ad"} & set(args):
+        return [("rule", "wipe-device")]  # deallocate (TRIM) ranges
     return []
 
 

@@ -1,6 +1,6 @@
 """Safety rule checks on file trees: rm-root (rm, find), chmod-root, chown-root.
 
-Pure; imports .paths and .options only.
+Pure; imports .paths, .options and .wrappers only.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 from runner.safety.options import _base, _Item
-from runner.safety.paths import _MERGED_USR, _comps, _match, _protected, _system
+from runner.safety.paths import _MERGED_USR, _comps, _match, _protected, _resolve, _system
+from runner.safety.wrappers import _unwrap
 
 
 def _r_rm(name: str, args: list[str]) -> list[_Item]:
@@ -39,9 +40,25 @@ def _r_rm(name: str, args: list[str]) -> list[_Item]:
 _FIND_NEUTRAL = frozenset({"-depth", "-d", "-xdev", "-mount", "-noleaf", "-daystart", "-follow",
                            "-ignore_readdir_race", "-noignore_readdir_race", "-print", "-print0",
                            "-warn", "-nowarn"})  # fmt: skip
+_FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+# programs that destroy or take over the files find hands them
+_DESTROYERS = frozenset({"rm", "unlink", "rmdir", "shred", "truncate", "srm", "wipe", "chmod", "chown",
+                         "chgrp", "mv", "dd", "setfacl", "chattr"})  # fmt: skip
+_DESTROYER_WORD = re.compile(r"(?<![\w.-])(?:" + "|".join(sorted(_DESTROYERS)) + r")(?![\w.-])")
+
+
+def _destroys(cmd: list[str]) -> bool:
+    """Does an -exec command (through wrappers and sh -c scripts) destroy the files it gets?"""
+    stages, script = _unwrap(cmd, [])
+    if any(_base(st[0]) in _DESTROYERS for st in stages if st):
+        return True
+    return script is not None and any(_DESTROYER_WORD.search(t) for t in script.texts)
 
 
 def _r_find(name: str, args: list[str]) -> list[_Item]:
+    """rm-root: find from /, a system directory or a home with a destructive action anywhere in
+    its expression (-delete, -exec/-execdir/-ok rm ...). From / or a system directory filters
+    do not help (`find / -name core -delete` is refused); from a home they do."""
     i, n = 0, len(args)
     while i < n and (args[i] in ("-H", "-L", "-P", "-D") or args[i].startswith("-O")):
         i += 2 if args[i] == "-D" else 1
@@ -55,7 +72,7 @@ def _r_find(name: str, args: list[str]) -> list[_Item]:
     j = 0
     while j < len(expr):
         a = expr[j]
-        if a in ("-exec", "-execdir", "-ok", "-okdir"):
+        if a in _FIND_EXEC:
             k = j + 1
             cmd: list[str] = []
             while k < len(expr) and expr[k] not in (";", "+"):
@@ -63,10 +80,7 @@ def _r_find(name: str, args: list[str]) -> list[_Item]:
                 k += 1
             if cmd:
                 items.append(("argv", cmd))
-                if _base(cmd[0]) == "rm" and any(
-                    x.startswith("-") and ("r" in x or "R" in x) for x in cmd[1:]
-                ):
-                    destroys = True
+                destroys = destroys or _destroys(cmd)
             j = k + 1
             continue
         if a == "-delete":
@@ -76,8 +90,10 @@ def _r_find(name: str, args: list[str]) -> list[_Item]:
         elif a not in _FIND_NEUTRAL:
             filtering = True
         j += 1
-    if destroys and not filtering and any(_protected(s, home=True) for s in starts):
-        items.insert(0, ("rule", "rm-root"))
+    if destroys and starts:
+        system = any(_system(c) for s in starts for c in _resolve(s))
+        if system or (not filtering and any(_protected(s, home=True) for s in starts)):
+            items.insert(0, ("rule", "rm-root"))
     return items
 
 
@@ -102,7 +118,7 @@ def _r_chmod(name: str, args: list[str]) -> list[_Item]:
         else:
             ops.append(a)  # includes modes such as -x or -rwx
     mode, targets = (None, ops) if reference else ((ops[0] if ops else None), ops[1:])
-    comps = [c for t in targets if (c := _comps(t)) is not None]
+    comps = [c for t in targets for c in _resolve(t)]
     if recursive and any(_system(c) for c in comps):
         return [("rule", "chmod-root")]
     if mode is not None and _world_writable(mode) and any(c in ([], ["*"]) for c in comps):
@@ -125,7 +141,7 @@ def _r_chown(name: str, args: list[str]) -> list[_Item]:
         else:
             ops.append(a)
     targets = ops if reference else ops[1:]
-    comps = [c for t in targets if (c := _comps(t)) is not None]
+    comps = [c for t in targets for c in _resolve(t)]
     if any(c == [] for c in comps) or (recursive and any(_system(c) for c in comps)):
         return [("rule", "chown-root")]
     return []

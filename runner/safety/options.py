@@ -81,3 +81,26 @@ def _base(word: str) -> str:
 
 def _join(argv: Sequence[str]) -> str:
     return " ".join(" ".join([_base(argv[0]), *argv[1:]]).split()) if argv else ""
+
+
+def _opts_anywhere(
+    args: Sequence[str], short_arg: str = "", long_arg: Iterable[str] = ()
+) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Options and operands of a command whose options may come after operands (GNU getopt
+    permutes): every option as (flag, value), and the operands (all words after `--` too)."""
+    opts: list[tuple[str, str | None]] = []
+    operands: list[str] = []
+    long_set = tuple(long_arg)
+    i, n = 0, len(args)
+    while i < n:
+        found, j = _opts(args[i:], short_arg, long_set)
+        if j:
+            opts += found
+            if args[i + j - 1] == "--" and (not found or found[-1][1] != "--"):
+                operands += args[i + j :]
+                break
+            i += j
+            continue
+        operands.append(args[i])
+        i += 1
+    return opts, operands

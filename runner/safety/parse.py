@@ -172,6 +172,8 @@ def _parse(text: str) -> _Parsed:
             w = t.text
             if w in _RESERVED:
                 k += 1
+                if w == "time" and k < n and toks[k].kind == "word" and toks[k].text == "-p":
+                    k += 1  # bash's `time -p CMD`: -p is the keyword's, not a command
                 continue
             if w in ("for", "select", "case"):
                 skip = True

@@ -1,6 +1,5 @@
-"""Safety: what a path names (/, a system directory, a home, a block device, the sysrq trigger).
-
-Pure predicates on path text; imports only the standard library.
+"""Safety: what a path names (/, a system directory, a home, a block device, a power file) and
+which rule forbids a file destination. Pure predicates on path text; imports only the stdlib.
 """
 
 from __future__ import annotations
@@ -32,7 +31,12 @@ _DEV_SAFE_DIRS = frozenset({
     "pts", "fd", "shm", "mqueue", "hugepages", "snd", "input", "net", "bus", "char", "cpu",
     "dri", "serial", "v4l", "usb", "vfio", "tcp", "udp", "dma_heap", "cpu_dma_latency",
 })  # fmt: skip
-_SYSRQ = ["proc", "sysrq-trigger"]
+_HOME_PREFIX = re.compile(r"(~[\w.-]*|\$HOME|\$\{HOME\})(?=/|$)")
+_HOMES = ("/root", "/home/user")  # where ~ may point: a climb (~/..) is judged from both
+# files whose write reboots, powers off, crashes or suspends the machine
+_POWER_FILES = (("proc", "sysrq-trigger"), ("sys", "power", "state"))
+_WATCHDOG = re.compile(r"watchdog\d*")
+_DEV_FILE_DIRS = frozenset({"shm", "mqueue", "hugepages"})  # /dev dirs where files are normal
 
 
 def _comps(path: str) -> list[str] | None:
@@ -75,11 +79,30 @@ def _system(comps: list[str]) -> bool:
     return n == 3 and _whole(comps[2]) and second
 
 
+def _resolve(word: str) -> list[list[str]]:
+    """The components a path may name: an absolute path's own, and for a home-relative path
+    that climbs (~/.., $HOME/../..) those reached from each likely home; [] otherwise."""
+    comps = _comps(word)
+    if comps is not None:
+        return [comps]
+    m = _HOME_PREFIX.match(word)
+    if not m:
+        return []
+    rest = word[m.end() :]
+    if ".." not in rest.split("/"):
+        return []
+    user = m.group(1)
+    if user.startswith("~") and user not in ("~", "~root"):
+        homes: tuple[str, ...] = ("/home/" + user[1:],)
+    else:
+        homes = ("/root",) if user == "~root" else _HOMES
+    return [c for h in homes if (c := _comps(h + rest)) is not None]
+
+
 def _protected(word: str, *, home: bool) -> bool:
     if home and _HOME.fullmatch(word):
         return True
-    comps = _comps(word)
-    return comps is not None and _system(comps)
+    return any(_system(c) for c in _resolve(word))
 
 
 def _is_block(path: str) -> bool:
@@ -94,8 +117,42 @@ def _is_block(path: str) -> bool:
     return len(rest) == 2 and rest[0] not in _DEV_SAFE_DIRS  # LVM: /dev/<vg>/<lv>
 
 
-def _is_sysrq(path: str) -> bool:
-    return _comps(path) == _SYSRQ
+def _is_power_file(path: str) -> bool:
+    """/proc/sysrq-trigger, /sys/power/state or /dev/watchdog*: a write reboots, powers off,
+    crashes or suspends the machine (globs that may name one count)."""
+    comps = _comps(path)
+    if comps is None:
+        return False
+    if len(comps) == 2 and _match(comps[0], ("dev",)) and (
+        _WATCHDOG.fullmatch(comps[1]) or _match(comps[1], ("watchdog", "watchdog0"))
+    ):
+        return True
+    return any(
+        len(comps) == len(f) and all(_match(c, (x,)) for c, x in zip(comps, f, strict=True)) for f in _POWER_FILES
+    )
+
+
+def _is_sysrq_switch(path: str) -> bool:
+    """/proc/sys/kernel/sysrq: writing a non-zero value arms the sysrq trigger."""
+    return _comps(path) == ["proc", "sys", "kernel", "sysrq"]
+
+
+def destination_rule(path: str) -> str | None:
+    """The built-in rule a file destination (file/copy/template/line) breaks beyond what its
+    write command (`cat > PATH`) or removal (`rm -rf PATH`) shows: 'kernel-file' for a path
+    under /proc or /sys, or a /dev entry outside /dev/shm, /dev/mqueue and /dev/hugepages
+    (a file step would replace a device node with a regular file). None otherwise."""
+    for comps in _resolve(path):
+        if not comps:
+            continue
+        top = comps[0]
+        if _match(top, ("proc", "sys")) and len(comps) > 1:
+            return "kernel-file"
+        if _match(top, ("dev",)) and len(comps) > 1 and not (
+            len(comps) > 2 and _match(comps[1], _DEV_FILE_DIRS)
+        ):
+            return "kernel-file"
+    return None
 
 
 def _unknown(word: str) -> bool:

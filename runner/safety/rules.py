@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
@@ -16,28 +17,45 @@ from runner.safety.handlers import _handler, _piped_data, _redirect_rule
 from runner.safety.lexer import ParseError
 from runner.safety.options import _base, _join
 from runner.safety.parse import _parse
+from runner.safety.paths import _GLOB_CHARS, destination_rule
 from runner.safety.wrappers import _unwrap
 
 BUILTIN_RULES: dict[str, str] = {
     "rm-root": "recursive delete of /, a top-level system directory (/etc, /usr, /home, ...), "
-    "a whole /usr/* or /var/lib directory, or a home directory (~, $HOME)",
+    "a whole /usr/* or /var/lib directory, or a home directory (~, $HOME, ~/..); find from / or a "
+    "system directory with -delete or -exec rm",
     "mkfs": "making a file system or swap on a device: mkfs*, mke2fs, mkswap, mkdosfs, "
-    "cryptsetup luksFormat on /dev/... or on a target only known at run time",
-    "dd-device": "dd writing to a block device (of=/dev/sda, /dev/nvme0n1, /dev/disk/..., LVM volumes)",
-    "write-block-device": "tee, cp, mv, ddrescue or bmaptool writing to a block device",
+    "cryptsetup luksFormat, bcachefs format on /dev/... or on a target only known at run time",
+    "dd-device": "dd (dcfldd, dc3dd, ddpt, sg_dd, qemu-img dd) writing to a block device "
+    "(of=/dev/sda, /dev/nvme0n1, /dev/disk/..., LVM volumes)",
+    "write-block-device": "tee, cp, mv, ddrescue, bmaptool, qemu-img convert, socat, flashcp or "
+    "nandwrite writing to a block device",
     "redirect-block-device": "a shell redirection (>, >>, &>, <>) into a block device",
-    "wipe-device": "shred, wipefs -a, blkdiscard, hdparm --security-erase, nvme format/sanitize "
-    "on a device",
+    "wipe-device": "shred, wipefs -a, blkdiscard, hdparm --security-erase, nvme format/sanitize/"
+    "write-zeroes, sg_format, flash_erase on a device",
     "partition-table": "fdisk, gdisk, cfdisk, sfdisk, sgdisk or parted changing a device's "
     "partition table",
+    "storage": "volume managers, RAID and pools: pvcreate/vgcreate/vgextend on a device, vgremove, "
+    "lvremove, lvreduce; mdadm --create/--zero-superblock; zpool create/add/destroy/labelclear; "
+    "zfs destroy of a dataset; btrfs device add, replace start, check --repair, rescue",
     "fork-bomb": "a shell function that runs itself in a pipe or in the background "
     "(:(){ :|:& };:), or fork in a loop in perl/python/ruby/php",
     "chmod-root": "recursive chmod of / or a system directory, or making / world-writable",
     "chown-root": "recursive chown/chgrp of / or a system directory, or chown of / itself",
     "power": "shutdown, reboot, poweroff, halt, init/telinit 0|1|6, systemctl reboot|poweroff|"
-    "halt|suspend|..., kexec -e, writes to /proc/sysrq-trigger, adb reboot, svc power",
-    "kill-all": "kill -1 (every process), kill 1 (init) or killall5",
+    "halt|suspend|... or start|isolate of a power target/unit, loginctl reboot, logind PowerOff/"
+    "Reboot over D-Bus, kexec -e, writes to /proc/sysrq-trigger, /sys/power/state or "
+    "/dev/watchdog, sysctl kernel.sysrq=N, rtcwake, pm-suspend, adb reboot, svc power",
+    "kill-all": "a signal to every process or init: kill -1 / kill 1 in any spelling, killall5, "
+    "pkill/killall with a pattern matching everything, pkill -v, pkill -u root",
+    "factory-reset": "Android factory resets: am broadcast FACTORY_RESET/MASTER_CLEAR, recovery "
+    "--wipe_data, fastboot -w/erase/format/flashing unlock, twrp wipe data, cmd testharness enable",
+    "kernel-file": "a file step (file, copy, template, line) writing, creating or removing a path "
+    "under /proc, /sys or /dev (other than /dev/shm, /dev/mqueue, /dev/hugepages); checked at plan time",
 }
+
+# rules that only file destinations can break (not shell commands)
+DESTINATION_RULES = frozenset({"kernel-file"})
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,27 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Lift:
+    """One `allow:` entry and the built-in rules it lifts, for the plan to show."""
+
+    entry: str  # the allow entry as written
+    rules: tuple[str, ...]  # built-in rules it lifts: the one it names, or those its own text fires
+    everywhere: bool  # a rule name: lifted for every command; a pattern: only for what it matches
+    wide: bool = False  # a glob with wildcards or a regex: may also lift any rule on what it matches
+    pinned: tuple[str, ...] = ()  # rules it would lift but a forbid entry pins
+
+    def __str__(self) -> str:
+        if not self.rules and not self.wide:
+            why = f": forbid pins {', '.join(map(repr, self.pinned))}" if self.pinned else ""
+            return f"allow {self.entry!r} lifts no built-in rule{why}"
+        names = ", ".join(repr(r) for r in self.rules)
+        if self.everywhere:
+            return f"allow {self.entry!r} lifts built-in rule {names} everywhere"
+        what = (f"{names} and any other built-in rule" if self.rules else "any built-in rule") if self.wide else names
+        return f"allow {self.entry!r} lifts {what} for the commands it matches"
+
+
+@dataclass(frozen=True)
 class _Event:
     rule: str
     command: str
@@ -121,9 +160,13 @@ _MAX_DEPTH = 8
 _CACHE_SIZE = 4096
 _UNQUOTE = str.maketrans("", "", "'\"\\")
 _TRIGGER = re.compile(
-    r"rm|delete|/dev|mk(?:fs|e2fs|swap|dosfs|ntfs|exfat)|luks|erase|wipefs|blkdiscard|hdparm|nvme"
+    r"rm|delete|/dev|mk(?:fs|e2fs|swap|dosfs|ntfs|exfat)|luks|erase|wipe|blkdiscard|hdparm|nvme"
     r"|chmod|chown|chgrp|shutdown|reboot|poweroff|halt|init|systemctl|kexec|kill|svc|powerctl"
-    r"|sysrq|fork|function|\(\s*\)"
+    r"|sysrq|fork|function|\(\s*\)|find|shred|unlink|truncate|pv|vg|lv|mdadm|zpool|zfs|btrfs"
+    r"|bcachefs|socat|qemu|flash|nand|mtd|sg_|sysctl|rtcwake|pm-|zzz|busctl|dbus|login|power"
+    r"|suspend|hibernat|sleep|/sys|/proc|/cache|recovery|fastboot|twrp|\bam\b|\bcmd\b|factory"
+    r"|master|testharness|format",
+    re.I,
 )
 _SEGMENTS = re.compile(r"[;&|\n()`{}]|\$\(")
 _RAW_REDIRECT = re.compile(r"(?:&>>?|>>?|>\||<>)\s*(\S+)")
@@ -237,6 +280,48 @@ class Rules:
             out.setdefault((ev.command, ev.rule), Finding(ev.command, ev.rule, blocked, by))
         return list(out.values())
 
+    def lifted(self) -> list[Lift]:
+        """What each `allow:` entry lifts among the built-in rules (pinned rules excluded), in order."""
+        out: list[Lift] = []
+        for text in self.allow:
+            e = _compile(text)
+            if e.builtin is not None:
+                held = e.builtin in self._pinned
+                out.append(Lift(text, () if held else (e.builtin,), True, pinned=(e.builtin,) if held else ()))
+                continue
+            pattern = text.strip()
+            regex = pattern.startswith("re:")
+            glob = pattern[5:].strip() if pattern.startswith("glob:") else pattern
+            fired: dict[str, None] = {}
+            if not regex:
+                for fill in ("", "x"):
+                    sample = glob.replace("*", fill).replace("?", "x")
+                    try:
+                        fired.update(dict.fromkeys(f.rule for f in DEFAULT_RULES.explain(sample)))
+                    except Exception:  # an odd sample must not break the plan
+                        pass
+            rules = tuple(r for r in fired if r not in self._pinned)
+            pinned = tuple(r for r in fired if r in self._pinned)
+            wide = regex or not _GLOB_CHARS.isdisjoint(glob)
+            out.append(Lift(text, rules, False, wide=wide, pinned=pinned))
+        return out
+
+    def check_destination(self, path: str, *, remove: bool = False) -> str | None:
+        """The rule that forbids a file step (file, copy, template, line) to write or create
+        `path` (or to remove it, with remove=True), or None. Checked at plan time: the write as
+        `cat > PATH` (what the transport checks at apply), a removal as `rm -rf -- PATH`, and
+        'kernel-file' for /proc, /sys and /dev entries. forbid:/allow: apply as for commands."""
+        command = f"rm -rf -- {shlex.quote(path)}" if remove else f"cat > {shlex.quote(path)}"
+        rule = self.check(command)
+        if rule is not None:
+            return rule
+        builtin = destination_rule(path)
+        if builtin is None:
+            return None
+        shown = f"rm -rf -- {path}" if remove else f"cat > {path}"
+        blocked, _ = self._judge(_Event(builtin, shown, (shown, path)))
+        return builtin if blocked else None
+
     def _first_block(self, events: Iterable[_Event]) -> str | None:
         for ev in events:
             blocked, _ = self._judge(ev)
@@ -304,7 +389,7 @@ class Rules:
         ctx = outer + texts
         yield from self._forbid_hits(texts + (rtexts if redir else ()), display, ctx)
         for op, target in redirects:
-            rule = _redirect_rule(op, target)
+            rule = _redirect_rule(op, target, [*(stages[-1] if stages else argv), *stdin])
             if rule:
                 yield _Event(rule, rtexts[-1], outer + rtexts, redirect=True)
         if stages:
@@ -314,7 +399,11 @@ class Rules:
                 for kind, value in handler(_base(final[0]), final[1:]):
                     if kind == "rule":
                         yield _Event(value, display, ctx)
-                    elif depth < _MAX_DEPTH:
+                    elif depth >= _MAX_DEPTH:
+                        continue
+                    elif kind == "script":
+                        yield from self._events(value, depth + 1, ctx)
+                    else:
                         yield from self._argv_events(value, [], depth + 1, ctx)
         if script is not None:
             for s in script.texts:
@@ -336,7 +425,7 @@ class Rules:
             seg_text = " ".join(words)
             yield from self._forbid_hits((seg_text,), seg_text, outer)
             for r in _RAW_REDIRECT.finditer(seg):
-                rule = _redirect_rule(">", r.group(1))
+                rule = _redirect_rule(">", r.group(1), words)
                 if rule:
                     yield _Event(rule, seg_text, (*outer, seg_text), redirect=True)
             for i, w in enumerate(words):
@@ -358,3 +447,9 @@ DEFAULT_RULES = Rules()
 def check(command: str) -> str | None:
     """The built-in rules only: the rule that forbids `command`, or None."""
     return DEFAULT_RULES.check(command)
+
+
+def check_destination(path: str, rules: Rules | None = None, *, remove: bool = False) -> str | None:
+    """The rule that forbids writing/creating (or, with remove=True, removing) the file `path`
+    under `rules` (the built-in rules when None), or None. See Rules.check_destination."""
+    return (rules or DEFAULT_RULES).check_destination(path, remove=remove)

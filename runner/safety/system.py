@@ -1,83 +1,125 @@
-"""Safety rule checks on the whole system: power (shutdown, systemd, kexec, Android), kill-all,
-fork-bomb in interpreters. Pure; imports .options only.
+"""Safety rule checks on every process: kill-all (kill, killall5, pkill, killall) and fork-bomb
+in interpreters. Pure; imports .options only.
 """
 
 from __future__ import annotations
 
 import re
 
-from runner.safety.options import _Item, _operands, _opts
+from runner.safety.options import _Item, _opts
 
-_POWER_VERBS = frozenset({"poweroff", "reboot", "halt", "kexec", "soft-reboot", "emergency",
-                          "rescue", "suspend", "hibernate", "hybrid-sleep",
-                          "suspend-then-hibernate", "sleep"})  # fmt: skip
-_POWER_TARGETS = _POWER_VERBS | {"shutdown", "ctrl-alt-del", "runlevel0", "runlevel1", "runlevel6",
-                                 "final", "exit"}  # fmt: skip
-_UNIT_VERBS = frozenset({"start", "restart", "isolate", "try-restart", "reload-or-restart",
-                         "try-reload-or-restart", "enqueue-marked-jobs"})  # fmt: skip
+_LIST_OPTS = frozenset({"-l", "-L", "--list", "--table"})
+_PID = re.compile(r"([-+]?)0*(\d+)")
 
 
-def _r_systemctl(name: str, args: list[str]) -> list[_Item]:
-    _, i = _opts(args, "HMtpnosPl", ("host", "machine", "type", "property", "lines", "output",
-                                        "signal", "state", "kill-whom", "message", "when", "root",
-                                        "job-mode"))  # fmt: skip
-    ops = [a for a in args[i:] if not a.startswith("-")]
-    if not ops:
-        return []
-    verb = ops[0]
-    if verb in _POWER_VERBS:
-        return [("rule", "power")]
-    if verb in _UNIT_VERBS and any(u.removesuffix(".target") in _POWER_TARGETS for u in ops[1:]):
-        return [("rule", "power")]
-    return []
-
-
-def _r_shutdown(name: str, args: list[str]) -> list[_Item]:
-    harmless = {"--help", "--version"}
-    if name == "shutdown":
-        harmless |= {"-c", "-k", "--show"}
-    else:
-        harmless |= {"-w", "--wtmp-only"}
-    return [] if harmless & set(args) else [("rule", "power")]
-
-
-def _r_init(name: str, args: list[str]) -> list[_Item]:
-    ops = _operands(args)
-    return [("rule", "power")] if ops and ops[0] in ("0", "1", "6", "s", "S", "single") else []
-
-
-def _r_kexec(name: str, args: list[str]) -> list[_Item]:
-    quiet = {"-l", "--load", "-p", "--load-panic", "-u", "--unload", "-h", "--help", "-v",
-             "--version", "-S", "--status"}  # fmt: skip
-    return [] if quiet & set(args) or not args else [("rule", "power")]
-
-
-def _r_svc(name: str, args: list[str]) -> list[_Item]:
-    if args[:1] == ["power"] and len(args) > 1 and args[1] in ("reboot", "shutdown"):
-        return [("rule", "power")]
-    return []
-
-
-def _r_setprop(name: str, args: list[str]) -> list[_Item]:
-    return [("rule", "power")] if args[:1] == ["sys.powerctl"] else []
+def _zero_signal(sig: str | None) -> bool:
+    if sig is None:
+        return False
+    s = sig.upper().removeprefix("SIG")
+    return s.isdigit() and int(s) == 0
 
 
 def _r_kill(name: str, args: list[str]) -> list[_Item]:
+    """kill-all: a signal to PID -1 (every process) or 1 (init), in any spelling:
+    kill -9 -01, kill -s KILL -1, kill -KILL -- -1, kill --signal=9 -- -1."""
     if name == "killall5":
         return [] if {"-h", "--help"} & set(args) else [("rule", "kill-all")]
-    i = 0
-    if args and args[0] in ("-l", "-L", "--list", "--table"):
+    signal: str | None = None
+    i, n = 0, len(args)
+    while i < n:
+        a = args[i]
+        if a in _LIST_OPTS or a in ("-p", "--pid"):
+            return []  # lists signals or prints pids: sends nothing
+        if a in ("-s", "-n", "--signal"):
+            signal, i = (args[i + 1] if i + 1 < n else ""), i + 2
+        elif a.startswith("--signal="):
+            signal, i = a.split("=", 1)[1], i + 1
+        elif a in ("-q", "--queue"):
+            i += 2
+        elif a == "--timeout":
+            i += 3
+        elif a in ("-a", "--all", "--verbose", "-r", "--require-handler"):
+            i += 1
+        elif a == "--":
+            i += 1
+            break
+        elif a.startswith("-") and len(a) > 1 and signal is None:
+            signal, i = a[1:], i + 1
+        else:
+            break
+    if _zero_signal(signal):
         return []
-    signal = ""
-    if args and args[0] in ("-s", "-n", "--signal"):
-        signal, i = (args[1] if len(args) > 1 else ""), 2
-    elif args and args[0].startswith("-") and args[0] != "--":
-        signal, i = args[0][1:], 1
-    if i < len(args) and args[i] == "--":
-        i += 1
-    if signal in ("0", "SIG0"):
+    for p in args[i:]:
+        m = _PID.fullmatch(p)
+        if m and int(m.group(2)) == 1:
+            return [("rule", "kill-all")]  # -1: every process; 1: init
+    return []
+
+
+_PROC_NAMES = ("systemd", "sshd", "bash", "kthreadd", "cron", "agetty", "rsyslogd", "dbus-daemon")
+_PROC_LINES = ("/sbin/init splash", "sshd: /usr/sbin/sshd -D [listener]", "-bash", "[kthreadd]",
+               "/usr/sbin/cron -f", "/sbin/agetty -o -p -- \\u --noclear tty1 linux")  # fmt: skip
+_SIGNALS = ("HUP|INT|QUIT|ILL|TRAP|ABRT|IOT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CLD|CONT"
+            "|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|POLL|PWR|SYS|EMT|LOST|INFO|RTMIN|RTMAX")
+_SIGNAL_ARG = re.compile(rf"-(?:\d+|(?:SIG)?(?:{_SIGNALS})(?:[+-]\d+)?)", re.I)
+
+
+def _matches_all(pattern: str, *, full: bool, icase: bool, exact: bool) -> bool:
+    """Would this process pattern (an extended regex) select every process?"""
+    try:
+        rx = re.compile(pattern, re.I if icase else 0)
+    except re.error:
+        return False
+    samples = _PROC_LINES if full else _PROC_NAMES
+    hit = rx.fullmatch if exact else rx.search
+    return all(hit(s) for s in samples)
+
+
+def _root_user(value: str | None) -> bool:
+    return value is not None and any(u.strip() in ("0", "root") for u in value.split(","))
+
+
+def _r_pkill(name: str, args: list[str]) -> list[_Item]:
+    """kill-all: pkill/killall selecting every process (pkill -9 ., killall -r '.*', pkill -u root,
+    pkill -v NAME)."""
+    if args and _SIGNAL_ARG.fullmatch(args[0]):
+        if _zero_signal(args[0][1:]):
+            return []
+        args = args[1:]
+    if name == "pkill":
+        opts, i = _opts(args, "gGPstuUFqr", ("signal", "pgroup", "group", "parent", "session", "terminal",
+                                             "euid", "uid", "pidfile", "ns", "nslist", "queue", "runstates",
+                                             "env", "cgroup"))  # fmt: skip
+        regex = True
+    else:
+        opts, i = _opts(args, "sugoyZn", ("signal", "user", "older-than", "younger-than", "context", "ns"))
+        regex = any(k in ("-r", "--regexp") for k, _ in opts)
+    keys = {k for k, _ in opts}
+    if keys & {"-l", "--list", "-h", "--help", "-V", "--version"}:
         return []
-    return [("rule", "kill-all")] if {"1", "-1"} & set(args[i:]) else []
+    if _zero_signal(next((v for k, v in opts if k in ("-s", "--signal")), None)):
+        return []
+    patterns = args[i:]
+    selectors = keys & {"-g", "-G", "-P", "-s", "-t", "-u", "-U", "-F", "--pgroup", "--group", "--parent",
+                        "--session", "--terminal", "--euid", "--uid", "--pidfile", "--user", "--ns",
+                        "--cgroup", "-o", "-y", "--older-than", "--younger-than"}  # fmt: skip
+    if name == "pkill":
+        selectors -= {"-s"}  # -s is a session for pkill, a signal for killall
+    users = [v for k, v in opts if k in ("-u", "-U", "--euid", "--uid", "--user")]
+    if not patterns:
+        if any(_root_user(u) for u in users) or any(v == "1" for k, v in opts if k in ("-P", "--parent")):
+            return [("rule", "kill-all")]
+        return []
+    if not regex:
+        return []
+    full = bool(keys & {"-f", "--full"})
+    icase = bool(keys & {"-i", "--ignore-case", "-I"})
+    exact = bool(keys & {"-x", "--exact", "-e"}) if name == "pkill" else False
+    if (keys & {"-v", "--inverse"}) and name == "pkill" and not selectors:
+        return [("rule", "kill-all")]
+    if any(_matches_all(p, full=full, icase=icase, exact=exact) for p in patterns):
+        return [("rule", "kill-all")]
+    return []
 
 
 _FORK_LOOP = re.compile(r"\bfork\b.*\b(?:while|until|loop)\b|\b(?:while|until|for|loop)\b.*\bfork\b")

@@ -4,26 +4,11 @@ argv or the script text they run. Pure; imports .options and .lexer only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import re
 
 from runner.safety.lexer import _ASSIGN
-from runner.safety.options import _base, _keys, _opts, _value
-
-# A wrapper turns its arguments into the command it runs: a new argv, a _Script (text run
-# by a shell), or None (it runs nothing we can see).
-
-
-@dataclass(frozen=True)
-class _Script:
-    texts: tuple[str, ...]
-
-
-_Next = list[str] | _Script | None
-
-
-def _stdin_script(stdin: Sequence[str]) -> _Script | None:
-    return _Script(tuple(stdin)) if stdin else None
+from runner.safety.options import _base, _keys, _opts, _opts_anywhere, _value
+from runner.safety.runners import _RUNNERS, _Next, _Script, _stdin_script, _w_ldso, _Wrapper
 
 
 def _w_shell(args: list[str], stdin: list[str]) -> _Next:
@@ -90,20 +75,6 @@ def _w_env(args: list[str], stdin: list[str]) -> _Next:
     while rest and _ASSIGN.match(rest[0]):
         rest = rest[1:]
     return rest or None
-
-
-def _w_generic(short_arg: str = "", long_arg: Iterable[str] = (), *, skip: int = 0,
-               none_if: Iterable[str] = ()) -> Callable[[list[str], list[str]], _Next]:  # fmt: skip
-    """A wrapper: options (some with a value), `skip` operands, then the command."""
-    stop = set(none_if)
-
-    def unwrap(args: list[str], stdin: list[str]) -> _Next:
-        opts, i = _opts(args, short_arg, long_arg)
-        if _keys(opts) & stop:
-            return None
-        return args[i + skip :] or None
-
-    return unwrap
 
 
 def _w_command(args: list[str], stdin: list[str]) -> _Next:
@@ -182,14 +153,84 @@ def _w_runuser(args: list[str], stdin: list[str]) -> _Next:
     return _w_su(args, stdin)
 
 
+_SSH_ARG = "BbcDEeFIiJLlmOopQRSWw"
+_SSH_COMMANDS = ("proxycommand", "localcommand", "remotecommand", "knownhostscommand")
+
+
 def _w_ssh(args: list[str], stdin: list[str]) -> _Next:
-    _, i = _opts(args, "BbcDEeFIiJLlmOopQRSWw")
+    """ssh [OPTIONS] HOST [OPTIONS] [--] [COMMAND]: OpenSSH reads options after the host too,
+    and `--` ends them; -o ProxyCommand/LocalCommand/RemoteCommand values are commands."""
+    scripts: list[str] = []
+    i, n = 0, len(args)
+
+    def options(i: int) -> tuple[int, bool]:
+        while i < n:
+            a = args[i]
+            if a == "--":
+                return i + 1, True
+            if len(a) < 2 or a[0] != "-":
+                return i, False
+            for pos in range(1, len(a)):
+                if a[pos] in _SSH_ARG:
+                    value = a[pos + 1 :]
+                    if not value and i + 1 < n:
+                        i += 1
+                        value = args[i]
+                    if a[pos] == "o":
+                        key, _, val = value.replace("=", " ", 1).partition(" ")
+                        if key.lower() in _SSH_COMMANDS and val.strip().lower() != "none":
+                            scripts.append(val.strip())
+                    break
+            i += 1
+        return i, False
+
+    i, ended = options(0)
+    if i >= n:
+        return _Script(tuple(scripts)) if scripts else None
+    i += 1  # the destination
+    if not ended:
+        i, _ = options(i)
     rest = args[i:]
-    if not rest:
-        return None
-    if rest[1:]:
-        return _Script((" ".join(rest[1:]),))
-    return _stdin_script(stdin)
+    if rest:
+        scripts.append(" ".join(rest))
+    elif not scripts and stdin:
+        return _stdin_script(stdin)
+    return _Script(tuple(scripts)) if scripts else None
+
+
+def _w_autossh(args: list[str], stdin: list[str]) -> _Next:
+    """autossh [-M PORT] [-f] SSH-ARGS."""
+    _, i = _opts(args, "M")
+    return _w_ssh(args[i:], stdin)
+
+
+def _w_mosh(args: list[str], stdin: list[str]) -> _Next:
+    """mosh [OPTIONS] [--] HOST [--] [COMMAND]."""
+    _, i = _opts(args, "p", ("client", "server", "ssh", "port", "bind-server", "family", "predict",
+                            "experimental-remote-ip"))  # fmt: skip
+    rest = args[i + 1 :]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return _Script((" ".join(rest),)) if rest else None
+
+
+def _w_nc(args: list[str], stdin: list[str]) -> _Next:
+    """ncat/nc -e PROG, -c CMD, --sh-exec CMD, --lua-exec: run a program for the connection."""
+    opts, _ = _opts_anywhere(args, "ecpswiIoOqxXTCgGmdSW", ("exec", "sh-exec", "source-port", "source", "wait",
+                                                   "idle-timeout", "output", "hex-dump", "proxy",
+                                                   "proxy-type", "proxy-auth", "max-conns", "allow",
+                                                   "deny", "allowfile", "denyfile"))  # fmt: skip
+    texts = [v for k, v in opts if k in ("-e", "-c", "--exec", "--sh-exec") and v]
+    return _Script(tuple(texts)) if texts else None
+
+
+def _w_capsh(args: list[str], stdin: list[str]) -> _Next:
+    """capsh [OPTIONS] -- ARGS: ARGS go to /bin/bash (capsh -- -c 'CMD')."""
+    if "--" in args:
+        return _w_shell(args[args.index("--") + 1 :], stdin)
+    if "==" in args:
+        return _w_capsh(args[args.index("==") + 1 :], stdin)
+    return None
 
 
 def _w_adb(args: list[str], stdin: list[str]) -> _Next:
@@ -215,32 +256,25 @@ def _w_eval(args: list[str], stdin: list[str]) -> _Next:
     return _Script((" ".join(args),)) if args else None
 
 
+_LDSO = re.compile(r"ld(?:-linux[\w.-]*|-musl[\w.-]*)?\.so(?:\.\d+)*")
 _SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash", "fish", "lksh", "yash")
-_WRAPPERS: dict[str, Callable[[list[str], list[str]], _Next]] = {
+_WRAPPERS: dict[str, _Wrapper] = {
+    **_RUNNERS,
     **dict.fromkeys(_SHELLS, _w_shell),
     "sudo": _w_sudo,
     "doas": _w_doas,
     "env": _w_env,
-    "nohup": _w_generic(),
-    "builtin": _w_generic(),
-    "exec": _w_generic("a"),
     "command": _w_command,
-    "nice": _w_generic("n", ("adjustment",)),
-    "ionice": _w_generic("cnpPu", ("class", "classdata", "pid", "pgid", "uid"),
-                         none_if=("-p", "-P", "-u", "--pid", "--pgid", "--uid")),
-    "timeout": _w_generic("sk", ("signal", "kill-after"), skip=1),
-    "stdbuf": _w_generic("ioe", ("input", "output", "error")),
-    "setsid": _w_generic(),
-    "time": _w_generic("of", ("output", "format")),
-    "chroot": _w_generic("", ("userspec", "groups"), skip=1),
-    "taskset": _w_generic("", (), skip=1, none_if=("-p", "--pid")),
-    "unbuffer": _w_generic(),
     "xargs": _w_xargs,
     "watch": _w_watch,
     "flock": _w_flock,
     "su": _w_su,
     "runuser": _w_runuser,
     "ssh": _w_ssh,
+    "autossh": _w_autossh,
+    "mosh": _w_mosh,
+    **dict.fromkeys(("nc", "ncat", "netcat"), _w_nc),
+    "capsh": _w_capsh,
     "adb": _w_adb,
     "busybox": _w_busybox,
     "toybox": _w_busybox,
@@ -255,7 +289,8 @@ def _unwrap(argv: list[str], stdin: list[str]) -> tuple[list[list[str]], _Script
         if not argv:
             break
         stages.append(argv)
-        wrap = _WRAPPERS.get(_base(argv[0]))
+        name = _base(argv[0])
+        wrap = _WRAPPERS.get(name) or (_w_ldso if _LDSO.fullmatch(name) else None)
         if wrap is None:
             break
         nxt = wrap(argv[1:], stdin)
