@@ -17,9 +17,11 @@ from runner.safety import (
     DEFAULT_RULES,
     DESTINATION_RULES,
     Finding,
+    Lift,
     ParseError,
     Rules,
     check,
+    check_destination,
     split_commands,
     validate_entry,
 )
@@ -230,6 +232,161 @@ def test_explain_lists_each_fired_rule() -> None:
         Finding("rm -rf /", "rm-root", blocked=True),
     ]
     assert Rules().explain("echo ok") == []
+
+
+# ---------------------------------------------------------------- file destinations (plan time)
+
+DESTINATIONS: list[tuple[str, bool, str | None]] = [  # path, remove?, rule
+    ("/dev/sda", False, "redirect-block-device"),
+    ("/dev/sdb1", False, "redirect-block-device"),
+    ("/dev/nvme0n1", False, "redirect-block-device"),
+    ("/dev/nvme0n1p2", False, "redirect-block-device"),
+    ("/dev/mmcblk0", False, "redirect-block-device"),
+    ("/dev/mmcblk0p1", False, "redirect-block-device"),
+    ("/dev/disk/by-id/ata-WDC_123", False, "redirect-block-device"),
+    ("/dev/mapper/vg-root", False, "redirect-block-device"),
+    ("/dev/pve/vm-100-disk-0", False, "redirect-block-device"),
+    ("/dev/../dev/sda", False, "redirect-block-device"),
+    ("/proc/sysrq-trigger", False, "power"),
+    ("/sys/power/state", False, "power"),
+    ("/proc/sys/kernel/sysrq", False, "power"),
+    ("/dev/watchdog", False, "power"),
+    ("/proc/self/environ", False, "kernel-file"),
+    ("/proc/sys/net/ipv4/ip_forward", False, "kernel-file"),
+    ("/sys/class/leds/led0/brightness", False, "kernel-file"),
+    ("/sys/kernel/mm/transparent_hugepage/enabled", False, "kernel-file"),
+    ("/etc/../proc/1/mem", False, "kernel-file"),
+    ("/dev/null", False, "kernel-file"),
+    ("/dev/tty1", False, "kernel-file"),
+    ("/dev/ttyUSB0", False, "kernel-file"),
+    ("/dev/shm/app.lock", False, None),
+    ("/dev/mqueue/q", False, None),
+    ("/etc/motd", False, None),
+    ("/etc/nginx/conf.d/site.conf", False, None),
+    ("/tmp/opsrun/x", False, None),
+    ("~/.bashrc", False, None),
+    ("relative/file.txt", False, None),
+    ("/proc", False, None),  # the directory itself: a file step fails on it, harmlessly
+    ("/", True, "rm-root"),
+    ("/etc", True, "rm-root"),
+    ("/etc/", True, "rm-root"),
+    ("/usr/lib", True, "rm-root"),
+    ("/var/lib", True, "rm-root"),
+    ("/home", True, "rm-root"),
+    ("/bin", True, "rm-root"),
+    ("/data", True, "rm-root"),
+    ("~", True, "rm-root"),
+    ("~/../", True, "rm-root"),
+    ("/tmp/..", True, "rm-root"),
+    ("/proc/1", True, "kernel-file"),
+    ("/sys/fs/cgroup/x", True, "kernel-file"),
+    ("/dev/sda", True, "kernel-file"),
+    ("/dev/shm/old.lock", True, None),
+    ("/etc/nginx/conf.d", True, None),
+    ("/srv/app/releases/1", True, None),
+    ("/home/alice/tmp", True, None),
+    ("~/.cache/pip", True, None),
+    ("/var/lib/app/cache", True, None),
+]
+
+
+@pytest.mark.parametrize(("path", "remove", "rule"), DESTINATIONS, ids=[f"{'rm ' if r else ''}{p}" for p, r, _ in DESTINATIONS])
+def test_file_destinations(path: str, remove: bool, rule: str | None) -> None:
+    assert check_destination(path, remove=remove) == rule
+    assert DEFAULT_RULES.check_destination(path, remove=remove) == rule
+    assert check_destination(path, Rules(), remove=remove) == rule
+
+
+def test_file_destinations_respect_forbid_and_allow() -> None:
+    assert Rules(allow=["kernel-file"]).check_destination("/proc/sys/net/ipv4/ip_forward") is None
+    assert Rules(allow=["kernel-file"]).check_destination("/dev/sda") == "redirect-block-device"
+    leds = Rules(allow=["cat > /sys/class/leds/*"])
+    assert leds.check_destination("/sys/class/leds/led0/brightness") is None
+    assert leds.check_destination("/sys/power/state") == "power"
+    assert leds.check_destination("/sys/block/sda/queue/scheduler") == "kernel-file"
+    assert Rules(allow=["/sys/class/leds/*"]).check_destination("/sys/class/leds/a/trigger") is None
+    assert Rules(allow=["redirect-block-device", "kernel-file"]).check_destination("/dev/sdb") is None
+    assert Rules(allow=["cat > /dev/sdb"]).check_destination("/dev/sdb") is None
+    assert Rules(allow=["cat > /dev/sdb"]).check_destination("/dev/sdc") == "redirect-block-device"
+    assert Rules(allow=["rm-root"]).check_destination("/etc", remove=True) is None
+    assert Rules(allow=["rm -rf -- /srv"]).check_destination("/srv", remove=True) is None
+    assert Rules(forbid=["kernel-file"], allow=["kernel-file"]).check_destination("/proc/x") == "kernel-file"
+    assert Rules(forbid=["cat > /etc/shadow"]).check_destination("/etc/shadow") == "cat > /etc/shadow"
+    assert Rules(forbid=["rm -rf -- /opt/*"]).check_destination("/opt/app", remove=True) == "rm -rf -- /opt/*"
+    assert Rules(forbid=["rm -rf -- /opt/*"]).check_destination("/opt/app") is None
+    assert check_destination("/proc/x", Rules(allow=["power"])) == "kernel-file"
+    assert "kernel-file" in DESTINATION_RULES and set(BUILTIN_RULES) >= DESTINATION_RULES
+
+
+# ---------------------------------------------------------------- rules lifted by allow:
+
+LIFTS: list[tuple[list[str], list[str], list[Lift]]] = [  # forbid, allow, lifted()
+    ([], [], []),
+    ([], ["power"], [Lift("power", ("power",), everywhere=True)]),
+    ([], ["rule:rm-root"], [Lift("rule:rm-root", ("rm-root",), everywhere=True)]),
+    (["power"], ["power"], [Lift("power", (), everywhere=True, pinned=("power",))]),
+    ([], ["rm -rf /srv"], [Lift("rm -rf /srv", ("rm-root",), everywhere=False)]),
+    ([], ["systemctl reboot"], [Lift("systemctl reboot", ("power",), everywhere=False)]),
+    ([], ["glob:fastboot -w"], [Lift("glob:fastboot -w", ("factory-reset",), everywhere=False)]),
+    ([], ["cat * > /dev/sdb"], [Lift("cat * > /dev/sdb", ("redirect-block-device",), everywhere=False, wide=True)]),
+    ([], ["sudo *"], [Lift("sudo *", (), everywhere=False, wide=True)]),
+    ([], ["re:^shutdown -r"], [Lift("re:^shutdown -r", (), everywhere=False, wide=True)]),
+    ([], ["echo hi"], [Lift("echo hi", (), everywhere=False)]),
+    (["power"], ["systemctl reboot"], [Lift("systemctl reboot", (), everywhere=False, pinned=("power",))]),
+    ([], ["kill-all", "zpool destroy scratch"], [Lift("kill-all", ("kill-all",), everywhere=True),
+                                                Lift("zpool destroy scratch", ("storage",), everywhere=False)]),
+]
+
+
+@pytest.mark.parametrize(("forbid", "allow", "lifts"), LIFTS)
+def test_lifted_names_what_each_allow_entry_lifts(forbid: list[str], allow: list[str], lifts: list[Lift]) -> None:
+    assert Rules(forbid=forbid, allow=allow).lifted() == lifts
+
+
+def test_lifted_reads_as_a_sentence() -> None:
+    text = [str(x) for x in Rules(forbid=["kill-all"], allow=["power", "rm -rf /srv", "sudo *", "kill-all", "echo"]).lifted()]
+    assert text == [
+        "allow 'power' lifts built-in rule 'power' everywhere",
+        "allow 'rm -rf /srv' lifts 'rm-root' for the commands it matches",
+        "allow 'sudo *' lifts any built-in rule for the commands it matches",
+        "allow 'kill-all' lifts no built-in rule: forbid pins 'kill-all'",
+        "allow 'echo' lifts no built-in rule",
+    ]
+    assert str(Rules(allow=["cat * > /dev/sdb"]).lifted()[0]) == (
+        "allow 'cat * > /dev/sdb' lifts 'redirect-block-device' and any other built-in rule for the commands it matches"
+    )
+
+
+# ---------------------------------------------------------------- the package itself
+
+
+def test_safety_modules_are_small_pure_and_point_down() -> None:
+    import ast
+
+    import runner.safety
+
+    allowed_stdlib = {"__future__", "collections", "dataclasses", "difflib", "fnmatch", "itertools", "re", "shlex", "typing"}
+    folder = Path(runner.safety.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 8
+    for path in modules:
+        text = path.read_text()
+        tree = ast.parse(text)
+        doc = ast.get_docstring(tree)
+        assert doc, path.name
+        head = doc.split("\n\n")[0].splitlines()
+        assert len(head) == 2 and all(line.strip() for line in head), path.name
+        assert len(text.splitlines()) < 600, path.name
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "runner":
+                    assert name == "runner.errors" or name.startswith("runner.safety."), (path.name, name)
+                else:
+                    assert top in allowed_stdlib, (path.name, name)
 
 
 # ---------------------------------------------------------------- the splitter

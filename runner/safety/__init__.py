@@ -1,12 +1,11 @@
-"""Forbidden-command rules: decides whether one shell command may be sent to a target.
+"""Forbidden-command rules: may this shell command be sent to a target, may a file step write
+this path? Pure: no I/O, no subprocess, no logging; imports nothing above runner.errors.
 
-Pure: no I/O, no subprocess, no logging; imports nothing above runner.errors. A small shell
-lexer (lexer.py, parse.py) splits the command into simple commands (quotes, operators,
-substitutions, heredocs), wrappers such as sudo/env/nohup are stripped and nested scripts
-(sh -c, eval, su -c, ssh) are read too (wrappers.py, runners.py); rule checks live in fs.py,
-disk.py, storage.py, power.py, system.py and android.py, the guard in rules.py (also file
-destinations, checked at plan time). A guard rail against mistakes and LLM slips, not a sandbox:
-see docs/safety.md for what it cannot see.
+Layout: lexer.py and parse.py read the shell (quotes, operators, substitutions, heredocs);
+wrappers.py and runners.py peel wrappers (sudo, env, sh -c, ssh, strace, nsenter, ...); fs.py,
+disk.py, storage.py, power.py, system.py and android.py hold the rule checks, handlers.py maps
+program names to them, paths.py judges paths; rules.py has the Rules guard. A guard rail against
+mistakes and LLM slips, not a sandbox: docs/safety.md says what it cannot see.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Safety rule checks for `factory-reset`: Android intents (am broadcast FACTORY_RESET/MASTER_CLEAR),
-recovery --wipe_data, fastboot wipes/erases/unlocks, TWRP wipes, test harness mode. Pure; .options, .fs.
+recovery --wipe_data, fastboot wipes/erases/unlocks, TWRP wipes, test harness. Pure; imports .options, .fs.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Safety rule checks on file trees: rm-root (rm, find), chmod-root, chown-root.
-
+"""Safety rule checks on file trees: rm-root (rm, find, wipe), chmod-root, chown-root.
 Pure; imports .paths, .options and .wrappers only.
 """
 

@@ -1,5 +1,4 @@
 """Safety, step 1: a small shell lexer (quotes, operators, substitutions, heredocs) -> tokens.
-
 Pure: imports only the standard library; nothing from runner above runner.errors.
 """
 

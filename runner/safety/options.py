@@ -1,5 +1,4 @@
 """Safety: argument helpers shared by wrappers and rule checks (options, operands, names).
-
 Pure; imports only the standard library.
 """
 

@@ -1,5 +1,5 @@
 """Safety rule checks for the `power` rule: shutdown/reboot commands, systemd units and targets,
-logind over D-Bus, kexec, suspend tools, Android power. Pure; imports .options and .paths only.
+logind over D-Bus, kexec, suspend tools, Android power. Pure; imports .options only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Safety rule checks for volumes and pools (`storage`): LVM, mdadm, ZFS, btrfs, bcachefs; and
-block devices reached through relays and image tools (socat, qemu-img, mtd). Pure; .paths/.options.
+block devices reached through relays and image tools (socat, qemu-img, mtd). Pure; imports .paths, .options.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Safety: wrappers (sudo, env, nice, sh -c, ssh, adb shell, ...) peeled off a command, giving the
-argv or the script text they run. Pure; imports .options and .lexer only.
+argv or the script text they run. Pure; imports .options, .runners, .lexer.
 """
 
 from __future__ import annotations
