@@ -444,6 +444,18 @@ def test_prefilter_never_hides_a_block() -> None:
         assert (check(text) is not None) == blocked, text
 
 
+def test_corpus_words_shuffled_never_raise_and_prefilter_agrees() -> None:
+    """Random sentences of the corpora's words: explain() never raises, check() agrees with it."""
+    words = sorted({w for c, _ in DANGEROUS for w in c.split()} | {w for c in BENIGN for w in c.split()})
+    rng = random.Random(7)
+    rules = Rules(forbid=["x*"], allow=["power", "rm -rf /srv"])
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
+        rules.explain(text)
+        blocked = any(f.blocked for f in DEFAULT_RULES.explain(text))
+        assert (check(text) is not None) == blocked, text
+
+
 def test_deep_nesting_is_bounded() -> None:
     cmd = "rm -rf /"
     for _ in range(30):
