@@ -507,3 +507,20 @@ def test_local_transport_refuses_before_running(tmp_path: Path) -> None:
         assert not marker.exists()
         assert t.run(f"echo ok > {marker}").rc == 0
     assert marker.read_text() == "ok\n"
+
+
+def test_session_gives_the_planner_the_hosts_rules() -> None:
+    from runner.model import Inventory, Playbook
+    from runner.session import Session
+
+    host = Host(name="web1", transport="local", forbid=("re:^iptables -F",), allow=("power",))
+    playbook = Playbook(name="p", hosts="web1", steps=(), forbid=("kernel-file",), allow=("kernel-file",))
+    session = Session(Inventory(hosts={"web1": host}, groups={}), playbook)
+    rules = session.rules("web1")
+    assert rules is session.rules("web1") and session.guard("web1") == rules.check
+    assert rules.check("reboot") is None and rules.check("iptables -F") == "re:^iptables -F"
+    assert rules.check_destination("/proc/sys/x") == "kernel-file"  # the playbook's forbid pins it
+    assert [str(x) for x in rules.lifted()] == [
+        "allow 'power' lifts built-in rule 'power' everywhere",
+        "allow 'kernel-file' lifts no built-in rule: forbid pins 'kernel-file'",
+    ]
