@@ -114,7 +114,7 @@ def _r_pkill(name: str, args: list[str]) -> list[_Item]:
         return []
     full = bool(keys & {"-f", "--full"})
     icase = bool(keys & {"-i", "--ignore-case", "-I"})
-    exact = bool(keys & {"-x", "--exact", "-e"}) if name == "pkill" else False
+    exact = bool(keys & {"-x", "--exact"}) if name == "pkill" else False
     if (keys & {"-v", "--inverse"}) and name == "pkill" and not selectors:
         return [("rule", "kill-all")]
     if any(_matches_all(p, full=full, icase=icase, exact=exact) for p in patterns):

@@ -193,6 +193,8 @@ def _w_ssh(args: list[str], stdin: list[str]) -> _Next:
     rest = args[i:]
     if rest:
         scripts.append(" ".join(rest))
+        if any(_base(w) in _SHELLS for w in rest) and not any(w.startswith("-") and "c" in w for w in rest):
+            scripts.extend(stdin)  # `... | ssh host [sudo] bash`: the remote shell reads our stdin
     elif not scripts and stdin:
         return _stdin_script(stdin)
     return _Script(tuple(scripts)) if scripts else None
