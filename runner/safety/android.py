@@ -44,7 +44,8 @@ _DATA_PARTS = frozenset({"userdata", "data", "metadata", "cache", "super"})
 
 
 def _r_fastboot(name: str, args: list[str]) -> list[_Item]:
-    """fastboot -w, erase, format, wipe-super, flashing/oem (un)lock, flash of userdata."""
+    """fastboot -w, erase, format, wipe-super, flashing/oem (un)lock, flash of userdata;
+    fastboot reboot is `power`, like adb reboot."""
     if "-w" in args:
         return _RESET
     ops: list[str] = []
@@ -65,6 +66,8 @@ def _r_fastboot(name: str, args: list[str]) -> list[_Item]:
         return _RESET  # unlocking or locking the bootloader wipes user data
     if verb == "flash" and rest and rest[0].split("_", 1)[0] in _DATA_PARTS:
         return _RESET
+    if verb == "reboot":
+        return [("rule", "power")]  # like adb reboot
     return []
 
 

@@ -45,7 +45,7 @@ BUILTIN_RULES: dict[str, str] = {
     "power": "shutdown, reboot, poweroff, halt, init/telinit 0|1|6, systemctl reboot|poweroff|"
     "halt|suspend|... or start|isolate of a power target/unit, loginctl reboot, logind PowerOff/"
     "Reboot over D-Bus, kexec -e, writes to /proc/sysrq-trigger, /sys/power/state or "
-    "/dev/watchdog, sysctl kernel.sysrq=N, rtcwake, pm-suspend, adb reboot, svc power",
+    "/dev/watchdog, sysctl kernel.sysrq=N, rtcwake, pm-suspend, adb/fastboot reboot, svc power",
     "kill-all": "a signal to every process or init: kill -1 / kill 1 in any spelling, killall5, "
     "pkill/killall with a pattern matching everything, pkill -v, pkill -u root",
     "factory-reset": "Android factory resets: am broadcast FACTORY_RESET/MASTER_CLEAR, recovery "

@@ -95,7 +95,7 @@ def _r_btrfs(name: str, args: list[str]) -> list[_Item]:
     if len(ops) < 2:
         return []
     group, cmd = ops[0], ops[1]
-    if _prefix(group, "device") and _prefix(cmd, "add", 1):
+    if _prefix(group, "device", 1) and _prefix(cmd, "add", 1):
         return _STORAGE if any(_device(o) for o in ops[2:]) else []
     if _prefix(group, "replace", 3) and _prefix(cmd, "start", 2):
         return _STORAGE
