@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import config
 from runner.errors import InvalidInput
 from runner.model import Host, Inventory, Playbook
 from runner.transports import transport_for
 from runner.transports.base import CommandGuard, Transport
+
+if TYPE_CHECKING:
+    from runner.safety import Rules
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Session:
     cli_vars: dict[str, Any] = field(default_factory=dict)
     _transports: dict[str, Transport] = field(default_factory=dict)
     _guards: dict[str, CommandGuard] = field(default_factory=dict)
+    _rules: dict[str, Rules] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def host(self, name: str) -> Host:
@@ -32,14 +36,24 @@ class Session:
     def vars_for(self, name: str) -> dict[str, Any]:
         return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars)
 
-    def guard(self, name: str) -> CommandGuard:
-        """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists."""
+    def rules(self, name: str) -> Rules:
+        """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists.
+        Also answers `check_destination` (file steps, at plan time) and `lifted()` (for the plan)."""
         with self._lock:
-            if name not in self._guards:
+            if name not in self._rules:
                 from runner.safety import Rules
 
                 host = self.host(name)
-                rules = Rules(forbid=[*host.forbid, *self.playbook.forbid], allow=[*host.allow, *self.playbook.allow])
+                self._rules[name] = Rules(
+                    forbid=[*host.forbid, *self.playbook.forbid], allow=[*host.allow, *self.playbook.allow]
+                )
+            return self._rules[name]
+
+    def guard(self, name: str) -> CommandGuard:
+        """The host's safety rules as the transport's command guard."""
+        rules = self.rules(name)
+        with self._lock:
+            if name not in self._guards:
                 self._guards[name] = rules.check
             return self._guards[name]
 

@@ -1,4 +1,4 @@
-"""Table tests for runner/safety.py: dangerous variants are refused by the right rule,
+"""Table tests for runner/safety/: dangerous variants are refused by the right rule,
 benign look-alikes pass, user forbid/allow entries behave as docs/safety.md says, and a real
 LocalTransport refuses a blocked command before anything runs."""
 
@@ -15,392 +15,18 @@ from runner.model import Host, Probe
 from runner.safety import (
     BUILTIN_RULES,
     DEFAULT_RULES,
+    DESTINATION_RULES,
     Finding,
+    Lift,
     ParseError,
     Rules,
     check,
+    check_destination,
     split_commands,
     validate_entry,
 )
 from runner.transports.local import LocalTransport
-
-# ---------------------------------------------------------------- corpus: must be refused
-
-DANGEROUS: list[tuple[str, str]] = [
-    # rm-root: the classic and its spellings
-    ("rm -rf /", "rm-root"),
-    ("rm -fr /", "rm-root"),
-    ("rm -r -f /", "rm-root"),
-    ("rm -Rf /", "rm-root"),
-    ("rm -fR /", "rm-root"),
-    ("rm --recursive --force /", "rm-root"),
-    ("rm --rec --force /", "rm-root"),
-    ("rm -rf /*", "rm-root"),
-    ("rm -rf --no-preserve-root /", "rm-root"),
-    ("rm -r --no-preserve-root /tmp/x", "rm-root"),
-    ("rm -rf -- /", "rm-root"),
-    ("rm / -rf", "rm-root"),
-    ("rm -rf //", "rm-root"),
-    ("rm -rf /.", "rm-root"),
-    ("rm -rf /tmp/../", "rm-root"),
-    ("rm -rf /tmp/x /", "rm-root"),
-    ("rm -rf ~", "rm-root"),
-    ("rm -rf ~/", "rm-root"),
-    ("rm -rf ~/*", "rm-root"),
-    ("rm -rf ~root", "rm-root"),
-    ('rm -rf "$HOME"', "rm-root"),
-    ("rm -rf ${HOME}/*", "rm-root"),
-    ("rm -rf /etc", "rm-root"),
-    ("rm -rf /usr/", "rm-root"),
-    ("rm -rf /home", "rm-root"),
-    ("rm -rf /home/*", "rm-root"),
-    ("rm -Rf /boot", "rm-root"),
-    ("rm -rf /boot/*", "rm-root"),
-    ("rm -rf /var", "rm-root"),
-    ("rm -rf /var/lib", "rm-root"),
-    ("rm -rf /var/lib/*", "rm-root"),
-    ("rm -rf /usr/local", "rm-root"),
-    ("rm -rf /usr/lib/*", "rm-root"),
-    ("rm -rf /root", "rm-root"),
-    ("rm -rf /e*", "rm-root"),
-    ("rm -rf /{etc,usr}", "rm-root"),
-    ("rm -f /*", "rm-root"),
-    ("rm /bin", "rm-root"),
-    # rm-root: quoting, paths, prefixes and wrappers
-    ("'rm' \"-rf\" '/'", "rm-root"),
-    ("\\rm -rf /", "rm-root"),
-    ("r\\m -rf /", "rm-root"),
-    ("$'\\x72m' -rf /", "rm-root"),
-    ("{rm,-rf,/}", "rm-root"),
-    ("{r,}m -rf /", "rm-root"),
-    ("rm${IFS}-rf${IFS}/", "rm-root"),
-    ("/bin/rm -rf /", "rm-root"),
-    ("/usr/bin/rm   -rf    /", "rm-root"),
-    ("sudo rm -rf /", "rm-root"),
-    ("sudo -u root rm -rf /", "rm-root"),
-    ("sudo -n -E -- rm -rf /", "rm-root"),
-    ("sudo -i rm -rf /", "rm-root"),
-    ("doas rm -rf /", "rm-root"),
-    ("FOO=1 rm -rf /", "rm-root"),
-    ("A=1 B='x y' rm -rf /", "rm-root"),
-    ("env A=B rm -rf /", "rm-root"),
-    ("env -i PATH=/bin rm -rf /", "rm-root"),
-    ("nohup rm -rf / &", "rm-root"),
-    ("nice -n 5 rm -rf /", "rm-root"),
-    ("nice -5 rm -rf /", "rm-root"),
-    ("ionice -c3 rm -rf /", "rm-root"),
-    ("timeout 10 rm -rf /", "rm-root"),
-    ("timeout -s KILL 10 rm -rf /", "rm-root"),
-    ("exec rm -rf /", "rm-root"),
-    ("command rm -rf /", "rm-root"),
-    ("builtin rm -rf /", "rm-root"),
-    ("stdbuf -oL rm -rf /", "rm-root"),
-    ("setsid rm -rf /", "rm-root"),
-    ("flock /tmp/lock rm -rf /", "rm-root"),
-    ("chroot /mnt rm -rf /", "rm-root"),
-    ("busybox rm -rf /", "rm-root"),
-    ("runuser -u root -- rm -rf /", "rm-root"),
-    ("sudo nice -n 5 timeout 10 env X=1 rm -rf /", "rm-root"),
-    # rm-root: chains, groups, substitutions, nested shells
-    ("cd /tmp; rm -rf /", "rm-root"),
-    ("true && rm -rf /", "rm-root"),
-    ("false || rm -rf /", "rm-root"),
-    ("ls | rm -rf /", "rm-root"),
-    ("echo ok\nrm -rf /", "rm-root"),
-    ("echo a \\\n && rm -rf /", "rm-root"),
-    ("(rm -rf /)", "rm-root"),
-    ("{ rm -rf /; }", "rm-root"),
-    ("if true; then rm -rf /; fi", "rm-root"),
-    ("for i in 1 2; do rm -rf /; done", "rm-root"),
-    ("case x in x) rm -rf /;; esac", "rm-root"),
-    ("echo $(rm -rf /)", "rm-root"),
-    ("echo `rm -rf /`", "rm-root"),
-    ('echo "$(rm -rf /)"', "rm-root"),
-    ("x=$(rm -rf /)", "rm-root"),
-    ("diff <(rm -rf /) /dev/null", "rm-root"),
-    ("cat <<EOF\n$(rm -rf /)\nEOF", "rm-root"),
-    ("sh -c 'rm -rf /'", "rm-root"),
-    ('bash -c "rm -rf /"', "rm-root"),
-    ("bash -lc 'rm -rf /'", "rm-root"),
-    ('sh -ec "rm -rf /"', "rm-root"),
-    ("zsh -c 'rm -rf /'", "rm-root"),
-    ("/bin/sh -c 'cd / && rm -rf *' ; rm -rf /", "rm-root"),
-    ("sudo sh -c \"bash -c 'rm -rf /'\"", "rm-root"),
-    ("su -c 'rm -rf /'", "rm-root"),
-    ('su - root -c "rm -rf /"', "rm-root"),
-    ('eval "rm -rf /"', "rm-root"),
-    ("echo 'rm -rf /' | sh", "rm-root"),
-    ("printf 'rm -rf /' | sudo bash", "rm-root"),
-    ("bash <<< 'rm -rf /'", "rm-root"),
-    ("bash <<EOF\nrm -rf /\nEOF", "rm-root"),
-    ("cat <<'EOF' | sh\nrm -rf /\nEOF", "rm-root"),
-    ("echo / | xargs rm -rf", "rm-root"),
-    ("watch -n 60 rm -rf /", "rm-root"),
-    ("env -S 'rm -rf /'", "rm-root"),
-    ("taskset -c 0 rm -rf /", "rm-root"),
-    ("time rm -rf /", "rm-root"),
-    ("xargs rm -rf <<EOF\n/\nEOF", "rm-root"),
-    ("echo / | xargs -I{} rm -rf {}", "rm-root"),
-    ("ssh root@db1 'rm -rf /'", "rm-root"),
-    ("ssh -p 2222 -i key host rm -rf /", "rm-root"),
-    ("adb shell rm -rf /data", "rm-root"),
-    ("find / -delete", "rm-root"),
-    ("find / -mindepth 1 -delete", "rm-root"),
-    ("find /etc -exec rm -rf {} +", "rm-root"),
-    # mkfs
-    ("mkfs.ext4 /dev/sda1", "mkfs"),
-    ("mkfs -t xfs /dev/sdb", "mkfs"),
-    ("mke2fs /dev/vda", "mkfs"),
-    ("mkswap /dev/sdb2", "mkfs"),
-    ("/sbin/mkfs.vfat -F 32 /dev/mmcblk0p1", "mkfs"),
-    ("sudo mkfs.btrfs -f /dev/nvme0n1", "mkfs"),
-    ("mkfs.xfs -f /dev/mapper/vg-data", "mkfs"),
-    ('mkfs.ext4 -L data "$DEV"', "mkfs"),
-    ("mkdosfs /dev/sdc1", "mkfs"),
-    ("cryptsetup luksFormat /dev/sdb", "mkfs"),
-    # dd-device
-    ("dd if=/dev/zero of=/dev/sda", "dd-device"),
-    ("dd if=ubuntu.img of=/dev/nvme0n1 bs=4M status=progress", "dd-device"),
-    ("dd of=/dev/vdb < image.raw", "dd-device"),
-    ("dd if=/dev/urandom of=/dev/disk/by-id/ata-WDC_123", "dd-device"),
-    ("sudo dd if=raspios.img of=/dev/mmcblk0 bs=4M", "dd-device"),
-    ("dd if=x of=/dev/xvda1", "dd-device"),
-    ("dd if=x of=/dev/hda", "dd-device"),
-    ("dd if=/dev/zero of=/dev/mapper/vg-root", "dd-device"),
-    ("dd if=/dev/zero of=/dev/pve/vm-100-disk-0", "dd-device"),
-    ("dd if=/dev/zero of=/dev/block/by-name/boot", "dd-device"),
-    ("dd if=/dev/zero of=//dev/../dev/sda", "dd-device"),
-    # redirect-block-device
-    ("> /dev/sda", "redirect-block-device"),
-    ("cat x > /dev/nvme0n1", "redirect-block-device"),
-    ("echo x >> /dev/sdb", "redirect-block-device"),
-    ("cat disk.img 1>/dev/sdc", "redirect-block-device"),
-    ("gunzip -c img.gz >/dev/mmcblk0", "redirect-block-device"),
-    ("pv image.raw > /dev/vda", "redirect-block-device"),
-    ("cat x &> /dev/sda", "redirect-block-device"),
-    ("exec 3>/dev/sda", "redirect-block-device"),
-    ("{ cat a; cat b; } > /dev/sdb", "redirect-block-device"),
-    # write-block-device
-    ("tee /dev/sda < img", "write-block-device"),
-    ("cat img | sudo tee /dev/sdb > /dev/null", "write-block-device"),
-    ("cp disk.img /dev/sdb", "write-block-device"),
-    ("cp -t /dev/sdb disk.img", "write-block-device"),
-    ("ddrescue /dev/sda /dev/sdb rescue.map", "write-block-device"),
-    ("bmaptool copy image.wic /dev/sdb", "write-block-device"),
-    # wipe-device
-    ("shred /dev/sda", "wipe-device"),
-    ("shred -n 3 -z /dev/nvme0n1", "wipe-device"),
-    ("wipefs -a /dev/sda", "wipe-device"),
-    ("wipefs --all /dev/sdb1", "wipe-device"),
-    ("wipefs -af /dev/vda", "wipe-device"),
-    ("blkdiscard /dev/nvme0n1", "wipe-device"),
-    ("hdparm --security-erase pass /dev/sda", "wipe-device"),
-    ("nvme format /dev/nvme0n1", "wipe-device"),
-    # partition-table
-    ("parted -s /dev/sda mklabel gpt", "partition-table"),
-    ("parted /dev/sda -- mkpart primary ext4 1MiB 100%", "partition-table"),
-    ("sgdisk --zap-all /dev/sda", "partition-table"),
-    ("sgdisk -Z /dev/sdb", "partition-table"),
-    ("sfdisk /dev/sda < layout.txt", "partition-table"),
-    ("fdisk /dev/sda", "partition-table"),
-    ("echo -e 'o\\nw' | fdisk /dev/sdb", "partition-table"),
-    # fork-bomb
-    (":(){ :|:& };:", "fork-bomb"),
-    (":(){ :|: & };:", "fork-bomb"),
-    ("bomb() { bomb | bomb & }; bomb", "fork-bomb"),
-    ("f(){ f|f& };f", "fork-bomb"),
-    ("function b { b|b& }; b", "fork-bomb"),
-    ("function b() { b | b & }; b", "fork-bomb"),
-    ("x() ( x | x & ); x", "fork-bomb"),
-    ("bash -c ':(){ :|:& };:'", "fork-bomb"),
-    ('perl -e "fork while fork"', "fork-bomb"),
-    ('python3 -c "import os\nwhile True: os.fork()"', "fork-bomb"),
-    # chmod-root / chown-root
-    ("chmod -R 777 /", "chmod-root"),
-    ("chmod 777 -R /", "chmod-root"),
-    ("chmod --recursive 777 /", "chmod-root"),
-    ("chmod -R 000 /etc", "chmod-root"),
-    ("chmod -Rv 777 /usr", "chmod-root"),
-    ("chmod -R a+rwx /", "chmod-root"),
-    ("sudo chmod -R 777 /*", "chmod-root"),
-    ("chmod 777 /", "chmod-root"),
-    ("chown -R nobody /", "chown-root"),
-    ("chown -R user:user /usr", "chown-root"),
-    ("chown user -R /etc", "chown-root"),
-    ("chgrp -R staff /", "chown-root"),
-    ("chown --recursive x /var/lib", "chown-root"),
-    ("chown nobody /", "chown-root"),
-    # power
-    ("reboot", "power"),
-    ("sudo reboot", "power"),
-    ("/sbin/reboot -f", "power"),
-    ("shutdown -h now", "power"),
-    ("shutdown -r +5", "power"),
-    ("shutdown now", "power"),
-    ("poweroff", "power"),
-    ("halt", "power"),
-    ("init 0", "power"),
-    ("init 6", "power"),
-    ("telinit 6", "power"),
-    ("systemctl reboot", "power"),
-    ("systemctl poweroff", "power"),
-    ("systemctl --no-block halt", "power"),
-    ("systemctl -i reboot", "power"),
-    ("systemctl start reboot.target", "power"),
-    ("systemctl isolate poweroff.target", "power"),
-    ("systemctl suspend", "power"),
-    ("kexec -e", "power"),
-    ("echo b > /proc/sysrq-trigger", "power"),
-    ("echo o | tee /proc/sysrq-trigger", "power"),
-    ("nohup sh -c 'sleep 5; reboot' >/dev/null 2>&1 &", "power"),
-    ("(sleep 5; reboot) &", "power"),
-    ("while true; do reboot; done", "power"),
-    ("adb reboot", "power"),
-    ("adb -s emulator-5554 reboot bootloader", "power"),
-    ("svc power reboot", "power"),
-    ("setprop sys.powerctl reboot", "power"),
-    ("ssh host sudo poweroff", "power"),
-    ("ssh host <<'EOF'\nreboot\nEOF", "power"),
-    ("sudo -s <<EOF\nreboot\nEOF", "power"),
-    ("runuser -l root -c 'reboot'", "power"),
-    ("/usr/bin/env bash -c 'poweroff'", "power"),
-    ("! reboot", "power"),
-    ("[ -f x ] || reboot", "power"),
-    ('echo "$(echo "$(reboot)")"', "power"),
-    ("echo `echo \\`reboot\\``", "power"),
-    ("cat <<EOF\n`reboot`\nEOF", "power"),
-    # kill-all
-    ("kill -9 -1", "kill-all"),
-    ("kill -- -1", "kill-all"),
-    ("kill 1", "kill-all"),
-    ("kill -KILL 1", "kill-all"),
-    ("kill -s TERM -1", "kill-all"),
-    ("killall5 -9", "kill-all"),
-    # cannot be parsed (unbalanced quotes): the conservative scan still refuses
-    ("echo 'unterminated; rm -rf /", "rm-root"),
-    ('rm -rf / "oops', "rm-root"),
-    ("bash -c \"reboot", "power"),
-    ("echo `dd if=/dev/zero of=/dev/sda", "dd-device"),
-    ("cat x > /dev/sda 'oops", "redirect-block-device"),
-    ("echo $(mkfs.ext4 /dev/sda1", "mkfs"),
-]
-
-# ---------------------------------------------------------------- corpus: must pass
-
-BENIGN: list[str] = [
-    "rm -rf ./build",
-    "rm -rf build dist *.egg-info",
-    "rm -rf /tmp/opsrun-x",
-    "rm -rf /tmp/*",
-    "rm -rf /var/tmp/app/cache",
-    "rm -rf /var/www/html/cache/*",
-    "rm -rf /opt/app/releases/old",
-    "rm -rf /home/alice/tmp",
-    "rm -rf /etc/nginx/conf.d",
-    "rm -f /etc/nginx/sites-enabled/default",
-    "rm -rf ~/.cache/pip",
-    'rm -rf "$HOME/.npm/_cacache"',
-    "rm -f /tmp/opsrun.lock",
-    "rm /",
-    'echo "rm -rf /"',
-    "echo 'rm -rf /' > notes.txt",
-    'git commit -m "fix rm -rf / bug"',
-    'grep -r "rm -rf /" .',
-    "grep mkfs notes.txt",
-    "printf '%s' 'dd if=/dev/zero of=/dev/sda'",
-    "echo ':(){ :|:& };:'",
-    "man shutdown",
-    "man mkfs.ext4",
-    "apt-get install mkfs-tools",
-    "apt-get install -y e2fsprogs",
-    "ls /dev/sda",
-    "lsblk /dev/sda",
-    "blkid /dev/sda1",
-    "cat /dev/sda1 | head -c 10",
-    "smartctl -a /dev/sda",
-    "hdparm -I /dev/sda",
-    "nvme list",
-    "dd if=/dev/zero of=./disk.img bs=1M count=10",
-    "dd if=/dev/sda of=./mbr.bin bs=512 count=1",
-    "dd if=/dev/zero of=/tmp/swap bs=1M count=100",
-    "mkfs.ext4 -F ./disk.img",
-    "mkswap /swapfile",
-    "wipefs /dev/sda",
-    "wipefs -a ./disk.img",
-    "shred -u secrets.txt",
-    "fdisk -l /dev/sda",
-    "parted /dev/sda print",
-    "parted -l",
-    "sfdisk -d /dev/sda > table.txt",
-    "sgdisk -p /dev/sda",
-    "echo hi > /dev/null",
-    "cmd 2>&1 >/dev/null",
-    "echo oops >&2",
-    "echo 1 > /dev/shm/flag",
-    "cat /etc/hosts > /dev/tty",
-    "exec 3>&1",
-    "cat > '/etc/hosts'",
-    "systemctl status reboot.target",
-    "systemctl list-dependencies poweroff.target",
-    "systemctl restart nginx",
-    "systemctl is-active sshd",
-    "echo reboot >> log.txt",
-    "printf 'reboot\\n' > /tmp/cmd.txt",
-    "last reboot",
-    "journalctl -b -1 | grep reboot",
-    "command -v reboot",
-    "type shutdown",
-    "shutdown -c",
-    "reboot --help",
-    "init --version",
-    "cat <<EOF > /etc/motd\nreboot required\nEOF",
-    "cat <<'EOF' | tee /tmp/x\nrm -rf /\nEOF",
-    "cat <<'EOF' > /tmp/x\n`reboot`\nEOF",
-    "alias ll='ls -l'; ll",
-    "cd / && ls",
-    "find / -name x",
-    "find / -xdev -type f -size +100M",
-    "find / -name core -delete",
-    "find . -type f -exec rm -f {} +",
-    "find /etc -name '*.bak' -exec rm -rf {} +",
-    "find /tmp -name '*.tmp' -delete",
-    "chmod 777 ./tmp",
-    "chmod -R 755 /var/www",
-    "chmod -R u+rwX /srv/app",
-    "chmod 1777 /tmp",
-    "chmod 755 /",
-    "chmod +x /usr/local/bin/tool",
-    "chown -R www-data:www-data /var/www",
-    "chown root:root /etc/cron.d/job",
-    "chown -R alice ~",
-    "kill -9 1234",
-    "kill -1 4321",
-    "kill -0 1",
-    "kill -HUP $(cat /run/nginx.pid)",
-    "pkill -f myapp",
-    "python3 -c \"print('fork')\"",
-    "perl -e 'print \"rm -rf /\"'",
-    "sh -c 'rm -rf /tmp/opsrun-*'",
-    "bash -c 'echo hello'",
-    "bash ./deploy.sh",
-    "sudo apt-get update",
-    "sudo -l",
-    "adb shell getprop ro.build.version.sdk",
-    "adb shell input keyevent KEYCODE_HOME",
-    "ssh host uptime",
-    "echo \"it's fine\"",
-    "tar -czf backup.tgz /etc",
-    "rsync -a /etc/ backup/",
-    "cp /tmp/new.conf /etc/app.conf",
-    "mv /tmp/new.conf /etc/app.conf",
-    "tee /tmp/out.txt < in.txt",
-    "echo $((1 > 0))",
-    "for f in *.log; do gzip \"$f\"; done",
-    "case $x in a) echo a;; esac",
-    "timeout 5 curl -s http://127.0.0.1/",
-    "docker run --rm alpine echo hi",
-    "format() { echo x; }; format",
-]
+from tests.safety_corpus import BENIGN, DANGEROUS
 
 # commands without single quotes, to be wrapped in the templates below
 SIMPLE = [
@@ -417,6 +43,17 @@ SIMPLE = [
     ("reboot", "power"),
     ("systemctl poweroff", "power"),
     ("kill -9 -1", "kill-all"),
+    ("rm -rf ~/../..", "rm-root"),
+    ("find / -name core -delete", "rm-root"),
+    ("kill -9 -01", "kill-all"),
+    ("pkill -9 .", "kill-all"),
+    ("systemctl start reboot.target", "power"),
+    ("echo b > /proc/sysrq-trigger", "power"),
+    ("lvremove -y pve/vm-100-disk-0", "storage"),
+    ("zpool destroy tank", "storage"),
+    ("mdadm --zero-superblock /dev/sdb1", "storage"),
+    ("am broadcast -a android.intent.action.FACTORY_RESET", "factory-reset"),
+    ("fastboot -w", "factory-reset"),
 ]
 TEMPLATES = [
     "sudo {}",
@@ -429,7 +66,23 @@ TEMPLATES = [
     "nohup {} &",
     "env X=1 {}",
     "ls | {}",
+    "strace -f {}",
+    "timeout -s KILL 10 {}",
+    "ssh host -- {}",
+    "ssh -p 22 host {}",
+    "unshare -m {}",
+    "nsenter -t 1 -m {}",
+    "systemd-run --wait {}",
+    "setpriv --reuid=0 {}",
+    "chrt -f 10 {}",
+    "script -q -c '{}' /dev/null",
+    "docker exec -it web {}",
+    "kubectl exec pod -- {}",
+    "adb shell {}",
+    "echo '{}' | at now",
 ]
+# wrappers that must not turn a look-alike into a refusal
+BENIGN_TEMPLATES = ["sudo {}", "strace -f {}", "timeout 5 {}", "nice -n 5 {}", "env X=1 {}", "unshare -r {}"]
 
 
 @pytest.mark.parametrize(("command", "rule"), DANGEROUS, ids=[c for c, _ in DANGEROUS])
@@ -448,11 +101,20 @@ def test_wrapping_does_not_hide_a_command(template: str, command: str, rule: str
     assert check(template.format(command)) == rule
 
 
+_PLAIN_BENIGN = [c for c in BENIGN if "'" not in c and "\n" not in c and "<<" not in c]
+
+
+@pytest.mark.parametrize("template", BENIGN_TEMPLATES)
+def test_wrapping_keeps_look_alikes_passing(template: str) -> None:
+    refused = {c: check(template.format(c)) for c in _PLAIN_BENIGN}
+    assert {c: r for c, r in refused.items() if r} == {}
+
+
 def test_corpus_is_large_and_covers_every_rule() -> None:
-    assert len(DANGEROUS) >= 100 and len(BENIGN) >= 50
+    assert len(DANGEROUS) >= 500 and len(BENIGN) >= 250 and len(_PLAIN_BENIGN) >= 150
     assert len({c for c, _ in DANGEROUS}) == len(DANGEROUS)
     assert len(set(BENIGN)) == len(BENIGN)
-    assert {r for _, r in DANGEROUS} == set(BUILTIN_RULES)
+    assert {r for _, r in DANGEROUS} == set(BUILTIN_RULES) - DESTINATION_RULES
 
 
 # ---------------------------------------------------------------- user rules
@@ -572,6 +234,161 @@ def test_explain_lists_each_fired_rule() -> None:
     assert Rules().explain("echo ok") == []
 
 
+# ---------------------------------------------------------------- file destinations (plan time)
+
+DESTINATIONS: list[tuple[str, bool, str | None]] = [  # path, remove?, rule
+    ("/dev/sda", False, "redirect-block-device"),
+    ("/dev/sdb1", False, "redirect-block-device"),
+    ("/dev/nvme0n1", False, "redirect-block-device"),
+    ("/dev/nvme0n1p2", False, "redirect-block-device"),
+    ("/dev/mmcblk0", False, "redirect-block-device"),
+    ("/dev/mmcblk0p1", False, "redirect-block-device"),
+    ("/dev/disk/by-id/ata-WDC_123", False, "redirect-block-device"),
+    ("/dev/mapper/vg-root", False, "redirect-block-device"),
+    ("/dev/pve/vm-100-disk-0", False, "redirect-block-device"),
+    ("/dev/../dev/sda", False, "redirect-block-device"),
+    ("/proc/sysrq-trigger", False, "power"),
+    ("/sys/power/state", False, "power"),
+    ("/proc/sys/kernel/sysrq", False, "power"),
+    ("/dev/watchdog", False, "power"),
+    ("/proc/self/environ", False, "kernel-file"),
+    ("/proc/sys/net/ipv4/ip_forward", False, "kernel-file"),
+    ("/sys/class/leds/led0/brightness", False, "kernel-file"),
+    ("/sys/kernel/mm/transparent_hugepage/enabled", False, "kernel-file"),
+    ("/etc/../proc/1/mem", False, "kernel-file"),
+    ("/dev/null", False, "kernel-file"),
+    ("/dev/tty1", False, "kernel-file"),
+    ("/dev/ttyUSB0", False, "kernel-file"),
+    ("/dev/shm/app.lock", False, None),
+    ("/dev/mqueue/q", False, None),
+    ("/etc/motd", False, None),
+    ("/etc/nginx/conf.d/site.conf", False, None),
+    ("/tmp/opsrun/x", False, None),
+    ("~/.bashrc", False, None),
+    ("relative/file.txt", False, None),
+    ("/proc", False, None),  # the directory itself: a file step fails on it, harmlessly
+    ("/", True, "rm-root"),
+    ("/etc", True, "rm-root"),
+    ("/etc/", True, "rm-root"),
+    ("/usr/lib", True, "rm-root"),
+    ("/var/lib", True, "rm-root"),
+    ("/home", True, "rm-root"),
+    ("/bin", True, "rm-root"),
+    ("/data", True, "rm-root"),
+    ("~", True, "rm-root"),
+    ("~/../", True, "rm-root"),
+    ("/tmp/..", True, "rm-root"),
+    ("/proc/1", True, "kernel-file"),
+    ("/sys/fs/cgroup/x", True, "kernel-file"),
+    ("/dev/sda", True, "kernel-file"),
+    ("/dev/shm/old.lock", True, None),
+    ("/etc/nginx/conf.d", True, None),
+    ("/srv/app/releases/1", True, None),
+    ("/home/alice/tmp", True, None),
+    ("~/.cache/pip", True, None),
+    ("/var/lib/app/cache", True, None),
+]
+
+
+@pytest.mark.parametrize(("path", "remove", "rule"), DESTINATIONS, ids=[f"{'rm ' if r else ''}{p}" for p, r, _ in DESTINATIONS])
+def test_file_destinations(path: str, remove: bool, rule: str | None) -> None:
+    assert check_destination(path, remove=remove) == rule
+    assert DEFAULT_RULES.check_destination(path, remove=remove) == rule
+    assert check_destination(path, Rules(), remove=remove) == rule
+
+
+def test_file_destinations_respect_forbid_and_allow() -> None:
+    assert Rules(allow=["kernel-file"]).check_destination("/proc/sys/net/ipv4/ip_forward") is None
+    assert Rules(allow=["kernel-file"]).check_destination("/dev/sda") == "redirect-block-device"
+    leds = Rules(allow=["cat > /sys/class/leds/*"])
+    assert leds.check_destination("/sys/class/leds/led0/brightness") is None
+    assert leds.check_destination("/sys/power/state") == "power"
+    assert leds.check_destination("/sys/block/sda/queue/scheduler") == "kernel-file"
+    assert Rules(allow=["/sys/class/leds/*"]).check_destination("/sys/class/leds/a/trigger") is None
+    assert Rules(allow=["redirect-block-device", "kernel-file"]).check_destination("/dev/sdb") is None
+    assert Rules(allow=["cat > /dev/sdb"]).check_destination("/dev/sdb") is None
+    assert Rules(allow=["cat > /dev/sdb"]).check_destination("/dev/sdc") == "redirect-block-device"
+    assert Rules(allow=["rm-root"]).check_destination("/etc", remove=True) is None
+    assert Rules(allow=["rm -rf -- /srv"]).check_destination("/srv", remove=True) is None
+    assert Rules(forbid=["kernel-file"], allow=["kernel-file"]).check_destination("/proc/x") == "kernel-file"
+    assert Rules(forbid=["cat > /etc/shadow"]).check_destination("/etc/shadow") == "cat > /etc/shadow"
+    assert Rules(forbid=["rm -rf -- /opt/*"]).check_destination("/opt/app", remove=True) == "rm -rf -- /opt/*"
+    assert Rules(forbid=["rm -rf -- /opt/*"]).check_destination("/opt/app") is None
+    assert check_destination("/proc/x", Rules(allow=["power"])) == "kernel-file"
+    assert "kernel-file" in DESTINATION_RULES and set(BUILTIN_RULES) >= DESTINATION_RULES
+
+
+# ---------------------------------------------------------------- rules lifted by allow:
+
+LIFTS: list[tuple[list[str], list[str], list[Lift]]] = [  # forbid, allow, lifted()
+    ([], [], []),
+    ([], ["power"], [Lift("power", ("power",), everywhere=True)]),
+    ([], ["rule:rm-root"], [Lift("rule:rm-root", ("rm-root",), everywhere=True)]),
+    (["power"], ["power"], [Lift("power", (), everywhere=True, pinned=("power",))]),
+    ([], ["rm -rf /srv"], [Lift("rm -rf /srv", ("rm-root",), everywhere=False)]),
+    ([], ["systemctl reboot"], [Lift("systemctl reboot", ("power",), everywhere=False)]),
+    ([], ["glob:fastboot -w"], [Lift("glob:fastboot -w", ("factory-reset",), everywhere=False)]),
+    ([], ["cat * > /dev/sdb"], [Lift("cat * > /dev/sdb", ("redirect-block-device",), everywhere=False, wide=True)]),
+    ([], ["sudo *"], [Lift("sudo *", (), everywhere=False, wide=True)]),
+    ([], ["re:^shutdown -r"], [Lift("re:^shutdown -r", (), everywhere=False, wide=True)]),
+    ([], ["echo hi"], [Lift("echo hi", (), everywhere=False)]),
+    (["power"], ["systemctl reboot"], [Lift("systemctl reboot", (), everywhere=False, pinned=("power",))]),
+    ([], ["kill-all", "zpool destroy scratch"], [Lift("kill-all", ("kill-all",), everywhere=True),
+                                                Lift("zpool destroy scratch", ("storage",), everywhere=False)]),
+]
+
+
+@pytest.mark.parametrize(("forbid", "allow", "lifts"), LIFTS)
+def test_lifted_names_what_each_allow_entry_lifts(forbid: list[str], allow: list[str], lifts: list[Lift]) -> None:
+    assert Rules(forbid=forbid, allow=allow).lifted() == lifts
+
+
+def test_lifted_reads_as_a_sentence() -> None:
+    text = [str(x) for x in Rules(forbid=["kill-all"], allow=["power", "rm -rf /srv", "sudo *", "kill-all", "echo"]).lifted()]
+    assert text == [
+        "allow 'power' lifts built-in rule 'power' everywhere",
+        "allow 'rm -rf /srv' lifts 'rm-root' for the commands it matches",
+        "allow 'sudo *' lifts any built-in rule for the commands it matches",
+        "allow 'kill-all' lifts no built-in rule: forbid pins 'kill-all'",
+        "allow 'echo' lifts no built-in rule",
+    ]
+    assert str(Rules(allow=["cat * > /dev/sdb"]).lifted()[0]) == (
+        "allow 'cat * > /dev/sdb' lifts 'redirect-block-device' and any other built-in rule for the commands it matches"
+    )
+
+
+# ---------------------------------------------------------------- the package itself
+
+
+def test_safety_modules_are_small_pure_and_point_down() -> None:
+    import ast
+
+    import runner.safety
+
+    allowed_stdlib = {"__future__", "collections", "dataclasses", "difflib", "fnmatch", "itertools", "re", "shlex", "typing"}
+    folder = Path(runner.safety.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 8
+    for path in modules:
+        text = path.read_text()
+        tree = ast.parse(text)
+        doc = ast.get_docstring(tree)
+        assert doc, path.name
+        head = doc.split("\n\n")[0].splitlines()
+        assert len(head) == 2 and all(line.strip() for line in head), path.name
+        assert len(text.splitlines()) < 600, path.name
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "runner":
+                    assert name == "runner.errors" or name.startswith("runner.safety."), (path.name, name)
+                else:
+                    assert top in allowed_stdlib, (path.name, name)
+
+
 # ---------------------------------------------------------------- the splitter
 
 
@@ -627,6 +444,18 @@ def test_prefilter_never_hides_a_block() -> None:
         assert (check(text) is not None) == blocked, text
 
 
+def test_corpus_words_shuffled_never_raise_and_prefilter_agrees() -> None:
+    """Random sentences of the corpora's words: explain() never raises, check() agrees with it."""
+    words = sorted({w for c, _ in DANGEROUS for w in c.split()} | {w for c in BENIGN for w in c.split()})
+    rng = random.Random(7)
+    rules = Rules(forbid=["x*"], allow=["power", "rm -rf /srv"])
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
+        rules.explain(text)
+        blocked = any(f.blocked for f in DEFAULT_RULES.explain(text))
+        assert (check(text) is not None) == blocked, text
+
+
 def test_deep_nesting_is_bounded() -> None:
     cmd = "rm -rf /"
     for _ in range(30):
@@ -678,3 +507,20 @@ def test_local_transport_refuses_before_running(tmp_path: Path) -> None:
         assert not marker.exists()
         assert t.run(f"echo ok > {marker}").rc == 0
     assert marker.read_text() == "ok\n"
+
+
+def test_session_gives_the_planner_the_hosts_rules() -> None:
+    from runner.model import Inventory, Playbook
+    from runner.session import Session
+
+    host = Host(name="web1", transport="local", forbid=("re:^iptables -F",), allow=("power",))
+    playbook = Playbook(name="p", hosts="web1", steps=(), forbid=("kernel-file",), allow=("kernel-file",))
+    session = Session(Inventory(hosts={"web1": host}, groups={}), playbook)
+    rules = session.rules("web1")
+    assert rules is session.rules("web1") and session.guard("web1") == rules.check
+    assert rules.check("reboot") is None and rules.check("iptables -F") == "re:^iptables -F"
+    assert rules.check_destination("/proc/sys/x") == "kernel-file"  # the playbook's forbid pins it
+    assert [str(x) for x in rules.lifted()] == [
+        "allow 'power' lifts built-in rule 'power' everywhere",
+        "allow 'kernel-file' lifts no built-in rule: forbid pins 'kernel-file'",
+    ]
