@@ -146,11 +146,28 @@ class StepDecider:
 
     def __init__(self, session: Session, host: str, overlay: Overlay | None) -> None:
         self.guard = session.guard(host)
+        self.rules = session.rules(host)
         self.overlay = overlay
+
+    def _forbidden_destination(self, inst: Instance) -> StepPlan | None:
+        if inst.params is None or inst.skip or inst.pending:
+            return None
+        for path, remove in inst.kind.destinations(inst.params):
+            rule = self.rules.check_destination(path, remove=remove)
+            if rule:
+                verb = "remove" if remove else "write"
+                change = Change("blocked", f"blocked by safety rule '{rule}'",
+                                reason=f"rule '{rule}' forbids steps to {verb} {path}")
+                return StepPlan(inst.host.name, inst.step.id, inst.key, inst.step.title, inst.step.kind, change, {},
+                                inst.conditional_on)
+        return None
 
     def decide(
         self, inst: Instance, facts: dict[str, ProbeResult] | None, blocked: tuple[str, str] | None = None
     ) -> StepPlan:
+        forbidden = self._forbidden_destination(inst)
+        if forbidden is not None:
+            return forbidden
         ov = self.overlay
         viewable = (
             ov is not None
@@ -324,7 +341,7 @@ def make_plan(
     collected.sort(key=lambda sp: (order[sp.step_id], hosts.index(sp.host)))
     plan.steps = collected
     plan.unreachable = {h: r.error for h, r in results.items() if r.error}
-    plan.warnings = conflict_warnings({h: results[h].overlay for h in hosts})
+    plan.warnings = conflict_warnings({h: results[h].overlay for h in hosts}) + lifted_rules(session, hosts)
     return plan, results
 
 
@@ -351,6 +368,16 @@ def structural_conflicts(session: Session, hosts: list[str]) -> list[tuple[str, 
         for c in hp.overlay.conflicts:
             found[(c.first.split("[", 1)[0], c.second.split("[", 1)[0], c.what)] = None
     return list(found)
+
+
+def lifted_rules(session: Session, hosts: list[str]) -> list[str]:
+    """Built-in safety rules that `allow:` entries lift, said in the plan, once with their hosts."""
+    seen: dict[str, list[str]] = {}
+    for h in hosts:
+        for lift in session.rules(h).lifted():
+            if lift.rules or lift.wide:
+                seen.setdefault(f"safety: {lift}", []).append(h)
+    return [f"{text} (on {', '.join(on)})" for text, on in seen.items()]
 
 
 def conflict_warnings(overlays: dict[str, Overlay]) -> list[str]:

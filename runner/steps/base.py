@@ -72,6 +72,11 @@ class StepKind:
     # earlier steps will have left them (`view`). A kind without them is opaque.
     needs_identity: ClassVar[bool] = False  # wants the host's user/group/umask for new files
 
+    def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
+        """Paths this step writes (path, True when it removes it): checked against the
+        safety rules at plan time, so a forbidden destination shows `!` in the plan."""
+        return []
+
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         """`facts` as they will be when this step runs; raise OverlayUnknown when unknowable."""
         return facts

@@ -304,6 +304,9 @@ class File(StepKind):
     transports = SHELL_TRANSPORTS
     needs_identity = True
 
+    def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(str(params["path"]), params.get("state") == "absent")]
+
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return view_path(str(params["path"]), facts, overlay)
 
@@ -393,6 +396,9 @@ class Line(StepKind):
     name: ClassVar[str] = "line"
     transports = SHELL_TRANSPORTS
     needs_identity = True
+
+    def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(str(params["path"]), False)]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return view_path(str(params["path"]), facts, overlay)
@@ -492,6 +498,9 @@ class Template(StepKind):
     name: ClassVar[str] = "template"
     transports = SHELL_TRANSPORTS
     needs_identity = True
+
+    def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(str(params["dest"]), False)]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return view_path(str(params["dest"]), facts, overlay)
