@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from runner import render, secrets
+from runner.model import ShellCommand
 from runner.render import PendingResult, RenderError, StepResults, evaluate, render_params, render_text, render_value
 
 
@@ -226,8 +227,10 @@ def test_unknown_step_is_an_undefined_error() -> None:
 def test_secret_marks_the_value_and_redact_masks_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSRUN_SECRET_DB_PASSWORD", "s3cr3t-pa55")
     out = render_text("psql postgres://app:{{ secret('DB_PASSWORD') }}@db/app", {}, shell=True)
-    assert out == "psql postgres://app:s3cr3t-pa55@db/app"
-    assert secrets.redact(out) == "psql postgres://app:***@db/app"
+    # in a shell field the secret is a variable reference; the value travels beside it
+    assert out == 'psql postgres://app:"${OPSRUN_SECRET_DB_PASSWORD}"@db/app'
+    assert isinstance(out, ShellCommand) and out.env == (("OPSRUN_SECRET_DB_PASSWORD", "s3cr3t-pa55"),)
+    assert secrets.redact("postgres://app:s3cr3t-pa55@db") == "postgres://app:***@db"
     value = render_value("{{ secret('DB_PASSWORD') }}", {})
     assert isinstance(value, secrets.Secret)
     assert "s3cr3t" not in repr(value)
