@@ -23,6 +23,33 @@ _C_OPTION = re.compile(r"^-[A-Za-z]*c[A-Za-z]*$")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+_VAR_HINT = 'put the value in a shell variable first (v={{ x }}; …) and use "$v" there'
+REFUSALS: dict[str, tuple[str, str]] = {  # code -> (where the value would land, what to do)
+    "arith": (
+        "in arithmetic ($(( )), (( )), let, [[ -eq ]]), where bash runs $( ) found in array subscripts",
+        "check it is a number first: v={{ x }}; case $v in ''|*[!0-9]*) exit 2;; esac; then use $v",
+    ),
+    "pipe": (
+        "in a pipeline into a shell (… | sh), where the value would become code",
+        "hand it to the script as an argument instead: sh -c '… \"$1\" …' sh {{ x }}",
+    ),
+    "name": ("as a variable name (export/declare/local/readonly)", "write the variable name literally"),
+    "backslash": (
+        "right after a backslash, which would escape the value's first character",
+        "remove the backslash: the value is escaped for its context already",
+    ),
+    "dollar": ("right after $, as a variable name", "write the variable name literally"),
+    "param": ("inside ${…}, where it would be parameter syntax", _VAR_HINT),
+    "subst": (
+        "inside a command substitution whose output becomes a nested script's code",
+        "hand it to the nested script as an argument: sh -c '… \"$1\" …' sh {{ x }}",
+    ),
+    "ansi": ("inside $'…' quoting", "use '…' or \"…\" around it instead"),
+    "delim": ("in a heredoc delimiter", "write the delimiter literally"),
+    "unknown": ("in a place the quoting lexer cannot classify", _VAR_HINT),
+}
+
+
 class Ref(NamedTuple):
     """A secret inside a value: reaches the command as the variable `name`, never as text."""
 
@@ -64,7 +91,7 @@ class Refused(Exception):
         super().__init__(reason)
         self.slot = slot
         self.reason = reason
-        self.hint = hint or "compute the value into a shell variable first, or mark it `| raw` if it is trusted code"
+        self.hint = hint or _VAR_HINT
 
 
 @dataclass
@@ -103,16 +130,16 @@ class _Lex:
     def record(self, s: _Slot, kind: str, env_ok: bool = True) -> None:
         self.out.contexts[s.idx] = Context(kind, s.layers, s.env_ok and env_ok)
 
-    def refuse(self, s: _Slot, reason: str, hint: str = "") -> None:
-        self.out.refused.setdefault(s.idx, (reason, hint))
+    def refuse(self, s: _Slot, code: str) -> None:
+        self.out.refused.setdefault(s.idx, REFUSALS[code])
 
-    def refuse_region(self, end: str, reason: str, opening: int = 0) -> None:
+    def refuse_region(self, end: str, code: str, opening: int = 0) -> None:
         """Skip to `end` (balanced parentheses), refusing every slot on the way."""
         depth = opening
         while self.i < self.n:
             c = self.items[self.i]
             if isinstance(c, _Slot):
-                self.refuse(c, reason)
+                self.refuse(c, code)
             elif c == "\\":
                 self.i += 1
             elif c == "(":
@@ -163,7 +190,7 @@ class _Lex:
                 self.i += 1
                 if not words and self.peek() == "(":  # (( arithmetic ))
                     self.i += 1
-                    self.refuse_region(")", "inside (( )) arithmetic, where bash evaluates text as code", 2)
+                    self.refuse_region(")", "arith", 2)
                     continue
                 depth += 1
                 words = []
@@ -221,7 +248,7 @@ class _Lex:
             return
         if not [w for w in rest[shells[0] + 1 :] if not w.startswith("-")]:
             for s in self.out.seen[start:]:
-                self.refuse(s, "in a pipeline into a shell (`| sh`), where the value would become code")
+                self.refuse(s, "pipe")
 
     def comment(self) -> None:
         while self.i < self.n and self.items[self.i] != "\n":
@@ -272,9 +299,9 @@ class _Lex:
                 text = None
                 self.out.seen.append(c)
                 if arith:
-                    self.refuse(c, "an operand of arithmetic evaluation, where bash runs $( ) in array subscripts")
+                    self.refuse(c, "arith")
                 elif declare and not seen_eq:
-                    self.refuse(c, f"a variable name given to {first}")
+                    self.refuse(c, "name")
                 elif collect is not None:
                     collect.append(_Slot(c.idx, ("word", *c.layers), c.env_ok))
                 else:
@@ -307,7 +334,7 @@ class _Lex:
                 nxt = self.peek()
                 self.i += 1
                 if isinstance(nxt, _Slot):
-                    self.refuse(nxt, "right after a backslash, which would escape the value's first character")
+                    self.refuse(nxt, "backslash")
                     text = None
                 elif nxt == "\n":
                     continue
@@ -368,7 +395,7 @@ class _Lex:
                 nxt = self.peek()
                 self.i += 1
                 if isinstance(nxt, _Slot):
-                    self.refuse(nxt, "right after a backslash, which would escape the value's first character")
+                    self.refuse(nxt, "backslash")
                 elif nxt in ("$", "`", '"', "\\"):
                     if collect is not None:
                         collect.append(nxt)
@@ -388,23 +415,23 @@ class _Lex:
         """After a `$`: a parameter, ${…}, $(…), $((…)) or $'…'."""
         nxt = self.peek()
         if isinstance(nxt, _Slot):
-            self.refuse(nxt, "right after $, where the value would be a variable name")
+            self.refuse(nxt, "dollar")
             return
         if nxt == "{":
             self.i += 1
-            self.refuse_region("}", "inside ${…}, where the value would be parameter syntax")
+            self.refuse_region("}", "param")
         elif nxt == "(" and self.peek(1) == "(":
             self.i += 2
-            self.refuse_region(")", "inside $(( )) arithmetic, where bash evaluates text as code", 2)
+            self.refuse_region(")", "arith", 2)
         elif nxt == "(":
             self.i += 1
             if collect is not None:  # its output becomes text of the nested script
-                self.refuse_region(")", "inside a command substitution whose output becomes a nested script", 1)
+                self.refuse_region(")", "subst", 1)
             else:
                 self.script(")", env_ok)
         elif nxt == "'":
             self.i += 1
-            self.refuse_region("'", "inside $'…' quoting")
+            self.refuse_region("'", "ansi")
         elif isinstance(nxt, str) and (nxt.isalnum() or nxt in "_@*#?$!-"):
             m = _NAME.match(nxt) if nxt.isalpha() or nxt == "_" else None
             if m:
@@ -435,7 +462,7 @@ class _Lex:
                 inner.append(c)
             elif isinstance(c, _Slot):
                 if collect is not None:
-                    self.refuse(c, "inside a command substitution whose output becomes a nested script")
+                    self.refuse(c, "subst")
                 else:
                     inner.append(_Slot(c.idx, ("bq", *c.layers), c.env_ok))
             else:
@@ -454,7 +481,7 @@ class _Lex:
         while self.i < self.n:
             c = self.items[self.i]
             if isinstance(c, _Slot):
-                self.refuse(c, "in a heredoc delimiter")
+                self.refuse(c, "delim")
                 self.i += 1
                 continue
             if c in (" ", "\t", "\n", ";", "&", "|", "<", ">", "(", ")"):
@@ -465,7 +492,7 @@ class _Lex:
                 while self.i < self.n and self.items[self.i] != c:
                     ch = self.items[self.i]
                     if isinstance(ch, _Slot):
-                        self.refuse(ch, "in a heredoc delimiter")
+                        self.refuse(ch, "delim")
                     else:
                         delim.append(ch)
                     self.i += 1
@@ -526,7 +553,7 @@ class _Lex:
                 nxt = sub.peek()
                 sub.i += 1
                 if isinstance(nxt, _Slot):
-                    sub.refuse(nxt, "right after a backslash, which would escape the value's first character")
+                    sub.refuse(nxt, "backslash")
                 elif nxt in ("$", "`", "\\"):
                     if collect is not None:
                         collect.append(nxt)
@@ -559,7 +586,7 @@ def analyse(parts: tuple[str | int, ...]) -> Analysis:
     _Lex(items, out).script()
     for part in parts:
         if isinstance(part, int) and part not in out.contexts and part not in out.refused:
-            out.refused[part] = ("in a place the quoting lexer could not classify", "")
+            out.refused[part] = REFUSALS["unknown"]
     return out
 
 
@@ -648,9 +675,7 @@ def assemble(parts: Sequence[str | int], values: dict[int, list[list[Segment]]])
     return "".join(out)
 
 
-def _check_heredoc(
-    delim: str, strip: bool, body: list[object], base: int, inner: dict[int, str], an: Analysis
-) -> None:
+def _check_heredoc(delim: str, strip: bool, body: list[object], base: int, inner: dict[int, str], an: Analysis) -> None:
     text: list[str] = []
     slots: list[int] = []
     for x in body:
