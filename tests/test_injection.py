@@ -373,3 +373,44 @@ def test_secret_preamble_leaves_the_commands_own_stdin_intact() -> None:
         argv = [shell, "sh", "-c", cmd] if shell == "busybox" else [shell, "-c", cmd]
         res = subprocess.run(argv, input=stdin, capture_output=True, timeout=10)
         assert res.stdout == b"multi\nline\n value ||x\\y'\"|own\nstdin\n", (shell, res)
+
+
+SECRET_CMD = 'printf "%s|" "$OPSRUN_SECRET_X"; cat'
+SECRET_ENV = (("OPSRUN_SECRET_X", "pa55 'w\"rd\nline2"),)
+
+
+def _check_secret_delivery(t: Any) -> None:
+    from runner.model import Probe, ShellCommand
+
+    r = t.run(ShellCommand(SECRET_CMD, SECRET_ENV), stdin=b"own stdin")
+    assert (r.rc, r.stdout) == (0, b"pa55 'w\"rd\nline2|own stdin")
+    r = t.run(ShellCommand(SECRET_CMD, SECRET_ENV))  # no stdin of its own: EOF after the secrets
+    assert (r.rc, r.stdout) == (0, b"pa55 'w\"rd\nline2|")
+    answers = t.probe([Probe("a", ShellCommand('printf "%s" "$OPSRUN_SECRET_X"', SECRET_ENV)), Probe("b", "echo b")])
+    assert answers["a"].stdout == b"pa55 'w\"rd\nline2" and answers["b"].stdout == b"b\n"
+
+
+@pytest.mark.peer
+def test_secrets_reach_ssh_commands_on_stdin(ssh_hosts: list[Any]) -> None:
+    from runner.transports.ssh import SSHTransport
+
+    with SSHTransport(ssh_hosts[0].host()) as t:
+        _check_secret_delivery(t)
+
+
+@pytest.mark.peer
+def test_secrets_reach_adb_commands_on_stdin(fake_android: Any) -> None:
+    from tests.test_adb import opened
+
+    t = opened(fake_android())
+    try:
+        _check_secret_delivery(t)
+    finally:
+        t.close()
+
+
+def test_secrets_reach_local_commands_on_stdin() -> None:
+    from runner.model import Host
+    from runner.transports.local import LocalTransport
+
+    _check_secret_delivery(LocalTransport(Host("local", "local")))
