@@ -1,8 +1,5 @@
-"""Context-aware insertion of values into POSIX sh command templates: a small lexer finds,
-for each insertion point, the quoting context it lands in, and an encoder escapes for it.
-
-Pure and standard-library only: imports nothing from runner (render and schema use it).
-"""
+"""Context-aware insertion of values into sh command templates: a small POSIX sh lexer finds
+each insertion's quoting context and the encoder escapes for it. Pure; imports nothing from runner."""
 
 from __future__ import annotations
 
@@ -20,34 +17,27 @@ DECLARE = frozenset({"export", "declare", "typeset", "local", "readonly"})
 RESET_WORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "{", "}", "!", "time", "in"})
 SSH_ARG_OPTS = frozenset("bcDEeFIiJLlmOopQRSWwB")
 _C_OPTION = re.compile(r"^-[A-Za-z]*c[A-Za-z]*$")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 _VAR_HINT = 'put the value in a shell variable first (v={{ x }}; …) and use "$v" there'
+# fmt: off
 REFUSALS: dict[str, tuple[str, str]] = {  # code -> (where the value would land, what to do)
-    "arith": (
-        "in arithmetic ($(( )), (( )), let, [[ -eq ]]), where bash runs $( ) found in array subscripts",
-        "check it is a number first: v={{ x }}; case $v in ''|*[!0-9]*) exit 2;; esac; then use $v",
-    ),
-    "pipe": (
-        "in a pipeline into a shell (… | sh), where the value would become code",
-        "hand it to the script as an argument instead: sh -c '… \"$1\" …' sh {{ x }}",
-    ),
+    "arith": ("in arithmetic ($(( )), (( )), let, [[ -eq ]]), where bash runs $( ) found in array subscripts",
+              "check it is a number first: v={{ x }}; case $v in ''|*[!0-9]*) exit 2;; esac; then use $v"),
+    "pipe": ("in a pipeline into a shell (… | sh), where the value would become code",
+             "hand it to the script as an argument instead: sh -c '… \"$1\" …' sh {{ x }}"),
     "name": ("as a variable name (export/declare/local/readonly)", "write the variable name literally"),
-    "backslash": (
-        "right after a backslash, which would escape the value's first character",
-        "remove the backslash: the value is escaped for its context already",
-    ),
+    "backslash": ("right after a backslash, which would escape the value's first character",
+                  "remove the backslash: the value is escaped for its context already"),
     "dollar": ("right after $, as a variable name", "write the variable name literally"),
     "param": ("inside ${…}, where it would be parameter syntax", _VAR_HINT),
-    "subst": (
-        "inside a command substitution whose output becomes a nested script's code",
-        "hand it to the nested script as an argument: sh -c '… \"$1\" …' sh {{ x }}",
-    ),
+    "subst": ("inside a command substitution whose output becomes a nested script's code",
+              "hand it to the nested script as an argument: sh -c '… \"$1\" …' sh {{ x }}"),
     "ansi": ("inside $'…' quoting", "use '…' or \"…\" around it instead"),
     "delim": ("in a heredoc delimiter", "write the delimiter literally"),
     "unknown": ("in a place the quoting lexer cannot classify", _VAR_HINT),
 }
+# fmt: on
 
 
 class Ref(NamedTuple):
@@ -67,21 +57,6 @@ class Context:
     kind: str  # word | dq | sq | heredoc | heredoc-quoted | comment
     layers: tuple[str, ...] = ()  # word | dq | sq | heredoc | heredoc-quoted | bq
     env_ok: bool = True  # False: an exported variable does not reach this level (sudo, ssh...)
-
-    def describe(self) -> str:
-        names = {
-            "word": "an unquoted word",
-            "dq": 'double quotes "…"',
-            "sq": "single quotes '…'",
-            "heredoc": "a heredoc body",
-            "heredoc-quoted": "a quoted heredoc body",
-            "comment": "a comment",
-            "bq": "backticks",
-        }
-        text = names[self.kind]
-        for layer in self.layers:
-            text += f", inside a nested script in {names[layer]}"
-        return text
 
 
 class Refused(Exception):
@@ -130,31 +105,35 @@ class _Lex:
     def record(self, s: _Slot, kind: str, env_ok: bool = True) -> None:
         self.out.contexts[s.idx] = Context(kind, s.layers, s.env_ok and env_ok)
 
+    def place(self, c: _Slot, kind: str, collect: list[_Item] | None, env_ok: bool) -> None:
+        """A slot met in `kind`: recorded here, or collected for the nested script it is in."""
+        self.out.seen.append(c)
+        if collect is not None:
+            collect.append(_Slot(c.idx, (kind, *c.layers), c.env_ok))
+        else:
+            self.record(c, kind, env_ok)
+
     def refuse(self, s: _Slot, code: str) -> None:
         self.out.refused.setdefault(s.idx, REFUSALS[code])
 
-    def refuse_region(self, end: str, code: str, opening: int = 0) -> None:
-        """Skip to `end` (balanced parentheses), refusing every slot on the way."""
+    def refuse_region(self, end: str, code: str, opening: int = 1) -> None:
+        """Skip past the `end` closing what is open (`opening` levels deep; `'` does not
+        nest), refusing every slot on the way."""
         depth = opening
+        start = {")": "(", "}": "{"}.get(end)
         while self.i < self.n:
             c = self.items[self.i]
+            self.i += 1
             if isinstance(c, _Slot):
                 self.refuse(c, code)
             elif c == "\\":
                 self.i += 1
-            elif c == "(":
+            elif c == start:
                 depth += 1
-            elif c == ")":
+            elif c == end:
                 depth -= 1
-                if depth <= 0 and end == ")":
-                    self.i += 1
-                    if self.peek() == ")":
-                        self.i += 1
+                if depth <= 0:
                     return
-            elif c == end and end != ")":
-                self.i += 1
-                return
-            self.i += 1
 
     # ------------------------------------------------------------ scripts
     def script(self, stop: str | None = None, env_ok: bool = True) -> None:
@@ -229,24 +208,12 @@ class _Lex:
     def pipe_check(self, start: int) -> None:
         """`… {{ x }} … | sh`: the value becomes the script of a shell reading stdin."""
         j = self.i
-        rest: list[str] = []
-        cur = ""
         while j < self.n and self.items[j] not in ("\n", ";", "&", "|", ")"):
-            ch = self.items[j]
-            if isinstance(ch, str) and ch in " \t":
-                if cur:
-                    rest.append(cur)
-                cur = ""
-            else:
-                cur += ch if isinstance(ch, str) else "\0"
             j += 1
-        if cur:
-            rest.append(cur)
+        rest = "".join(x if isinstance(x, str) else "\0" for x in self.items[self.i : j]).split()
         names = [w.rsplit("/", 1)[-1] for w in rest]
         shells = [k for k, w in enumerate(names) if w in SHELLS - {"su", "runuser"}]
-        if not shells or any(_C_OPTION.match(w) for w in rest[shells[0] + 1 :]):
-            return
-        if not [w for w in rest[shells[0] + 1 :] if not w.startswith("-")]:
+        if shells and all(w.startswith("-") and not _C_OPTION.match(w) for w in rest[shells[0] + 1 :]):
             for s in self.out.seen[start:]:
                 self.refuse(s, "pipe")
 
@@ -270,14 +237,11 @@ class _Lex:
             return "one"
         if "ssh" in names:
             k = names.index("ssh") + 1
-            while k < len(words):
+            while k < len(words) and (words[k] or "").startswith("-"):  # options, some with an argument
                 w = words[k] or ""
-                if w == "--":
-                    k += 1
-                    break
-                if not w.startswith("-"):
-                    break
                 k += 2 if (len(w) == 2 and w[1] in SSH_ARG_OPTS) else 1
+                if w == "--":
+                    break
             if k < len(words):  # the host is words[k]; what follows is the remote command
                 return "join"
         return ""
@@ -297,15 +261,11 @@ class _Lex:
             if isinstance(c, _Slot):
                 self.i += 1
                 text = None
-                self.out.seen.append(c)
-                if arith:
-                    self.refuse(c, "arith")
-                elif declare and not seen_eq:
-                    self.refuse(c, "name")
-                elif collect is not None:
-                    collect.append(_Slot(c.idx, ("word", *c.layers), c.env_ok))
+                if arith or (declare and not seen_eq):
+                    self.out.seen.append(c)
+                    self.refuse(c, "arith" if arith else "name")
                 else:
-                    self.record(c, "word", env_ok)
+                    self.place(c, "word", collect, env_ok)
                 continue
             if c in (" ", "\t", "\n", ";", "&", "|", "<", ">", "(", ")"):
                 break
@@ -316,11 +276,7 @@ class _Lex:
                     self.i += 1
                     if isinstance(ch, _Slot):
                         text = None
-                        self.out.seen.append(ch)
-                        if collect is not None:
-                            collect.append(_Slot(ch.idx, ("sq", *ch.layers), ch.env_ok))
-                        else:
-                            self.record(ch, "sq", env_ok)
+                        self.place(ch, "sq", collect, env_ok)
                     else:
                         if text is not None:
                             text.append(ch)
@@ -365,40 +321,35 @@ class _Lex:
                 collect.append(" ")
                 self.word(words, env_ok, into=collect)
         if collect is not None and nested:
-            self.nested(collect, env_ok and not self.resets(words))
+            _Lex(collect, self.out, self.base + 1).script(env_ok=env_ok and not self.resets(words))
         return "".join(text) if text is not None else None
 
     @staticmethod
     def resets(words: list[str | None]) -> bool:
         return any((w or "").rsplit("/", 1)[-1] in ENV_RESET for w in words)
 
-    def nested(self, items: list[_Item], env_ok: bool) -> None:
-        sub = _Lex(items, self.out, self.base + 1)
-        sub.script(env_ok=env_ok)
-
     def dq(self, collect: list[_Item] | None, env_ok: bool, kind: str = "dq") -> bool:
-        """Inside "…" (the opening quote read). Returns True when something was not literal."""
+        """Inside "…" (the opening quote read), or an unquoted heredoc body (kind "heredoc":
+        to the end, `"` not special). Returns True when something was not literal."""
         dynamic = False
+        quote = kind == "dq"
+        escapes = ("$", "`", '"', "\\") if quote else ("$", "`", "\\")
         while self.i < self.n:
             c = self.items[self.i]
             self.i += 1
-            if c == '"':
+            if c == '"' and quote:
                 return dynamic
             if isinstance(c, _Slot):
                 dynamic = True
-                self.out.seen.append(c)
-                if collect is not None:
-                    collect.append(_Slot(c.idx, (kind, *c.layers), c.env_ok))
-                else:
-                    self.record(c, kind, env_ok)
+                self.place(c, kind, collect, env_ok)
             elif c == "\\":
                 nxt = self.peek()
                 self.i += 1
                 if isinstance(nxt, _Slot):
                     self.refuse(nxt, "backslash")
-                elif nxt in ("$", "`", '"', "\\"):
+                elif nxt in escapes:
                     if collect is not None:
-                        collect.append(nxt)
+                        collect.append(str(nxt))
                 elif nxt != "\n" and nxt is not None and collect is not None:
                     collect.extend(["\\", nxt])
             elif c == "$":
@@ -406,7 +357,7 @@ class _Lex:
                 self.dollar(collect, env_ok)
             elif c == "`":
                 dynamic = True
-                self.backtick(collect, env_ok, True)
+                self.backtick(collect, env_ok, quote)
             elif collect is not None:
                 collect.append(c)
         return dynamic
@@ -426,19 +377,17 @@ class _Lex:
         elif nxt == "(":
             self.i += 1
             if collect is not None:  # its output becomes text of the nested script
-                self.refuse_region(")", "subst", 1)
+                self.refuse_region(")", "subst")
             else:
                 self.script(")", env_ok)
         elif nxt == "'":
             self.i += 1
             self.refuse_region("'", "ansi")
-        elif isinstance(nxt, str) and (nxt.isalnum() or nxt in "_@*#?$!-"):
-            m = _NAME.match(nxt) if nxt.isalpha() or nxt == "_" else None
-            if m:
-                while isinstance(self.peek(), str) and (str(self.peek()).isalnum() or self.peek() == "_"):
-                    self.i += 1
-            else:
+        elif isinstance(nxt, str) and (nxt.isalpha() or nxt == "_"):
+            while isinstance(self.peek(), str) and (str(self.peek()).isalnum() or self.peek() == "_"):
                 self.i += 1
+        elif isinstance(nxt, str) and (nxt.isdigit() or nxt in "@*#?$!-"):
+            self.i += 1
         else:
             if collect is not None:
                 collect.append("$")
@@ -478,31 +427,22 @@ class _Lex:
             self.i += 1
         delim: list[str] = []
         quoted = False
+        quote = ""  # the quote char the delimiter is inside, if any
         while self.i < self.n:
             c = self.items[self.i]
-            if isinstance(c, _Slot):
-                self.refuse(c, "delim")
-                self.i += 1
-                continue
-            if c in (" ", "\t", "\n", ";", "&", "|", "<", ">", "(", ")"):
+            if not quote and c in (" ", "\t", "\n", ";", "&", "|", "<", ">", "(", ")"):
                 break
             self.i += 1
-            if c in ("'", '"'):
+            if isinstance(c, _Slot):
+                self.refuse(c, "delim")
+            elif c == quote or (not quote and c in ("'", '"')):
                 quoted = True
-                while self.i < self.n and self.items[self.i] != c:
-                    ch = self.items[self.i]
-                    if isinstance(ch, _Slot):
-                        self.refuse(ch, "delim")
-                    else:
-                        delim.append(ch)
-                    self.i += 1
-                self.i += 1
-            elif c == "\\":
+                quote = "" if quote else c
+            elif c == "\\" and not quote:
                 quoted = True
                 nxt = self.peek()
-                if isinstance(nxt, str):
-                    delim.append(nxt)
                 self.i += 1
+                delim.append(nxt if isinstance(nxt, str) else "")
             else:
                 delim.append(c)
         names = [(w or "").rsplit("/", 1)[-1] for w in words]
@@ -539,32 +479,8 @@ class _Lex:
                 for s in slots:
                     self.record(s, layer, False)
             return
-        sub = _Lex(body, self.out, self.base)
         collect: list[_Item] | None = [] if script else None
-        while sub.i < sub.n:
-            c = sub.items[sub.i]
-            sub.i += 1
-            if isinstance(c, _Slot):
-                if collect is not None:
-                    collect.append(_Slot(c.idx, (layer, *c.layers), c.env_ok))
-                else:
-                    sub.record(c, layer, env_ok)
-            elif c == "\\":
-                nxt = sub.peek()
-                sub.i += 1
-                if isinstance(nxt, _Slot):
-                    sub.refuse(nxt, "backslash")
-                elif nxt in ("$", "`", "\\"):
-                    if collect is not None:
-                        collect.append(nxt)
-                elif nxt != "\n" and nxt is not None and collect is not None:
-                    collect.extend(["\\", nxt])
-            elif c == "$":
-                sub.dollar(collect, env_ok)
-            elif c == "`":
-                sub.backtick(collect, env_ok, False)
-            elif collect is not None:
-                collect.append(c)
+        _Lex(body, self.out, self.base).dq(collect, env_ok, layer)
         if collect is not None:
             _Lex(collect, self.out, self.base + 1).script(env_ok=env_ok)
 
@@ -616,32 +532,18 @@ def _ref(name: str, kind: str) -> str:
 def encode(segments: Sequence[Segment], ctx: Context, slot: int = 0) -> str:
     """The text for one value (literal parts and secret references) in its context."""
     kind = ctx.kind
-    if kind == "comment":
-        text = "".join("***" if isinstance(s, Ref) else literal(s, kind) for s in segments)
-    elif any(isinstance(s, Ref) for s in segments):
-        if kind == "heredoc-quoted" or not ctx.env_ok:
-            where = "a quoted heredoc" if kind == "heredoc-quoted" else "a nested script run through sudo/su/ssh/env"
-            raise Refused(
-                slot,
-                f"a secret cannot be inserted into {where}: it would be written into the command line",
-                "use an unquoted heredoc, or hand the secret over on stdin (printf '%s' \"$VAR\" | …)",
-            )
-        out = []
-        pending = ""
-        for s in segments:
-            if isinstance(s, Ref):
-                if pending:
-                    out.append(literal(pending, kind))
-                    pending = ""
-                out.append(_ref(s.name, kind))
-            else:
-                pending += s
-        if pending:
-            out.append(literal(pending, kind))
-        text = "".join(out)
-    else:
-        text = literal("".join(s for s in segments if isinstance(s, str)), kind)
-    return text
+    if kind != "comment" and (kind == "heredoc-quoted" or not ctx.env_ok) and any(isinstance(x, Ref) for x in segments):
+        where = "a quoted heredoc" if kind == "heredoc-quoted" else "a nested script run through sudo/su/ssh/env"
+        raise Refused(
+            slot,
+            f"a secret cannot be inserted into {where}: it would be written into the command line",
+            "use an unquoted heredoc, or hand the secret over on stdin (printf '%s' \"$VAR\" | …)",
+        )
+    return "".join(
+        ("***" if kind == "comment" else _ref(x.name, kind)) if isinstance(x, Ref) else literal(x, kind)
+        for x in segments
+        if x != "" or len(segments) == 1
+    )
 
 
 def wrap(text: str, layers: Sequence[str]) -> str:
