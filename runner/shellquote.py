@@ -448,7 +448,7 @@ class _Lex:
         names = [(w or "").rsplit("/", 1)[-1] for w in words]
         shell_at = [k for k, w in enumerate(names) if w in SHELLS]
         script = bool(shell_at) and not any(_C_OPTION.match(w or "") for w in words[shell_at[0] + 1 :])
-        if not script and "ssh" in names and self.nested_kind([*words, "x"]) != "join":
+        if not script and "ssh" in names and self.nested_kind(words[:-1]) != "join":
             script = True  # `ssh host <<EOF`: the body is the remote shell's script
         return "".join(delim), quoted, strip, script, env_ok and not (script and self.resets(words))
 
