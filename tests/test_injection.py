@@ -70,7 +70,7 @@ CONTEXTS: list[tuple[str, str, str]] = [
     ("eval", "eval \"printf '%s' V\" > O", "exact"),
     ("eval-single", "eval 'printf \"%s\" \"<'V'>\"' > O", "angle"),
     ("sh-heredoc-unquoted", "sh <<EOF\nprintf '%s' '<V>' > O\nEOF", "angle"),
-    ("sh-c-twice", "sh -c \"sh -c 'printf %s \\\"<V>\\\" > O'\"", "angle"),
+    ("sh-c-twice", 'sh -c "sh -c \'printf %s \\"<V>\\" > O\'"', "angle"),
     ("case", "case V in *) printf '%s' V > O;; esac", "exact"),
     ("subshell-and", "(true && printf '%s' \"<V>\") > O", "angle"),
     ("comment", "true # V\nprintf ok > O", "ok"),

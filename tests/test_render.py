@@ -278,7 +278,7 @@ def test_truthy() -> None:
         ("ssh web1 <<'EOF'\nrm {{ v }}\nEOF", "word", ("heredoc-quoted",)),
         ("sh <<EOF\necho '{{ v }}'\nEOF", "sq", ("heredoc",)),
         ("case {{ v }} in a) echo ok;; esac", "word", ()),
-        ("x={{ v }}; echo \"$x\"", "word", ()),
+        ('x={{ v }}; echo "$x"', "word", ()),
         ("echo ${HOME}/{{ v }}", "word", ()),
         ("echo a\\ b {{ v }}", "word", ()),
         ("printf '%s\\n' \"it's\" {{ v }}", "word", ()),
@@ -292,7 +292,7 @@ def test_the_lexer_finds_each_insertions_context(template: str, kind: str, layer
     assert not analysis.refused, analysis.refused
     ctx = analysis.contexts[0]
     assert (ctx.kind, ctx.layers) == (kind, layers)
-    value = "it's $(touch /nonexistent/x) `id` \"q\" \\"
+    value = 'it\'s $(touch /nonexistent/x) `id` "q" \\'
     out = render_text(template, {"v": value}, shell=True)
     assert "touch /nonexistent/x" in out  # present, but as data: the matrix test runs these
 
