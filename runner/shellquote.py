@@ -14,6 +14,9 @@ SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"
 ENV_RESET = frozenset({"sudo", "su", "doas", "runuser", "ssh", "env", "pkexec", "setpriv"})
 ARITH_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 DECLARE = frozenset({"export", "declare", "typeset", "local", "readonly"})
+NAME_ARGS = frozenset({"read", "unset"})  # every argument is a variable name
+NAME_OPT = frozenset({"printf", "test", "[", "[["})  # -v NAME
+READ_ARGS = frozenset({"-p", "-d", "-t", "-n", "-N", "-u"})  # read's options that take a value
 RESET_WORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "{", "}", "!", "time", "in"})
 SSH_ARG_OPTS = frozenset("bcDEeFIiJLlmOopQRSWwB")
 _C_OPTION = re.compile(r"^-[A-Za-z]*c[A-Za-z]*$")
@@ -26,7 +29,7 @@ REFUSALS: dict[str, tuple[str, str]] = {  # code -> (where the value would land,
               "check it is a number first: v={{ x }}; case $v in ''|*[!0-9]*) exit 2;; esac; then use $v"),
     "pipe": ("in a pipeline into a shell (… | sh), where the value would become code",
              "hand it to the script as an argument instead: sh -c '… \"$1\" …' sh {{ x }}"),
-    "name": ("as a variable name (export/declare/local/readonly)", "write the variable name literally"),
+    "name": ("as a variable name (export, declare, local, read, unset, printf -v...)", "write the name literally"),
     "backslash": ("right after a backslash, which would escape the value's first character",
                   "remove the backslash: the value is escaped for its context already"),
     "dollar": ("right after $, as a variable name", "write the variable name literally"),
@@ -97,7 +100,6 @@ class _Lex:
         self.out = out
         self.base = base  # how many layers the slots of `items` already carry
 
-    # ------------------------------------------------------------ helpers
     def peek(self, k: int = 0) -> _Item | None:
         j = self.i + k
         return self.items[j] if j < self.n else None
@@ -192,6 +194,13 @@ class _Lex:
                     if strip:
                         self.i += 1
                     heredocs.append(self.heredoc_start(words, strip, env_ok))
+                    continue
+                while self.peek() in ("<", ">", "&", "|"):  # >>, >&, <<<, >|
+                    self.i += 1
+                while self.peek() in (" ", "\t"):
+                    self.i += 1
+                if self.peek() not in (None, "\n", ";", "&", "|", "(", ")", "<", ">"):
+                    self.word([], env_ok)  # the target: a file name, not an argument
                 continue
             if c == "#":
                 self.comment()
@@ -219,8 +228,7 @@ class _Lex:
 
     def comment(self) -> None:
         while self.i < self.n and self.items[self.i] != "\n":
-            c = self.items[self.i]
-            if isinstance(c, _Slot):
+            if isinstance(c := self.items[self.i], _Slot):
                 self.record(c, "comment")
             self.i += 1
 
@@ -253,8 +261,11 @@ class _Lex:
         collect: list[_Item] | None = into if into is not None else ([] if nested else None)
         text: list[str] | None = []
         first = (words[0] or "") if words else ""
-        declare = first in DECLARE
+        options = [w for w in words[1:] if (w or "").startswith("-")]
+        declare = first in DECLARE or (first in NAME_ARGS and words[-1] not in READ_ARGS)
+        declare = declare or (words[-1:] == ["-v"] and first in NAME_OPT)
         arith = first == "let" or ("[[" in words and (words[-1] or "") in ARITH_OPS)
+        arith = arith or (first in DECLARE and any("i" in (w or "") for w in options))  # declare -i
         seen_eq = False
         while self.i < self.n:
             c = self.items[self.i]
@@ -421,7 +432,6 @@ class _Lex:
             return
         _Lex(inner, self.out, self.base + 1).script(env_ok=env_ok)
 
-    # ------------------------------------------------------------ heredocs
     def heredoc_start(self, words: list[str | None], strip: bool, env_ok: bool) -> tuple[str, bool, bool, bool, bool]:
         while self.peek() in (" ", "\t"):
             self.i += 1
@@ -455,32 +465,28 @@ class _Lex:
     def heredoc_body(self, delim: str, quoted: bool, strip: bool, script: bool, env_ok: bool) -> None:
         body: list[_Item] = []
         while self.i < self.n:
-            line: list[_Item] = []
-            while self.i < self.n and self.items[self.i] != "\n":
-                line.append(self.items[self.i])
-                self.i += 1
-            self.i += 1  # the newline
-            plain = all(isinstance(x, str) for x in line)
-            text = "".join(x for x in line if isinstance(x, str))
-            if plain and (text.lstrip("\t") if strip else text) == delim:
+            end = self.i
+            while end < self.n and self.items[end] != "\n":
+                end += 1
+            line, self.i = self.items[self.i : end], end + 1
+            text = "".join(x if isinstance(x, str) else "\0" for x in line)  # a slot never ends it
+            if (text.lstrip("\t") if strip else text) == delim:
                 break
             body.extend(line)
             body.append("\n")
-        slots = [x for x in body if isinstance(x, _Slot)]
-        if not slots:
+        if not any(isinstance(x, _Slot) for x in body):
             return
         self.out.heredocs.append((delim, strip, list(body), self.base))
         layer = "heredoc-quoted" if quoted else "heredoc"
-        if quoted:
-            if script:
-                marked = [_Slot(x.idx, (layer, *x.layers), x.env_ok) if isinstance(x, _Slot) else x for x in body]
-                _Lex(marked, self.out, self.base + 1).script(env_ok=env_ok)
-            else:
-                for s in slots:
-                    self.record(s, layer, False)
-            return
         collect: list[_Item] | None = [] if script else None
-        _Lex(body, self.out, self.base).dq(collect, env_ok, layer)
+        if quoted:  # read as it is: no expansion, and so no secret variable either
+            for x in body:
+                if isinstance(x, _Slot):
+                    self.place(x, layer, collect, False)
+                elif collect is not None:
+                    collect.append(x)
+        else:
+            _Lex(body, self.out, self.base).dq(collect, env_ok, layer)
         if collect is not None:
             _Lex(collect, self.out, self.base + 1).script(env_ok=env_ok)
 
@@ -492,17 +498,11 @@ class _Lex:
 def analyse(parts: tuple[str | int, ...]) -> Analysis:
     """Contexts of the insertion points of a template: `parts` alternates literal text and
     slot numbers. Cached: a template's skeleton is lexed once."""
-    items: list[_Item] = []
-    for part in parts:
-        if isinstance(part, int):
-            items.append(_Slot(part, (), True))
-        else:
-            items.extend(part)
+    items: list[_Item] = [x for p in parts for x in ([_Slot(p, (), True)] if isinstance(p, int) else p)]
     out = Analysis()
     _Lex(items, out).script()
-    for part in parts:
-        if isinstance(part, int) and part not in out.contexts and part not in out.refused:
-            out.refused[part] = REFUSALS["unknown"]
+    for slot in {p for p in parts if isinstance(p, int)} - set(out.contexts) - set(out.refused):
+        out.refused[slot] = REFUSALS["unknown"]
     return out
 
 

@@ -419,3 +419,20 @@ def test_secrets_reach_local_commands_on_stdin() -> None:
     from runner.transports.local import LocalTransport
 
     _check_secret_delivery(LocalTransport(Host("local", "local")))
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["read {{ v }}", "unset {{ v }}", "printf -v {{ v }} %s x", "declare -i n={{ v }}", "local -i n={{ v }}"],
+)
+def test_names_and_integer_declarations_are_refused(template: str) -> None:
+    with pytest.raises(RenderError):
+        render_text(template, {"v": "x"}, shell=True)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["read -r x <<< {{ v }}", "read -p {{ v }} x", "local x={{ v }}", "cat < {{ v }} > {{ v }}", "cmd 2>&1 >> {{ v }}"],
+)
+def test_redirection_targets_and_values_are_plain_words(template: str) -> None:
+    assert "'a b'" in render_text(template, {"v": "a b"}, shell=True)
