@@ -320,7 +320,8 @@ def render_params(
     shell_fields: frozenset[str],
     skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Render a step's parameters; fields in `shell_fields` are shell-quoted, `skip` left as is."""
+    """Render a step's parameters; values in `shell_fields` are escaped for their quoting
+    context (those fields come back as ShellCommand), `skip` is left as is."""
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in skip:
