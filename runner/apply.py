@@ -73,7 +73,7 @@ def _compact(registered: dict[str, Any]) -> dict[str, Any]:
     out = dict(registered)
     for key in ("stdout", "stderr"):
         if isinstance(out.get(key), str):
-            out[key] = out[key][-TAIL * 4 :]
+            out[key] = redact(out[key])[-TAIL * 4 :]  # redact, then cut: no half secret at the cut
     out.pop("stdout_lines", None)
     if isinstance(out.get("results"), list):
         out["results"] = [_compact(r) for r in out["results"]]
@@ -98,7 +98,7 @@ class Recap:
 
 
 def _tail(text: str) -> str:
-    return text[-TAIL:]
+    return redact(text)[-TAIL:]  # redact, then cut: a secret at the cut would survive partly
 
 
 class Executor:

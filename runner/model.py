@@ -141,6 +141,29 @@ class ProbeResult:
         return h.hexdigest()[:16]
 
 
+class ShellCommand(str):
+    """A shell command whose secrets it reads from variables: `env` holds (name, value) for
+    each; transports hand those over on stdin, never in argv. Otherwise a plain str."""
+
+    env: tuple[tuple[str, str], ...]
+
+    def __new__(cls, text: str, env: tuple[tuple[str, str], ...] = ()) -> ShellCommand:
+        obj = super().__new__(cls, text)
+        obj.env = env
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ShellCommand, (str(self), self.env))
+
+
+def command_env(*commands: object) -> tuple[tuple[str, str], ...]:
+    """The secrets (name, value) the given commands reference, each once."""
+    out: dict[str, str] = {}
+    for c in commands:
+        out.update(getattr(c, "env", ()))
+    return tuple(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class Action:
     """One thing apply will send: a shell command, a file upload or an API call.
@@ -159,6 +182,11 @@ class Action:
     stdin: bytes | None = None  # cmd: data fed to the command
     sudo: bool = False
     wait_task: bool = False  # api: wait for the UPID it returns
+
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]:
+        """Secrets the command reads from variables (never shown; in the digest as hashes)."""
+        return command_env(self.command)
 
     def display(self) -> str:
         if self.kind == "cmd":
@@ -185,6 +213,8 @@ class Action:
         h.update(json.dumps(payload, sort_keys=True, default=str).encode())
         h.update(self.content)
         h.update(self.stdin or b"")
+        for name, value in self.env:
+            h.update(f"\0{name}={hashlib.sha256(value.encode()).hexdigest()}".encode())
         return h.hexdigest()[:16]
 
     def to_json(self, *, with_payload: bool = False) -> dict[str, Any]:

@@ -1,22 +1,27 @@
-"""Sandboxed Jinja2 rendering of step parameters, with shell quoting by default.
+"""Sandboxed Jinja2 rendering of step parameters, with context-aware shell quoting.
 
-Values inserted into shell-command fields are shell-quoted unless the template says
-`| raw`; undefined names are errors (StrictUndefined). No I/O; never executes commands.
+Values inserted into shell-command fields are escaped for the quoting context they land in
+(runner.shellquote), secrets become variable references, `| raw` opts out; undefined names
+are errors (StrictUndefined). No I/O; never executes commands.
 """
 
 from __future__ import annotations
 
+import contextvars
 import re
+import secrets as _random
 import shlex
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runner import secrets
+from runner import secrets, shellquote
 from runner.errors import InvalidInput
+from runner.model import ShellCommand
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 
@@ -100,8 +105,103 @@ def quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-def _shell_finalize(value: Any) -> Any:
-    return quote(value)
+# The values of the current shell render: (nonce, values). The finalizer puts a placeholder
+# into Jinja's output for each value; render_text then lexes the literal text around the
+# placeholders and escapes each value for the context it landed in.
+_SLOTS: contextvars.ContextVar[tuple[str, list[Any]] | None] = contextvars.ContextVar("opsrun_slots", default=None)
+_MARK = "\ue000"
+_END = "\ue001"
+
+
+@pass_context
+def _shell_finalize(context: Context, value: Any) -> Any:
+    if isinstance(value, Raw):
+        return str(value)
+    slots = _SLOTS.get()
+    if slots is None:  # pragma: no cover - shell templates are only rendered by render_text
+        return quote(value)
+    nonce, values = slots
+    values.append(value)
+    return f"{_MARK}{nonce}:{len(values) - 1}{_END}"
+
+
+def _words(value: Any) -> list[list[shellquote.Segment]]:
+    """A value as shell words (a list is one word per item), each split at secrets."""
+    if isinstance(value, list | tuple):
+        return [seg for v in value for seg in _words(v)]
+    if value is None:
+        text = ""
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    if "\0" in text:
+        raise RenderError("a value inserted into a shell command contains a NUL byte")
+    pieces = secrets.split(value if isinstance(value, secrets.Secret) else text)
+    return [[shellquote.Ref(p) if is_ref else p for p, is_ref in pieces]]
+
+
+def shell_word(value: Any) -> ShellCommand:
+    """`value` as one shell word (an unquoted-context insertion), secrets as references."""
+    segments = _words("" if value is None else value if isinstance(value, secrets.Secret) else str(value))[0]
+    env = {seg.name: secrets.value_of(seg.name) for seg in segments if isinstance(seg, shellquote.Ref)}
+    return ShellCommand(shellquote.encode(segments, shellquote.Context("word")), tuple(sorted(env.items())))
+
+
+def shell_problems(source: str) -> list[tuple[int, str, str]]:
+    """Insertion points of a shell-field template that no escaping can make safe, found
+    without rendering: (line in the template, reason, hint). Every branch of {% if %} and
+    {% for %} is read as if it were there once. Syntax errors are the caller's to report."""
+    if not has_template(source):
+        return []
+    parts: list[str | int] = []
+    lines: list[int] = []
+    try:
+        tokens = list(ENV_SHELL.lex(source))
+    except TemplateError:
+        return []
+    k = 0
+    while k < len(tokens):
+        lineno, kind, value = tokens[k]
+        if kind == "data":
+            parts.append(value)
+        elif kind == "variable_begin":
+            names: list[str] = []
+            while k < len(tokens) and tokens[k][1] != "variable_end":
+                if tokens[k][1] in ("name", "operator"):
+                    names.append(tokens[k][2])
+                k += 1
+            if names[-2:] == ["|", "raw"]:
+                parts.append("RAW")  # trusted code: the lexer reads it as some word
+            else:
+                parts.append(len(lines))
+                lines.append(lineno)
+        k += 1
+    analysis = shellquote.analyse(tuple(parts))
+    return [(lines[slot], reason, hint) for slot, (reason, hint) in sorted(analysis.refused.items())]
+
+
+def _assemble(output: str, nonce: str, values: list[Any]) -> ShellCommand:
+    pieces = re.split(f"{_MARK}{nonce}:(\\d+){_END}", output)
+    parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(pieces) if i % 2 or p]
+    words: dict[int, list[list[shellquote.Segment]]] = {}
+    env: dict[str, str] = {}
+    for slot, value in enumerate(values):
+        text = value if isinstance(value, str) else ""
+        if _MARK in text:
+            raise RenderError(
+                "shell fields cannot capture rendered output ({% set %}…{% endset %}, macros, {% filter %})"
+            )
+        words[slot] = _words(value)
+        for word in words[slot]:
+            for seg in word:
+                if isinstance(seg, shellquote.Ref):
+                    env[seg.name] = secrets.value_of(seg.name)
+    try:
+        command = shellquote.assemble(parts, words)
+    except shellquote.Refused as exc:
+        raise RenderError(f"value {exc.slot + 1} of the command would land {exc.reason}; hint: {exc.hint}") from None
+    return ShellCommand(command, tuple(sorted(env.items())))
 
 
 def _text_finalize(value: Any) -> Any:
@@ -140,7 +240,8 @@ def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
         finalize=_shell_finalize if shell else _text_finalize,
     )
     env.filters["raw"] = lambda v: Raw("" if v is None else str(v))
-    env.filters["quote"] = lambda v: Raw(quote(v))
+    # in shell fields every value is already escaped for its context: `quote` changes nothing
+    env.filters["quote"] = (lambda v: v) if shell else (lambda v: Raw(quote(v)))
     env.filters["bool"] = _to_bool
     env.globals["secret"] = secrets.lookup
     return env
@@ -171,12 +272,20 @@ def has_template(value: Any) -> bool:
 
 
 def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) -> str:
-    """Render a template string (shell=True quotes every inserted value)."""
+    """Render a template string. shell=True escapes every inserted value for its quoting
+    context and returns a ShellCommand (secrets as variable references, values in .env)."""
     if not has_template(source):
         return source
+    token = None
     try:
-        return str(_template(source, shell).render(variables))
-    except PendingResult:
+        if not shell:
+            return str(_template(source, shell).render(variables))
+        nonce = _random.token_hex(4)
+        values: list[Any] = []
+        token = _SLOTS.set((nonce, values))
+        output = str(_template(source, shell).render(variables))
+        return _assemble(output, nonce, values)
+    except (PendingResult, RenderError):
         raise
     except UndefinedError as exc:
         raise RenderError(f"undefined variable: {exc.message}") from None
@@ -186,6 +295,9 @@ def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) 
         raise RenderError(exc.message) from None
     except Exception as exc:  # a user template may raise anything (1/0, 'a' + 1)
         raise RenderError(f"template failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        if token is not None:
+            _SLOTS.reset(token)
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
@@ -231,7 +343,8 @@ def render_params(
     shell_fields: frozenset[str],
     skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Render a step's parameters; fields in `shell_fields` are shell-quoted, `skip` left as is."""
+    """Render a step's parameters; values in `shell_fields` are escaped for their quoting
+    context (those fields come back as ShellCommand), `skip` is left as is."""
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in skip:

@@ -132,6 +132,8 @@ class _Semantics:
                 ast = self._expression(value, path)
             elif "{{" in value or "{%" in value or "{#" in value:
                 ast = self._template(value, path)
+                if ast is not None and _shell_field(path):
+                    self._shell_insertions(value, path)
             else:
                 return
             if ast is None:
@@ -198,6 +200,16 @@ class _Semantics:
             if node.name not in table:
                 what = "filter" if isinstance(node, nodes.Filter) else "test"
                 raise TemplateAssertionError(f"No {what} named {node.name!r}.", node.lineno)
+
+    def _shell_insertions(self, source: str, path: PathKey) -> None:
+        """Values that would land where no quoting makes them safe (render.shell_problems)."""
+        from runner import render
+
+        for lineno, reason, hint in render.shell_problems(source):
+            line, col = self._position(path, lineno)
+            self.out.append(Diagnostic(self.doc.file, line, col,
+                                       f"{path[-1]}: a value inserted here would land {reason}",
+                                       json_path(path), hint))
 
     def _filter_hint(self, exc: Exception) -> str:
         m = re.search(r"No (filter|test) named '([^']+)'", str(exc))
@@ -354,3 +366,21 @@ def _listing(names: set[str]) -> str:
 
 def _jinja_message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc).rstrip(".")
+
+
+SHELL_KINDS = frozenset({"run", "adb.shell"})
+SHELL_PARAMS = frozenset({"command", "unless", "only_if"})
+
+
+def _shell_field(path: PathKey) -> bool:
+    """A playbook string rendered as shell code: a run/adb.shell command or guard, verify, undo."""
+    if len(path) < 3 or path[0] != "steps":
+        return False
+    rest = path[2:]
+    if rest[0] == "verify":
+        return rest in (("verify",), ("verify", "command"))
+    if rest[0] == "undo":
+        rest = rest[1:] or ("run",)
+    if not rest or rest[0] not in SHELL_KINDS:
+        return False
+    return len(rest) == 1 or (len(rest) == 2 and rest[1] in SHELL_PARAMS)

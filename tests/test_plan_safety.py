@@ -21,19 +21,19 @@ def _plan(tmp_path: Path, body: str) -> dict[str, object]:
 
 
 def test_forbidden_destinations_are_blocked_in_the_plan(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, """
+    plan = _plan(tmp_path, f"""
         steps:
           - id: disk
-            copy: {src: src.txt, dest: /dev/sda}
+            copy: {{src: src.txt, dest: /dev/sda}}
           - id: sysrq
-            file: {path: /proc/sysrq-trigger, content: "b"}
+            file: {{path: /proc/sysrq-trigger, content: "b"}}
           - id: kernel
-            line: {path: /proc/sys/kernel/hostname, line: x}
+            line: {{path: /proc/sys/kernel/hostname, line: x}}
           - id: etc
-            file: {path: /etc, state: absent}
+            file: {{path: /etc, state: absent}}
           - id: fine
-            file: {path: "%s/ok", content: "x"}
-        """ % tmp_path)
+            file: {{path: "{tmp_path}/ok", content: "x"}}
+        """)
     by = {s["instance"]: s for s in plan["steps"]}  # type: ignore[union-attr]
     assert {k: v["status"] for k, v in by.items()} == {
         "disk": "blocked", "sysrq": "blocked", "kernel": "blocked", "etc": "blocked", "fine": "create"}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from runner import render, secrets
+from runner.model import ShellCommand
 from runner.render import PendingResult, RenderError, StepResults, evaluate, render_params, render_text, render_value
 
 
@@ -226,8 +227,10 @@ def test_unknown_step_is_an_undefined_error() -> None:
 def test_secret_marks_the_value_and_redact_masks_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSRUN_SECRET_DB_PASSWORD", "s3cr3t-pa55")
     out = render_text("psql postgres://app:{{ secret('DB_PASSWORD') }}@db/app", {}, shell=True)
-    assert out == "psql postgres://app:s3cr3t-pa55@db/app"
-    assert secrets.redact(out) == "psql postgres://app:***@db/app"
+    # in a shell field the secret is a variable reference; the value travels beside it
+    assert out == 'psql postgres://app:"${OPSRUN_SECRET_DB_PASSWORD}"@db/app'
+    assert isinstance(out, ShellCommand) and out.env == (("OPSRUN_SECRET_DB_PASSWORD", "s3cr3t-pa55"),)
+    assert secrets.redact("postgres://app:s3cr3t-pa55@db") == "postgres://app:***@db"
     value = render_value("{{ secret('DB_PASSWORD') }}", {})
     assert isinstance(value, secrets.Secret)
     assert "s3cr3t" not in repr(value)
@@ -247,3 +250,55 @@ def test_truthy() -> None:
     assert [render.truthy(v) for v in ("yes", "On", " true ", "1", "no", "", "false", 0, 1, [], [0])] == [
         True, True, True, True, False, False, False, False, True, False, True,
     ]
+
+
+# ---------------------------------------------------------------- quoting contexts (the lexer)
+
+
+@pytest.mark.parametrize(
+    ("template", "kind", "layers"),
+    [
+        ("echo {{ v }}", "word", ()),
+        ('echo "a {{ v }} b"', "dq", ()),
+        ("echo 'a {{ v }} b'", "sq", ()),
+        ("cat <<EOF\n{{ v }}\nEOF", "heredoc", ()),
+        ("cat <<'EOF'\n{{ v }}\nEOF", "heredoc-quoted", ()),
+        ('cat <<"E F"\n{{ v }}\nE F', "heredoc-quoted", ()),
+        ("true # {{ v }}", "comment", ()),
+        ('echo "$(basename {{ v }})"', "word", ()),
+        ('echo "$(echo "{{ v }}")"', "dq", ()),
+        ("echo `echo {{ v }}`", "word", ("bq",)),
+        ("sh -c 'echo {{ v }}'", "word", ("sq",)),
+        ("bash -lc \"echo '{{ v }}'\"", "sq", ("dq",)),
+        ("sudo -u app sh -c 'echo \"{{ v }}\"'", "dq", ("sq",)),
+        ("su -c 'echo {{ v }}' app", "word", ("sq",)),
+        ("sh -c \"sh -c 'echo {{ v }}'\"", "word", ("sq", "dq")),
+        ("eval echo {{ v }}", "word", ("word",)),
+        ("ssh -p 22 web1 ls {{ v }}", "word", ("word",)),
+        ("ssh web1 <<'EOF'\nrm {{ v }}\nEOF", "word", ("heredoc-quoted",)),
+        ("sh <<EOF\necho '{{ v }}'\nEOF", "sq", ("heredoc",)),
+        ("case {{ v }} in a) echo ok;; esac", "word", ()),
+        ('x={{ v }}; echo "$x"', "word", ()),
+        ("echo ${HOME}/{{ v }}", "word", ()),
+        ("echo a\\ b {{ v }}", "word", ()),
+        ("printf '%s\\n' \"it's\" {{ v }}", "word", ()),
+    ],
+)
+def test_the_lexer_finds_each_insertions_context(template: str, kind: str, layers: tuple[str, ...]) -> None:
+    from runner import shellquote
+
+    head, _, tail = template.partition("{{ v }}")
+    analysis = shellquote.analyse((head, 0, tail) if tail else (head, 0))
+    assert not analysis.refused, analysis.refused
+    ctx = analysis.contexts[0]
+    assert (ctx.kind, ctx.layers) == (kind, layers)
+    value = 'it\'s $(touch /nonexistent/x) `id` "q" \\'
+    out = render_text(template, {"v": value}, shell=True)
+    assert "touch /nonexistent/x" in out  # present, but as data: the matrix test runs these
+
+
+def test_ssh_host_word_is_not_the_remote_command() -> None:
+    from runner import shellquote
+
+    ctx = shellquote.analyse(("ssh -o BatchMode=yes ", 0, " uptime")).contexts[0]
+    assert (ctx.kind, ctx.layers) == ("word", ())

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
+from runner import render, secrets
+from runner.model import Action, Change, CommandResult, Probe, ProbeResult, ShellCommand, Status, command_env
 from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown, parents
 from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
 from runner.steps.paths import file_effects, view_path
@@ -23,6 +24,7 @@ from runner.steps.paths import file_effects, view_path
 SHELL_TRANSPORTS = frozenset({"local", "ssh"})
 MAX_CONTENT_PROBE = 1024 * 1024  # bigger files are compared by sha256, without a diff
 q = shlex.quote
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _norm_mode(mode: Any) -> str | None:
@@ -222,13 +224,25 @@ class Run(StepKind):
 
     @staticmethod
     def _wrap(command: str, params: dict[str, Any], stdin: bool = True) -> str:
+        """`cd` and `export` ahead of the command; a secret env value is exported from the
+        variable the transport fills from stdin, so it never shows in argv."""
         prefix = []
+        secret_env: list[Any] = [command]
         if params.get("chdir"):
             prefix.append(f"cd -- {q(str(params['chdir']))} || exit 1")
         env = params.get("env") or {}
         if env:
-            prefix.append("export " + " ".join(f"{k}={q(str(v))}" for k, v in env.items()))
-        return "; ".join([*prefix, command])
+            bad = [k for k in env if not _ENV_NAME.match(str(k))]
+            if bad:
+                raise PrepareError(f"env: {bad[0]!r} is not an environment variable name")
+            words = []
+            for k, v in env.items():
+                value = v if isinstance(v, secrets.Secret) else "" if v is None else str(v)
+                word = render.shell_word(value)
+                secret_env.append(word)
+                words.append(f"{k}={word}")
+            prefix.append("export " + " ".join(words))
+        return ShellCommand("; ".join([*prefix, command]), command_env(*secret_env))
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         command = self._wrap(params["command"], params)

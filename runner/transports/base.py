@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from runner.errors import Blocked, OpsrunError
-from runner.model import Action, CommandGuard, CommandResult, Host, Probe, ProbeResult, put_check
+from runner.model import Action, CommandGuard, CommandResult, Host, Probe, ProbeResult, command_env, put_check
 
 __all__ = ["CommandGuard", "Transport", "parse_probe_output", "probe_script"]
 
@@ -64,9 +64,13 @@ class Transport(ABC):
         stdin: bytes | None = None,
         sudo: bool = False,
     ) -> CommandResult:
-        """Run a shell command after the safety check; return its rc and output."""
+        """Run a shell command after the safety check; return its rc and output. Secrets the
+        command references (a ShellCommand's env) go to it on stdin, ahead of `stdin`."""
         self.check(command)
-        return self._run(command, timeout=timeout, stdin=stdin, sudo=sudo)
+        env = command_env(command)
+        if env:
+            command, stdin = with_secrets(str(command), env, stdin)
+        return self._run(str(command), timeout=timeout, stdin=stdin, sudo=sudo)
 
     def put(self, path: str, content: bytes, mode: str | None = None) -> None:
         """Write `content` to `path` atomically (temp file + rename), then set `mode`."""
@@ -132,7 +136,11 @@ class Transport(ABC):
     def _probe_shell(self, probes: Sequence[Probe]) -> dict[str, ProbeResult]:
         """Default batching: one script, one round trip, answers parsed back per key."""
         nonce = secrets.token_hex(8)
-        result = self._run(probe_script(probes, nonce), timeout=None, stdin=None, sudo=False)
+        script, stdin = probe_script(probes, nonce), None
+        env = command_env(*(p.command for p in probes))
+        if env:
+            script, stdin = with_secrets(script, env, None)
+        result = self._run(script, timeout=None, stdin=stdin, sudo=False)
         answers = parse_probe_output(result.stdout, nonce)
         missing = [p.key for p in probes if p.key not in answers]
         if missing:
@@ -143,6 +151,32 @@ class Transport(ABC):
                 hint="the host needs a POSIX sh (with mktemp or a writable /tmp)",
             )
         return answers
+
+
+# Reads "<number of lines>\n<lines>" per secret from stdin into exported variables. sh's
+# `read` takes a pipe byte by byte, so the command's own stdin after them is left intact.
+# Builtins only (read, [, export): no value ever reaches a process's argv.
+_ENV_READER_SH = (
+    "__opsrun_read() { IFS= read -r __opsrun_n || return 1; __opsrun_v=; "
+    'while [ "$__opsrun_n" -gt 0 ]; do IFS= read -r __opsrun_l || return 1; '
+    '__opsrun_v="$__opsrun_v$__opsrun_l"; __opsrun_n=$((__opsrun_n - 1)); '
+    '[ "$__opsrun_n" -gt 0 ] && __opsrun_v="$__opsrun_v\n"; done; return 0; }\n'
+)
+
+
+def with_secrets(command: str, env: Sequence[tuple[str, str]], stdin: bytes | None) -> tuple[str, bytes]:
+    """`command` preceded by a preamble that reads the secrets from stdin, and the stdin
+    that carries them (then the command's own)."""
+    reads = " && ".join(f'__opsrun_read && {name}="$__opsrun_v" && export {name}' for name, _ in env)
+    preamble = (
+        _ENV_READER_SH
+        + f"{{ {reads}; }} || {{ echo 'opsrun: could not read the secrets from stdin' >&2; exit 125; }}\n"
+        + "unset __opsrun_n __opsrun_v __opsrun_l; unset -f __opsrun_read\n"
+    )
+    data = b"".join(
+        f"{value.count(chr(10)) + 1}\n{value}\n".encode() for _, value in env
+    )
+    return preamble + command, data + (stdin or b"")
 
 
 def _json_bytes(data: Any) -> bytes:
