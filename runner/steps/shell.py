@@ -487,10 +487,16 @@ class PrepareError(Exception):
     """A local input of a step (template, source file) could not be read."""
 
 
-def read_source(ctx: StepContext, params: dict[str, Any], what: str) -> sources.Source:
+def read_source(
+    ctx: StepContext,
+    params: dict[str, Any],
+    what: str,
+    default_limit: int = sources.DEFAULT_MAX_SIZE,
+    contain: bool = True,
+) -> sources.Source:
     """The step's `src`, contained and bounded (runner/steps/sources.py); PrepareError if not."""
     try:
-        return sources.read_source(ctx.playbook_dir, str(params["src"]), what)
+        return sources.read_source(ctx.playbook_dir, str(params["src"]), what, default_limit, contain)
     except sources.SourceError as exc:
         raise PrepareError(str(exc)) from None
 

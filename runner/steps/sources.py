@@ -1,14 +1,15 @@
 """Local source files of steps (copy, template, adb.push, adb.install): contained, regular, bounded.
 
-A source resolves, symlinks included, inside the playbook's folder or a root the operator
-names in OPSRUN_FILES_ROOT; it is a regular file no bigger than the size limit. Imports
-nothing from runner; reads only files on this machine.
+A copy/template source resolves, symlinks included, inside the playbook's folder or a root
+the operator names in OPSRUN_FILES_ROOT; every source is a regular file no bigger than the
+size limit. Imports nothing from runner; reads only files on this machine.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ROOT_ENV = "OPSRUN_FILES_ROOT"  # extra roots, separated by ":" (os.pathsep)
@@ -28,17 +29,17 @@ class Source:
     private: bool  # not world-readable here: its content is kept out of diffs
 
 
-def max_size(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+def max_size(environ: Mapping[str, str] = os.environ, default: int = DEFAULT_MAX_SIZE) -> int:
     raw = environ.get(SIZE_ENV, "").strip()
     if not raw:
-        return DEFAULT_MAX_SIZE
+        return default
     number, unit = (raw[:-1], raw[-1].upper()) if raw[-1].upper() in "KMG" else (raw, "")
     if not number.isdigit():
         raise SourceError(f"{SIZE_ENV}={raw!r} is not a size (bytes, or a number with K, M or G)")
     return int(number) * _UNITS[unit]
 
 
-def roots(playbook_dir: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+def roots(playbook_dir: str, environ: Mapping[str, str] = os.environ) -> list[str]:
     """The playbook's folder, then every absolute folder named in OPSRUN_FILES_ROOT (resolved)."""
     out = [os.path.realpath(playbook_dir)]
     for part in environ.get(ROOT_ENV, "").split(os.pathsep):
@@ -73,18 +74,31 @@ def _size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def read_source(playbook_dir: str, src: str, what: str) -> Source:
-    """Read `src` (relative to the playbook's folder) for a step; raises SourceError."""
-    given = str(src)
+def contained(playbook_dir: str, path: str, what: str) -> str:
+    """`path` (relative to the playbook's folder) resolved, symlinks included; SourceError
+    when that lies outside the playbook's folder and the OPSRUN_FILES_ROOT folders."""
+    given = str(path)
     resolved = os.path.realpath(os.path.join(playbook_dir, given))
     allowed = roots(playbook_dir)
     if not any(_inside(resolved, root) for root in allowed):
         shown = f"{given!r}" + (f" (resolves to {resolved})" if resolved != given else "")
         raise SourceError(
-            f"{what} {shown} is outside the playbook's folder {allowed[0]}: sources must be inside it"
+            f"{what} {shown} is outside the playbook's folder {allowed[0]}: local files must be inside it"
             + (f" or inside {', '.join(allowed[1:])}" if allowed[1:] else f" (or inside a folder named in {ROOT_ENV})")
         )
-    limit = max_size()
+    return resolved
+
+
+def read_source(
+    playbook_dir: str, src: str, what: str, default_limit: int = DEFAULT_MAX_SIZE, contain: bool = True
+) -> Source:
+    """Read `src` (relative to the playbook's folder) for a step; raises SourceError.
+    contain=False (adb kinds: the bytes go to a device, never into a diff) skips containment."""
+    given = str(src)
+    resolved = (
+        contained(playbook_dir, given, what) if contain else os.path.realpath(os.path.join(playbook_dir, given))
+    )
+    limit = max_size(default=default_limit)
     try:
         before = os.lstat(resolved)  # refused before any open: opening a device can act
         if not stat.S_ISREG(before.st_mode):
