@@ -119,3 +119,61 @@ def keyevent(key: Any) -> str | None:
 
 def first_problem(*problems: str | None) -> str | None:
     return next((p for p in problems if p), None)
+
+
+# ---------------------------------------------------------------- for validate
+
+Problem = tuple[tuple[str | int, ...], str]  # (path inside the kind's params, message)
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def static_problems(kind: str, params: Any) -> list[Problem]:
+    """The same checks prepare() makes, on the values that need no rendering (a value with
+    {{ }} is checked after rendering, at plan time). For `validate` (runner/schema.py): the
+    path is relative to the kind's value in the step (() for a short form like `adb.app: pkg`)."""
+    out: list[Problem] = []
+
+    def check(path: tuple[str | int, ...], value: Any, fn: Any, *args: Any) -> None:
+        if value is not None and not _templated(value):
+            problem = fn(value, *args)
+            if problem:
+                out.append((path, problem))
+
+    short = {"adb.app": android_package, "adb.uninstall": android_package, "adb.prop": property_name}
+    if isinstance(params, str) and kind in short:
+        check((), params, short[kind])
+        return out
+    if not isinstance(params, dict):
+        return out
+    if kind == "package":
+        manager = params.get("manager", "auto")
+        manager = "auto" if _templated(manager) else str(manager)
+        given = params.get("name")
+        for i, name in enumerate(given if isinstance(given, list) else [given]):
+            check(("name", i) if isinstance(given, list) else ("name",), name, package, manager)
+    elif kind == "service":
+        check(("name",), params.get("name"), unit)
+    elif kind in ("file", "template", "copy"):
+        for field in ("owner", "group"):
+            check((field,), params.get(field), account, field)
+    elif kind in ("adb.app", "adb.uninstall", "adb.install"):
+        check(("package",), params.get("package"), android_package)
+        if kind == "adb.app":
+            check(("activity",), params.get("activity"), activity)
+    elif kind == "adb.setting":
+        check(("key",), params.get("key"), setting_key)
+        if isinstance(params.get("value"), str):
+            check(("value",), params["value"], setting_value)
+    elif kind == "adb.prop":
+        check(("name",), params.get("name"), property_name)
+    elif kind == "adb.wait":
+        check(("package",), params.get("package"), android_package)
+        check(("property",), params.get("property"), property_name, "property")
+    elif kind == "adb.input":
+        keys = params.get("keyevent")
+        for i, k in enumerate(keys if isinstance(keys, list) else [keys]):
+            check(("keyevent", i) if isinstance(keys, list) else ("keyevent",), k, keyevent)
+    return out
