@@ -225,3 +225,20 @@ def test_a_root_is_a_folder_not_a_prefix(tmp_path: Path) -> None:
         sources.read_source(str(tmp_path / "pb"), "../pb-other/x", "copy source")
     got = sources.read_source(str(tmp_path / "pb"), "../pb/../pb-other/x", "copy source", contain=False)
     assert got.data == b"x" and not got.private
+
+
+@pytest.mark.parametrize(
+    ("src", "words"),
+    [
+        ("a\x00b", "contains a NUL byte"),
+        ("x" * 5000, "File name too long"),
+        ("///", "(resolves to /) is outside"),
+        (".", "is a directory"),
+    ],
+    ids=["nul", "long", "root", "folder"],
+)
+def test_hostile_source_strings_are_source_errors(src: str, words: str, tmp_path: Path) -> None:
+    with pytest.raises(sources.SourceError) as info:
+        sources.read_source(str(tmp_path), src, "copy source")
+    assert words in str(info.value)
+    assert len(str(info.value)) < 600  # a long value is shortened in the message

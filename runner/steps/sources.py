@@ -50,6 +50,10 @@ def roots(playbook_dir: str, environ: Mapping[str, str] = os.environ) -> list[st
     return out
 
 
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 200 else text[:197] + "...")
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -78,10 +82,12 @@ def contained(playbook_dir: str, path: str, what: str) -> str:
     """`path` (relative to the playbook's folder) resolved, symlinks included; SourceError
     when that lies outside the playbook's folder and the OPSRUN_FILES_ROOT folders."""
     given = str(path)
+    if "\x00" in given:
+        raise SourceError(f"{what} {_shown(given)} contains a NUL byte")
     resolved = os.path.realpath(os.path.join(playbook_dir, given))
     allowed = roots(playbook_dir)
     if not any(_inside(resolved, root) for root in allowed):
-        shown = f"{given!r}" + (f" (resolves to {resolved})" if resolved != given else "")
+        shown = _shown(given) + (f" (resolves to {_shown(resolved)[1:-1]})" if resolved != given else "")
         raise SourceError(
             f"{what} {shown} is outside the playbook's folder {allowed[0]}: local files must be inside it"
             + (f" or inside {', '.join(allowed[1:])}" if allowed[1:] else f" (or inside a folder named in {ROOT_ENV})")
@@ -95,6 +101,8 @@ def read_source(
     """Read `src` (relative to the playbook's folder) for a step; raises SourceError.
     contain=False (adb kinds: the bytes go to a device, never into a diff) skips containment."""
     given = str(src)
+    if "\x00" in given:
+        raise SourceError(f"{what} {_shown(given)} contains a NUL byte")
     resolved = (
         contained(playbook_dir, given, what) if contain else os.path.realpath(os.path.join(playbook_dir, given))
     )
@@ -102,19 +110,19 @@ def read_source(
     try:
         before = os.lstat(resolved)  # refused before any open: opening a device can act
         if not stat.S_ISREG(before.st_mode):
-            raise SourceError(f"{what} {given!r} is {_kind(before.st_mode)}: only regular files are read")
+            raise SourceError(f"{what} {_shown(given)} is {_kind(before.st_mode)}: only regular files are read")
         if before.st_size > limit:
             raise SourceError(
-                f"{what} {given!r} is {before.st_size} bytes, more than the limit of {_size_text(limit)} "
+                f"{what} {_shown(given)} is {before.st_size} bytes, more than the limit of {_size_text(limit)} "
                 f"(raise it with {SIZE_ENV})"
             )
         fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise SourceError(f"{what} {given}: {exc.strerror or exc}") from None
+        raise SourceError(f"{what} {given if len(given) <= 200 else _shown(given)}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-            raise SourceError(f"{what} {given!r} changed while it was read: only regular files are read")
+            raise SourceError(f"{what} {_shown(given)} changed while it was read: only regular files are read")
         chunks: list[bytes] = []
         left = limit + 1
         while left > 0:
@@ -124,10 +132,10 @@ def read_source(
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as exc:
-        raise SourceError(f"{what} {given}: {exc.strerror or exc}") from None
+        raise SourceError(f"{what} {given if len(given) <= 200 else _shown(given)}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise SourceError(f"{what} {given!r} grew past the limit of {_size_text(limit)} while it was read")
+        raise SourceError(f"{what} {_shown(given)} grew past the limit of {_size_text(limit)} while it was read")
     return Source(resolved, data, private=not (st.st_mode & stat.S_IROTH))
