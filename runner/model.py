@@ -281,6 +281,7 @@ class StepPlan:
             "marker": MARKERS[c.status],
             "summary": c.summary,
             "reason": c.reason,
+            "read_only": c.read_only,  # a `>` that only reads: apply reports it ok, never changed
             "actions": [a.to_json() for a in c.actions],
             "diff": c.diff,
             "fingerprint": self.fingerprint,

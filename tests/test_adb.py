@@ -566,7 +566,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
         {"package": "com.k", "keep_data": True},
         {"list": R("package:com.k\n")},
         "delete",
-        ["pm uninstall -k com.k"],
+        ["pm uninstall -k -- com.k"],
     ),
     ("app running", kinds.App(), "com.k", {"pid": R("4001\n"), "path": R("package:/data/app/x")}, "noop", []),
     (
@@ -607,7 +607,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
         {"package": "com.k", "state": "stopped"},
         {"pid": R("4001\n"), "path": R("")},
         "update",
-        ["am force-stop com.k"],
+        ["am force-stop -- com.k"],
     ),
     (
         "app clear",
@@ -615,7 +615,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
         {"package": "com.k", "state": "cleared"},
         {"pid": R("", 1), "path": R("")},
         "run",
-        ["pm clear com.k"],
+        ["pm clear -- com.k"],
     ),
     ("input keys", kinds.Input(), {"keyevent": ["WAKEUP", 82]}, {}, "run", ["input keyevent WAKEUP 82"]),
     ("input tap", kinds.Input(), {"tap": {"x": 10, "y": "20"}}, {}, "run", ["input tap 10 20"]),
@@ -718,7 +718,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
         {"now": R("", 1)},
         "run",
         [
-            "n=0; until pm list packages com.k 2>/dev/null | grep -qxF package:com.k; do n=$((n+1)); if [ $n -ge 3 ]; "
+            "n=0; until pm list packages -- com.k 2>/dev/null | grep -qxF package:com.k; do n=$((n+1)); if [ $n -ge 3 ]; "
             "then echo 'opsrun: gave up after 5s waiting for package com.k' >&2; exit 1; fi; sleep 2; done"
         ],
     ),

@@ -211,7 +211,7 @@ def test_real_stat_sees_drift_and_big_files(tmp_path: Path) -> None:
     change, _ = _plan_real("file", {"path": str(path), "content": content.decode(), "mode": "0644"}, tmp_path)
     # compared by sha256 (too big to read back), so only the mode differs
     assert (change.status, [a.display() for a in change.actions]) == ("update", [f"chmod 0644 -- {path}"])
-    change, _ = _plan_real("file", {"path": str(path), "content": "small\n"}, tmp_path)
+    change, _ = _plan_real("file", {"path": str(path), "content": "small\n", "show_diff": True}, tmp_path)
     digest = hashlib.sha256(content).hexdigest()
     assert change.status == "update"
     assert change.diff == f"content differs (sha256 {digest} -> {hashlib.sha256(b'small' + bytes([10])).hexdigest()})\n"
@@ -240,7 +240,7 @@ def test_package_probes_on_this_debian_host(tmp_path: Path) -> None:
     assert change.status == "create"
     assert change.summary == "install opsrun-no-such-package (apt)"
     assert [a.display() for a in change.actions] == [
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q opsrun-no-such-package"
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- opsrun-no-such-package"
     ]
     change, _ = _plan_real("package", {"name": "coreutils", "state": "absent", "manager": "apt"}, tmp_path)
     assert change.status == "delete"

@@ -182,22 +182,25 @@ def test_injection_matrix_applied_in_a_sandbox(proj: Path) -> None:
 
 
 def test_names_in_probes_are_quoted(proj: Path) -> None:
-    """package and service names reach only probes here (plan): quoted, never code.
-    (Names starting with '-' are option injection, checked elsewhere.)"""
-    steps: list[dict[str, Any]] = []
+    """Paths reach probes quoted, never as code; package and service names that do not fit
+    their tool's grammar are refused before any probe (exit 4), so nothing is sent at all.
+    (Names starting with '-' are option injection, checked in tests/test_names.py.)"""
+    paths: list[dict[str, Any]] = []
+    names: list[dict[str, Any]] = []
     for k in range(len(PAYLOADS)):
         if payload(k).startswith("-") or not payload(k):
             continue
-        steps.append({"id": f"pkg_{k}", "package": {"name": ref(k), "state": "present"}})
-        steps.append({"id": f"svc_{k}", "service": {"name": ref(k), "state": "started"}})
-        steps.append({"id": f"creates_{k}", "run": {"command": "true", "creates": ref(k)}})
+        names.append({"id": f"pkg_{k}", "package": {"name": ref(k), "state": "present"}})
+        names.append({"id": f"svc_{k}", "service": {"name": ref(k), "state": "started"}})
+        paths.append({"id": f"creates_{k}", "run": {"command": "true", "creates": ref(k)}})
     variables = {f"p{k}": payload(k) for k in range(len(PAYLOADS))}
-    (proj / "pb.yaml").write_text(
-        json.dumps({"opsrun": 1, "name": "n", "hosts": "local", "vars": variables, "steps": steps})
-    )
-    res = sandboxed(proj, "plan", "pb.yaml")
-    assert res.returncode in (0, 2), (res.stdout + res.stderr)[-3000:]
-    assert not sorted(p.name for p in proj.rglob("PWNED-*"))
+    for steps, codes in ((paths, (0, 2)), (names, (4,))):
+        (proj / "pb.yaml").write_text(
+            json.dumps({"opsrun": 1, "name": "n", "hosts": "local", "vars": variables, "steps": steps})
+        )
+        res = sandboxed(proj, "plan", "pb.yaml")
+        assert res.returncode in codes, (res.stdout + res.stderr)[-3000:]
+        assert not sorted(p.name for p in proj.rglob("PWNED-*"))
 
 
 # ---------------------------------------------------------------- refusals (render only)

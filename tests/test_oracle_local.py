@@ -263,7 +263,7 @@ def test_template_overwrites_a_file_an_earlier_step_wrote(tmp_path: Path, target
         - id: draft
           file: {path: "@T/app.conf", content: "draft\\n"}
         - id: render
-          template: {src: app.conf.j2, dest: "@T/app.conf", mode: "0640"}
+          template: {src: app.conf.j2, dest: "@T/app.conf", mode: "0640", show_diff: true}
         """,
     )
     report = Oracle(tmp_path).check(pb, non_convergent={"draft", "render"}, known=True, check_actions=True)
@@ -283,7 +283,7 @@ def test_copy_overwrites_a_file_an_earlier_step_touched(tmp_path: Path, target: 
         - id: touch
           file: {path: "@T/static.txt", state: touch}
         - id: copy
-          copy: {src: static.txt, dest: "@T/static.txt", mode: "0640"}
+          copy: {src: static.txt, dest: "@T/static.txt", mode: "0640", show_diff: true}
         """,
     )
     report = Oracle(tmp_path).check(pb, known=True, check_actions=True)

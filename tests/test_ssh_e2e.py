@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import time
@@ -112,8 +113,8 @@ def test_serial_batches_run_one_after_another(ssh_hosts: list[Sshd], site: Calla
     hosts = {h.name: h.settings() for h in ssh_hosts[:3]}
     project = site(hosts)
     pb = tmp_path / "serial.yaml"
-    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nserial: 1\n")
-                  .replace("templates/", str(ROOT / "playbooks" / "templates") + "/"))
+    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nserial: 1\n"))
+    shutil.copytree(ROOT / "playbooks" / "templates", tmp_path / "templates")  # sources stay in the folder
     p = opsrun("apply", str(pb), "--yes", cwd=project)
     assert p.returncode == 0, p.stdout + p.stderr
     order = [e["host"] for e in events(project) if e["type"] == "step_end"]
@@ -126,8 +127,8 @@ def test_serial_batches_run_one_after_another(ssh_hosts: list[Sshd], site: Calla
 def test_free_strategy_and_forks(ssh_hosts: list[Sshd], site: Callable[..., Path], tmp_path: Path) -> None:
     project = site({h.name: h.settings() for h in ssh_hosts[:3]})
     pb = tmp_path / "free.yaml"
-    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nstrategy: free\n")
-                  .replace("templates/", str(ROOT / "playbooks" / "templates") + "/"))
+    pb.write_text(Path(WEB).read_text().replace("hosts: web\n", "hosts: web\nstrategy: free\n"))
+    shutil.copytree(ROOT / "playbooks" / "templates", tmp_path / "templates")  # sources stay in the folder
     p = opsrun("apply", str(pb), "--yes", "--forks", "2", cwd=project)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Apply: 15 changed" in p.stdout

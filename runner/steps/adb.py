@@ -25,14 +25,23 @@ from typing import Any, ClassVar
 
 from runner.files import write_atomic
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
+from runner.steps import names
 from runner.steps.base import Facts, StepContext, StepKind, register
-from runner.steps.shell import PrepareError, Run
+from runner.steps.shell import PrepareError, Run, read_source
 
 ADB = frozenset({"adb"})
 APK_TMP = "/data/local/tmp"
 FAKE_MANIFEST = "opsrun-fake-manifest.txt"  # the manifest text of the test suite's fake APKs
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_DEVICE_FILE = 1024**3  # APKs, pushed and pulled files: more than the 16 MiB of copy/template
 q = shlex.quote
+
+
+def _refuse(*problems: str | None) -> None:
+    """PrepareError at the first failed name check (runner/steps/names.py): never sent."""
+    problem = names.first_problem(*problems)
+    if problem:
+        raise PrepareError(problem)
 
 
 def _tail(r: CommandResult) -> str:
@@ -195,11 +204,10 @@ class Install(StepKind):
         return {"src": params} if isinstance(params, str) else dict(params)
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        src = Path(ctx.playbook_dir) / str(params["src"])
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise PrepareError(f"APK {src}: {exc.strerror or exc}") from None
+        if params.get("package"):
+            _refuse(names.android_package(params["package"]))
+        src = params["src"]
+        data = read_source(ctx, params, "APK", MAX_DEVICE_FILE, contain=False).data
         try:
             info = apk_info(data)
         except ValueError as exc:
@@ -217,6 +225,7 @@ class Install(StepKind):
                 f"APK {src}: cannot read its package name and versionCode ({why}); "
                 "set `package:` and `version_code:` in the step"
             )
+        _refuse(names.android_package(package, f"APK {src}: package"))
         return {
             **params,
             "_apk": data,
@@ -315,7 +324,11 @@ class Uninstall(StepKind):
         return {"package": params} if isinstance(params, str) else dict(params)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("list", f"pm list packages {q(params['package'])}")]
+        return [Probe("list", f"pm list packages -- {q(params['package'])}")]
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        _refuse(names.android_package(params["package"]))
+        return params
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         pkg = str(params["package"])
@@ -325,7 +338,7 @@ class Uninstall(StepKind):
         return Change(
             "delete",
             f"uninstall {pkg}" + (" (keeping its data)" if keep else ""),
-            (Action("cmd", command=f"pm uninstall{keep} {q(pkg)}"),),
+            (Action("cmd", command=f"pm uninstall{keep} -- {q(pkg)}"),),
         )
 
     def outcome(
@@ -355,9 +368,16 @@ class App(StepKind):
         out.setdefault("state", "started")
         return out
 
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        _refuse(
+            names.android_package(params["package"]),
+            names.activity(params["activity"]) if params.get("activity") else None,
+        )
+        return params
+
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         p = q(params["package"])
-        out = [Probe("pid", f"pidof {p}"), Probe("path", f"pm path {p}")]
+        out = [Probe("pid", f"pidof -- {p}"), Probe("path", f"pm path -- {p}")]
         if params.get("foreground"):
             out.append(Probe("front", "dumpsys activity activities | grep -E 'mResumedActivity|topResumedActivity'"))
         return out
@@ -380,12 +400,13 @@ class App(StepKind):
         if state == "stopped":
             if not running:
                 return Change("noop", f"{pkg} is not running")
-            return Change("update", f"stop {pkg} (pid {pid[0]})", (Action("cmd", command=f"am force-stop {q(pkg)}"),))
+            stop = Action("cmd", command=f"am force-stop -- {q(pkg)}")
+            return Change("update", f"stop {pkg} (pid {pid[0]})", (stop,))
         if state == "cleared":
             return Change(
                 "run",
                 f"clear the data of {pkg}{note} (always: the device cannot tell whether it is clear)",
-                (Action("cmd", command=f"pm clear {q(pkg)}"),),
+                (Action("cmd", command=f"pm clear -- {q(pkg)}"),),
             )
         in_front = f" {pkg}/" in _text(facts, "front")
         if running and (not params.get("foreground") or in_front):
@@ -450,6 +471,12 @@ class Input(StepKind):
         text = str(params["text"])
         return f"input text {q(text.replace(' ', '%s'))}", f"type {len(text)} characters"
 
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        keys = params.get("keyevent")
+        if keys is not None:
+            _refuse(*(names.keyevent(k) for k in (keys if isinstance(keys, list) else [keys])))
+        return params
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         command, what = self.command(params)
         return Change("run", f"{what} (always: input is not idempotent)", (Action("cmd", command=command),))
@@ -465,9 +492,22 @@ def setting_value(value: Any) -> str:
     return str(value)
 
 
+SETTING_NAMESPACES = ("system", "secure", "global")
+
+
 class Setting(StepKind):
     name: ClassVar[str] = "adb.setting"
     transports = ADB
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        # `settings` has no "--": it reads --user anywhere, so no word of its line may start with --
+        _refuse(
+            None if str(params["namespace"]) in SETTING_NAMESPACES else
+            f"setting namespace {params['namespace']!r} is not one of {', '.join(SETTING_NAMESPACES)}",
+            names.setting_key(params["key"]),
+            names.setting_value(setting_value(params["value"])) if params.get("value") is not None else None,
+        )
+        return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("value", f"settings get {q(params['namespace'])} {q(str(params['key']))}")]
@@ -512,6 +552,10 @@ class Prop(StepKind):
 
     def read_only(self, params: dict[str, Any]) -> bool:
         return params.get("value") is None or params.get("assert", True) is not False
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        _refuse(names.property_name(params["name"]))
+        return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("value", f"getprop {q(str(params['name']))}")]
@@ -614,12 +658,7 @@ class Push(StepKind):
         return out
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        src = Path(ctx.playbook_dir) / str(params["src"])
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise PrepareError(f"push source {src}: {exc.strerror or exc}") from None
-        return {**params, "_bytes": data}
+        return {**params, "_bytes": read_source(ctx, params, "push source", MAX_DEVICE_FILE, contain=False).data}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [remote_file_probe(str(params["dest"]))]
@@ -667,12 +706,12 @@ class Pull(StepKind):
         if str(params["dest"]).endswith("/") or dest.is_dir():
             dest = dest / os.path.basename(str(params["src"]))
         local: dict[str, Any] | None = None
-        try:
-            data = dest.read_bytes()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise PrepareError(f"pull destination {dest}: {exc.strerror or exc}") from None
+        try:  # the file there now (for its digest): a regular file of bounded size, or none
+            here = {"src": os.path.abspath(dest)}
+            data = read_source(ctx, here, "pull destination", MAX_DEVICE_FILE, contain=False).data
+        except PrepareError:
+            if os.path.lexists(dest):
+                raise
         else:
             sha, md5 = _local_digests(data)
             local = {"size": len(data), "sha256": sha, "md5": md5}
@@ -807,11 +846,19 @@ class Wait(StepKind):
         what = params.get("for", "boot_completed")
         if what == "package":
             pkg = str(params["package"])
-            return f"pm list packages {q(pkg)} 2>/dev/null | grep -qxF {q('package:' + pkg)}", f"package {pkg}"
+            return f"pm list packages -- {q(pkg)} 2>/dev/null | grep -qxF {q('package:' + pkg)}", f"package {pkg}"
         if what == "property":
             name, value = str(params["property"]), setting_value(params.get("value", ""))
             return f'[ "$(getprop {q(name)})" = {q(value)} ]', f"{name} = {value!r}"
         return '[ "$(getprop sys.boot_completed)" = 1 ]', "boot completed"
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        what = params.get("for", "boot_completed")
+        if what == "package":
+            _refuse(names.android_package(params["package"]))
+        elif what == "property":
+            _refuse(names.property_name(params["property"], "property"))
+        return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("now", self.condition(params)[0])]

@@ -6,18 +6,19 @@ and the exact commands. Nothing here talks to a host; prepare() may read local f
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import posixpath
 import re
 import shlex
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 from runner import render, secrets
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, ShellCommand, Status, command_env
 from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown, parents
+from runner.steps import names, sources
 from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
 from runner.steps.paths import file_effects, view_path
 
@@ -155,10 +156,45 @@ def _split_lines(text: str, keepends: bool = False) -> list[str]:
     return [*out, last] if last else out
 
 
+def hidden_diff_reason(path: str, st: FileState, mode: str | None, source_private: bool = False) -> str | None:
+    """Why the diff of `path` must not be shown (its content may be a secret), or None."""
+    planned = _norm_mode(mode) or (st.mode if st.type == "file" else None)
+    if st.type == "file" and st.mode is None:
+        return f"the mode of {path} is unknown"
+    if st.type == "file" and st.mode is not None and not int(st.mode, 8) & 0o004:
+        return f"{path} is not world-readable (mode {st.mode})"
+    if planned is not None and not int(planned, 8) & 0o004:
+        return f"{path} will not be world-readable (mode {planned})"
+    if source_private:
+        return "the local source file is not world-readable"
+    return None
+
+
 def content_change(
-    path: str, content: bytes, st: FileState, mode: str | None, owner: str | None, group: str | None, what: str = "file"
+    path: str,
+    content: bytes,
+    st: FileState,
+    mode: str | None,
+    owner: str | None,
+    group: str | None,
+    what: str = "file",
+    show_diff: bool = False,
+    source_private: bool = False,
 ) -> Change:
-    """Plan for `path` to hold exactly `content` with the given attributes."""
+    """Plan for `path` to hold exactly `content` with the given attributes. The diff is
+    masked when the old or new content is not world-readable, unless show_diff."""
+    change = _content_change(path, content, st, mode, owner, group, what)
+    hidden = None if show_diff or not change.diff else hidden_diff_reason(path, st, mode, source_private)
+    if hidden is None:
+        return change
+    old = f"{st.size} -> " if st.exists and st.type == "file" else ""
+    masked = f"diff hidden: {hidden} ({old}{len(content)} bytes); set show_diff: true to show it\n"
+    return dataclasses.replace(change, diff=masked)
+
+
+def _content_change(
+    path: str, content: bytes, st: FileState, mode: str | None, owner: str | None, group: str | None, what: str
+) -> Change:
     if st.type == "directory":
         return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
     if not st.exists or st.type == "link":
@@ -338,6 +374,10 @@ class File(StepKind):
             link_target=str(params["src"]) if params.get("src") is not None else None,
         )
 
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        check_accounts(params)
+        return params
+
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         out = [stat_probe(params["path"])]
         if params.get("content") is not None:
@@ -388,7 +428,7 @@ class File(StepKind):
         # file / touch
         if params.get("content") is not None:
             content = str(params["content"]).encode()
-            return content_change(path, content, st, mode, owner, group)
+            return content_change(path, content, st, mode, owner, group, show_diff=bool(params.get("show_diff")))
         if st.type == "directory":
             return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
         if not st.exists:
@@ -457,7 +497,7 @@ class Line(StepKind):
         if st.exists and new == old:
             return Change("noop", f"{path} already {'has' if state == 'present' else 'lacks'} the line")
         verb = "add line to" if state == "present" else "remove line from"
-        change = content_change(path, new, st, params.get("mode"), None, None)
+        change = content_change(path, new, st, params.get("mode"), None, None, show_diff=bool(params.get("show_diff")))
         return Change("create" if not st.exists else "update", f"{verb} {path}", change.actions, diff=change.diff)
 
 
@@ -524,15 +564,17 @@ class Template(StepKind):
                             mode=params.get("mode"), owner=params.get("owner"), group=params.get("group"))
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        src = Path(ctx.playbook_dir) / str(params["src"])
+        check_accounts(params)
+        src = read_source(ctx, params, "template source")
         try:
-            source = src.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PrepareError(f"template source {src}: {exc.strerror or exc}") from None
+            source = src.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"{exc.reason} at byte {exc.start}"
+            raise PrepareError(f"template source {params['src']}: not UTF-8 text ({where})") from None
         if ctx.render is None:  # pragma: no cover - the planner always gives one
             raise PrepareError("no renderer")
         rendered = ctx.render(source, {**ctx.vars, **(params.get("vars") or {})})
-        return {**params, "_content": rendered}
+        return {**params, "_content": rendered, "_src_private": src.private}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [stat_probe(params["dest"]), *content_probes(params["dest"])]
@@ -546,6 +588,8 @@ class Template(StepKind):
             params.get("owner"),
             params.get("group"),
             what=self.name,
+            show_diff=bool(params.get("show_diff")),
+            source_private=bool(params.get("_src_private")),
         )
 
 
@@ -553,12 +597,9 @@ class Copy(Template):
     name: ClassVar[str] = "copy"
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        src = Path(ctx.playbook_dir) / str(params["src"])
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise PrepareError(f"copy source {src}: {exc.strerror or exc}") from None
-        return {**params, "_bytes": data}
+        check_accounts(params)
+        src = read_source(ctx, params, "copy source")
+        return {**params, "_bytes": src.data, "_src_private": src.private}
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         return content_change(
@@ -569,6 +610,8 @@ class Copy(Template):
             params.get("owner"),
             params.get("group"),
             what="file",
+            show_diff=bool(params.get("show_diff")),
+            source_private=bool(params.get("_src_private")),
         )
 
 
@@ -576,46 +619,69 @@ class PrepareError(Exception):
     """A local input of a step (template, source file) could not be read."""
 
 
+def read_source(
+    ctx: StepContext,
+    params: dict[str, Any],
+    what: str,
+    default_limit: int = sources.DEFAULT_MAX_SIZE,
+    contain: bool = True,
+) -> sources.Source:
+    """The step's `src`, contained and bounded (runner/steps/sources.py); PrepareError if not."""
+    try:
+        return sources.read_source(ctx.playbook_dir, str(params["src"]), what, default_limit, contain)
+    except sources.SourceError as exc:
+        raise PrepareError(str(exc)) from None
+
+
+def check_accounts(params: dict[str, Any]) -> None:
+    """owner / group are user and group names (or ids), never options to chown."""
+    for key in ("owner", "group"):
+        if params.get(key) is not None:
+            problem = names.account(params[key], key)
+            if problem:
+                raise PrepareError(problem)
+
+
 # ---------------------------------------------------------------- package
 
 _PKG_QUERY = {
     "apt": (
-        "dpkg-query -W -f='${{Status}}|${{Version}}' {p} 2>/dev/null | grep -q '^install ok installed' "
-        "&& dpkg-query -W -f='${{Version}}' {p}"
+        "dpkg-query -W -f='${{Status}}|${{Version}}' -- {p} 2>/dev/null | grep -q '^install ok installed' "
+        "&& dpkg-query -W -f='${{Version}}' -- {p}"
     ),
-    "dnf": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {p}",
-    "yum": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {p}",
-    "apk": "apk info -e {p} >/dev/null && apk info -v {p} 2>/dev/null | head -n1",
+    "dnf": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' -- {p}",
+    "yum": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' -- {p}",
+    "apk": "apk info -e -- {p} >/dev/null && apk info -v -- {p} 2>/dev/null | head -n1",
 }
 _PKG_CANDIDATE = {
-    "apt": "apt-cache policy {p} 2>/dev/null | awk '/Candidate:/{{print $2}}'",
-    "dnf": "dnf -q repoquery --latest-limit 1 --qf '%{{version}}-%{{release}}' {p} 2>/dev/null",
-    "yum": "repoquery --qf '%{{version}}-%{{release}}' {p} 2>/dev/null | tail -n1",
-    "apk": "apk policy {p} 2>/dev/null | sed -n 2p | tr -d ' :'",
+    "apt": "apt-cache policy -- {p} 2>/dev/null | awk '/Candidate:/{{print $2}}'",
+    "dnf": "dnf -q repoquery --latest-limit 1 --qf '%{{version}}-%{{release}}' -- {p} 2>/dev/null",
+    "yum": "repoquery --qf '%{{version}}-%{{release}}' -- {p} 2>/dev/null | tail -n1",
+    "apk": "apk policy -- {p} 2>/dev/null | sed -n 2p | tr -d ' :'",
 }
 _PKG_CMD = {
     "apt": {
-        "present": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {ps}",
-        "latest": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q {ps}",
-        "absent": "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {ps}",
+        "present": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- {ps}",
+        "latest": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- {ps}",
+        "absent": "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- {ps}",
         "update": "apt-get update -q",
     },
     "dnf": {
-        "present": "dnf install -y -q {ps}",
-        "latest": "dnf upgrade -y -q {ps}",
-        "absent": "dnf remove -y -q {ps}",
+        "present": "dnf install -y -q -- {ps}",
+        "latest": "dnf upgrade -y -q -- {ps}",
+        "absent": "dnf remove -y -q -- {ps}",
         "update": "dnf makecache -q",
     },
     "yum": {
-        "present": "yum install -y -q {ps}",
-        "latest": "yum update -y -q {ps}",
-        "absent": "yum remove -y -q {ps}",
+        "present": "yum install -y -q -- {ps}",
+        "latest": "yum update -y -q -- {ps}",
+        "absent": "yum remove -y -q -- {ps}",
         "update": "yum makecache -q",
     },
     "apk": {
-        "present": "apk add -q {ps}",
-        "latest": "apk add -q --upgrade {ps}",
-        "absent": "apk del -q {ps}",
+        "present": "apk add -q -- {ps}",
+        "latest": "apk add -q --upgrade -- {ps}",
+        "absent": "apk del -q -- {ps}",
         "update": "apk update -q",
     },
 }
@@ -645,6 +711,14 @@ class Package(StepKind):
         names = out.get("name")
         out["name"] = [names] if isinstance(names, str) else list(names or [])
         return out
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        manager = str(params.get("manager", "auto"))
+        for name in params["name"]:
+            problem = names.package(name, manager)
+            if problem:
+                raise PrepareError(problem)
+        return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         manager = params.get("manager", "auto")
@@ -787,6 +861,12 @@ class Service(StepKind):
         elif params.get("enabled") is False and enabled in ("enabled", "enabled-runtime"):
             enabled = "disabled"
         return [Effect(("svc", str(params["name"])), (active, enabled), exact=state not in ("restarted", "reloaded"))]
+
+    def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        problem = names.unit(params["name"])
+        if problem:
+            raise PrepareError(problem)
+        return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         n = q(params["name"])
