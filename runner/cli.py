@@ -321,10 +321,11 @@ def apply(
             as_json=as_json,
             color=color,
         )
+    events = _journal_events(run_id)  # the recap counts fixes, undos and rollbacks from them
     if as_json:
-        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id)}, default=str) + "\n")
+        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id, events=events)}, default=str) + "\n")
     else:
-        _out(report.recap_text(recap, run_id, color=color))
+        _out(report.recap_text(recap, run_id, color=color, events=events))
     if waiting is not None:
         from runner.errors import HumanNeeded
         from runner.journal import state_dir
@@ -332,6 +333,15 @@ def apply(
         report_path = state_dir() / "runs" / run_id / "escalation.md"
         raise HumanNeeded(run_id, str(report_path), f"step '{waiting.instance}' on {waiting.host}: {waiting.reason}")
     raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+
+
+def _journal_events(run_id: str) -> list[dict[str, Any]]:
+    from runner.journal import get_run
+
+    try:
+        return get_run(run_id).events
+    except OpsrunError:
+        return []
 
 
 def _resume_session(
