@@ -663,15 +663,14 @@ def runs_show(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'last').")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Timeline of one run: steps, attempts, durations, outcome."""
+    """Timeline of one run: steps, attempts, escalations, fixes, undos, durations, outcome."""
     from runner import journal, report
+    from runner.tally import host_summary
 
     run = journal.get_run(run_id)
     if as_json:
-        _out(
-            json.dumps({"run_id": run.run_id, "outcome": run.outcome, "events": run.events}, indent=2, default=str)
-            + "\n"
-        )
+        doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
+        _out(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         _out(report.run_timeline(run))
 

@@ -13,7 +13,7 @@ from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
 from runner.secrets import redact, redact_data
-from runner.tally import EXTRA_COUNTS, escalations, event_counts, this_part
+from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, host_summary, this_part
 
 if TYPE_CHECKING:
     from runner.apply import Recap
@@ -217,7 +217,9 @@ def _last(text: Any) -> str:
 def _ran(ev: dict[str, Any]) -> str:
     """`$ command -> rc N (0.01s)` for an attempt-like record (attempt, fix, undo, verify)."""
     took = ev.get("duration")
-    text = f"$ {_s(ev.get('command'))} -> rc {ev.get('rc')}" + (f" ({float(took):.2f}s)" if took is not None else "")
+    rc = ev.get("rc")
+    text = f"$ {_s(ev.get('command'))} -> " + (f"rc {rc}" if rc is not None else "no exit code")
+    text += f" ({float(took):.2f}s)" if took is not None else ""
     err = _last(ev.get("stderr_tail")) if ev.get("rc") not in (0, None) else ""
     return text + (f": {err}" if err else "")
 
@@ -256,7 +258,7 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
     t = str(ev.get("type"))
     label, code = _LABELS.get(t, (t, ""))
     more: list[str] = []
-    if t in FOLDED or (t == "attempt" and ev.get("rc") == 0):
+    if t in FOLDED or (t == "attempt" and ev.get("rc") in (0, None)):
         return None
     if t == "step_end":
         status = str(ev.get("status"))
@@ -505,7 +507,6 @@ def run_timeline(run: RunInfo) -> str:
         "",
     ]
     t0 = s.get("ts")
-    statuses: dict[str, dict[str, int]] = {}
     for ev in run.events:
         t = ev.get("type")
         rel = _rel(t0, ev.get("ts"))
@@ -526,9 +527,6 @@ def run_timeline(run: RunInfo) -> str:
             done = [_s(x) for x in ev.get("finished") or []]
             out.append(f"{rel}  resumed (pid {ev.get('pid')}); finished before: {', '.join(done) or 'none'}")
         elif t == "step_end":
-            host = str(ev.get("host"))
-            st = statuses.setdefault(host, {})
-            st[str(ev.get("status"))] = st.get(str(ev.get("status")), 0) + 1
             out.append(
                 f"{rel}  {where}  {ev.get('status')} "
                 f"({ev.get('duration')}s, {ev.get('attempts')} tries) {_s(ev.get('message'))}".rstrip()
@@ -547,12 +545,11 @@ def run_timeline(run: RunInfo) -> str:
             for stream in ("stdout_tail", "stderr_tail"):
                 tail = redact(str(ev.get(stream) or "")).strip().splitlines()[-3:]
                 out.extend(f"{pad}      | {line}" for line in tail)
-    extra = event_counts(run.events)
-    if statuses or extra:
+    summary = host_summary(run.events)
+    if summary:
         out.append("")
-    for host in sorted(set(statuses) | set(extra)):
-        parts = [f"{n} {k}" for k, n in statuses.get(host, {}).items()]
-        c = extra.get(host, {})
+    for host, c in summary.items():
+        parts = [f"{c[k]} {k}" for k in STATUSES if c.get(k)]
         parts += [f"{c[k]} {k.replace('_', ' ')}" for k in ("escalated", "fixed", "undone", "undo_failed") if c.get(k)]
         if c.get("rolled_back"):
             parts.append("rolled back")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+STATUSES = ("ok", "changed", "failed", "skipped", "blocked", "unreachable")
 EXTRA_COUNTS = ("escalated", "fixes", "fixed", "undone", "undo_failed", "rolled_back")
 
 
@@ -76,4 +77,20 @@ def escalations(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
             elif t == "step_end":
                 for r in open_.pop(key):
                     r["step_status"] = ev.get("status")
+    return out
+
+
+def host_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per host (in order of appearance) the step statuses (from step_end, and 1 unreachable
+    for a host_unreachable) plus EXTRA_COUNTS, over all the events given."""
+    out: dict[str, dict[str, int]] = {}
+    for ev in events:
+        host = ev.get("host")
+        if not isinstance(host, str) or ev.get("type") not in ("step_end", "host_unreachable"):
+            continue
+        c = out.setdefault(host, dict.fromkeys(STATUSES, 0))
+        status = "unreachable" if ev.get("type") == "host_unreachable" else str(ev.get("status"))
+        c[status] = c.get(status, 0) + 1
+    for host, extra in event_counts(events).items():
+        out.setdefault(host, dict.fromkeys(STATUSES, 0)).update(extra)
     return out

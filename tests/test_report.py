@@ -188,6 +188,10 @@ def test_console_and_runs_show_tell_escalation_fix_and_rollback(tmp_path: Path, 
     ):
         assert line in text, f"runs show lacks {line!r}\n{text}"
     assert "None" not in text and CANARY not in text
+    as_json = json.loads(opsrun("runs", "show", run_id, "--json").stdout)
+    assert as_json["hosts"]["local"] == {"ok": 0, "changed": 2, "failed": 1, "skipped": 0, "blocked": 0,
+                                         "unreachable": 0, "escalated": 2, "fixes": 1, "fixed": 1, "undone": 2,
+                                         "undo_failed": 0, "rolled_back": 1}
     # every event of the run has its line in `runs show`
     types = {e["type"] for e in journal(tmp_path, run_id)}
     assert {"llm_fix", "fix_plan", "fix", "llm_fix_result", "rollback_start", "undo_plan", "undo",
