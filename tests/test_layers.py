@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy",
      "runner.overlay"),
     ("runner.load", "runner.secrets", "runner.safety"),
-    ("runner.render", "runner.journal", "runner.recap", "runner.transports"),
+    ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.transports"),
     ("runner.schema", "runner.plan", "runner.config", "runner.gateway"),
     ("runner.steps", "runner.expand", "runner.session"),
     ("runner.planner",),
