@@ -596,6 +596,7 @@ class Executor:
                 except TransportError as exc:
                     self.emit(label, host=hr.name, step=inst.step.id, ok=False, error=exc.detail)
                     return False
+                self.emit(f"{label}_plan", host=hr.name, step=inst.step.id, instance=inst.key, plan=sp.to_json())
                 if sp.change.status in ("noop", "skip"):
                     continue
                 if sp.change.status in ("blocked", "unknown"):
@@ -616,6 +617,7 @@ class Executor:
         for inst in todo:
             undo = inst.step.undo
             fragment = {"run": undo} if isinstance(undo, str) else dict(undo)
+            fragment.setdefault("id", f"undo_{inst.key}")  # names the undo in the journal and report
             ok = self._run_fragment(hr, inst, [fragment], inst.step.timeout, label="undo")
             self.emit("undo_end", host=hr.name, step=inst.step.id, instance=inst.key, ok=ok)
         self.emit("rollback_end", host=hr.name)

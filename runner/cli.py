@@ -325,10 +325,11 @@ def apply(
             as_json=as_json,
             color=color,
         )
+    events = _journal_events(run_id)  # the recap counts fixes, undos and rollbacks from them
     if as_json:
-        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id)}, default=str) + "\n")
+        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id, events=events)}, default=str) + "\n")
     else:
-        _out(report.recap_text(recap, run_id, color=color))
+        _out(report.recap_text(recap, run_id, color=color, events=events))
     if waiting is not None:
         from runner.errors import HumanNeeded
         from runner.journal import state_dir
@@ -336,6 +337,15 @@ def apply(
         report_path = state_dir() / "runs" / run_id / "escalation.md"
         raise HumanNeeded(run_id, str(report_path), f"step '{waiting.instance}' on {waiting.host}: {waiting.reason}")
     raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+
+
+def _journal_events(run_id: str) -> list[dict[str, Any]]:
+    from runner.journal import get_run
+
+    try:
+        return get_run(run_id).events
+    except OpsrunError:
+        return []
 
 
 def _resume_session(
@@ -657,15 +667,14 @@ def runs_show(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'last').")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Timeline of one run: steps, attempts, durations, outcome."""
+    """Timeline of one run: steps, attempts, escalations, fixes, undos, durations, outcome."""
     from runner import journal, report
+    from runner.tally import host_summary
 
     run = journal.get_run(run_id)
     if as_json:
-        _out(
-            json.dumps({"run_id": run.run_id, "outcome": run.outcome, "events": run.events}, indent=2, default=str)
-            + "\n"
-        )
+        doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
+        _out(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         _out(report.run_timeline(run))
 

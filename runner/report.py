@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.journal import RunInfo
-from runner.model import MARKERS, Plan, StepPlan
+from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
-from runner.secrets import redact
+from runner.secrets import redact, redact_data
+from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, host_summary, this_part
 
 if TYPE_CHECKING:
     from runner.apply import Recap
@@ -51,23 +53,58 @@ def summary_line(plan: Plan) -> str:
 
 def _step_lines(sp: StepPlan, color: bool, *, diff: bool = True) -> list[str]:
     c = sp.change
-    marker = MARKERS[c.status]
-    head = f"  {_c(marker, _COLORS[marker], color)} {sp.instance}: {redact(c.summary)}"
-    if sp.conditional_on:
-        head += f"  (only if its 'when' holds after step '{', '.join(sp.conditional_on)}')"
+    actions = [(a.kind, a.display()) for a in c.actions]
+    table = str(c.data["table"]) if c.data.get("table") else ""
+    return _change_lines(
+        c.status, sp.instance, c.summary, c.reason, sp.conditional_on, actions, table, c.diff if diff else "",
+        c.changes, color,
+    )
+
+
+def _change_lines(
+    status: str,
+    instance: str,
+    summary: str,
+    reason: str,
+    conditional_on: Any,
+    actions: Sequence[tuple[str, str]],
+    table: str,
+    diff: str,
+    changes: bool,
+    color: bool,
+) -> list[str]:
+    """A planned step as `opsrun plan` prints it: marker, summary, reason, exact actions, diff."""
+    marker = MARKERS.get(status, "?")
+    head = f"  {_c(marker, _COLORS[marker], color)} {instance}: {redact(summary)}"
+    if conditional_on:
+        head += f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')"
     lines = [head]
-    if c.reason and c.status in ("unknown", "blocked"):
-        lines.append(f"      reason: {redact(c.reason)}")
-    if c.status in ("create", "update", "delete", "run", "blocked"):
-        for a in c.actions:
-            lines.append(f"      $ {redact(a.display())}" if a.kind == "cmd" else f"      {redact(a.display())}")
-    if c.data.get("table"):
-        lines.extend("      " + row for row in redact(str(c.data["table"])).rstrip("\n").split("\n"))
-    if diff and c.diff and c.changes:
-        for dl in redact(c.diff).rstrip("\n").split("\n"):
+    if reason and status in ("unknown", "blocked"):
+        lines.append(f"      reason: {redact(reason)}")
+    if status in ("create", "update", "delete", "run", "blocked"):
+        for kind, display in actions:
+            lines.append(f"      $ {redact(display)}" if kind == "cmd" else f"      {redact(display)}")
+    if table:
+        lines.extend("      " + row for row in redact(table).rstrip("\n").split("\n"))
+    if diff and changes:
+        for dl in redact(diff).rstrip("\n").split("\n"):
             code = "32" if dl.startswith("+") else "31" if dl.startswith("-") else "36" if dl.startswith("@@") else ""
             lines.append("      " + _c(dl, code, color))
     return lines
+
+
+def plan_record_lines(rec: dict[str, Any], *, color: bool = False) -> list[str]:
+    """A step plan as journaled (StepPlan.to_json) rendered like `opsrun plan` prints it."""
+    actions = [
+        (str(a.get("kind", "")), str(a.get("display") or a.get("command") or ""))
+        for a in rec.get("actions") or []
+        if isinstance(a, dict)
+    ]
+    status = str(rec.get("status", "unknown"))
+    return _change_lines(
+        status, str(rec.get("instance", "?")), str(rec.get("summary", "")), str(rec.get("reason") or ""),
+        rec.get("conditional_on"), actions, "", str(rec.get("diff") or ""), status in CHANGING, color,
+    )
 
 
 def plan_text(plan: Plan, *, color: bool = False) -> str:
@@ -132,72 +169,302 @@ def plan_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2, sort_keys=False, default=str) + "\n"
 
 
-def event_line(ev: dict[str, Any], *, color: bool = False) -> str | None:
-    """One terminal line for an apply event (None: not shown)."""
-    t = ev.get("type")
+# ---------------------------------------------------------------- apply events
+
+# Event types whose console line is folded into another one: a step's start and a successful
+# try show in its step_end line, a registered result is data for `apply --resume`.
+FOLDED = frozenset({"step_start", "register"})
+_LABELS = {  # event type -> (console label, colour)
+    "retry": ("retry", "33"),
+    "escalate": ("escalate", "35"),
+    "llm_fix": ("diagnosis", "35"),
+    "fix_plan": ("fix", "36"),
+    "fix": ("fix", "36"),
+    "undo_plan": ("undo", "36"),
+    "undo": ("undo", "36"),
+    "rollback_start": ("rollback", "1;33"),
+    "rollback_end": ("rollback", "1;33"),
+    "waiting_for_human": ("waiting", "1;35"),
+    "human_decision": ("human", "35"),
+    "note": ("note", "2"),
+    "blocked": ("blocked", "1;31"),
+    "verify": ("verify", "36"),
+    "attempt": ("try", "31"),
+    "attempt_error": ("error", "31"),
+    "interrupted": ("stopped", "33"),
+    "artifact": ("artifact", "36"),
+    "step_done_earlier": ("done", "2"),
+    "host_unreachable": ("unreachable", "1;31"),
+    "plan_diverged": ("diverged", "1;33"),
+}
+_RUNGS = {"llm": "the LLM fixer", "human": "a human"}
+_WORD_LIMIT = 300
+
+
+def _s(value: Any, limit: int = _WORD_LIMIT) -> str:
+    """A field as one redacted line (never the text 'None')."""
+    if value is None:
+        return ""
+    text = " ".join(redact(str(value)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _last(text: Any) -> str:
+    lines = [ln for ln in redact(str(text or "")).strip().splitlines() if ln.strip()]
+    return _s(lines[-1], 200) if lines else ""
+
+
+def _ran(ev: dict[str, Any]) -> str:
+    """`$ command -> rc N (0.01s)` for an attempt-like record (attempt, fix, undo, verify)."""
+    took = ev.get("duration")
+    rc = ev.get("rc")
+    text = f"$ {_s(ev.get('command'))} -> " + (f"rc {rc}" if rc is not None else "no exit code")
+    text += f" ({float(took):.2f}s)" if took is not None else ""
+    err = _last(ev.get("stderr_tail")) if ev.get("rc") not in (0, None) else ""
+    return text + (f": {err}" if err else "")
+
+
+def proposal_lines(steps: Any, *, color: bool = False) -> list[str]:
+    """An LLM's proposed fix steps as plan lines (before any probe: a command is shown exactly,
+    a declarative step is planned against the host just before it runs, shown as `?`)."""
+    from runner.config import STEP_COMMON
+
+    out: list[str] = []
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict):
+            continue
+        sid = _s(step.get("id") or f"fix_{i}")
+        kind = next((k for k in step if k not in STEP_COMMON), "?")
+        params = step.get(kind)
+        command = params if isinstance(params, str) else params.get("command") if isinstance(params, dict) else None
+        guarded = isinstance(params, dict) and any(params.get(k) for k in ("creates", "removes", "unless", "only_if"))
+        name = f" ({_s(step['name'], 80)})" if step.get("name") else ""
+        if isinstance(command, str) and not guarded:
+            out += _change_lines("run", sid, f"{kind}{name}", "", (), [("cmd", command)], "", "", True, color)
+        else:
+            shown = json.dumps(params, default=str, ensure_ascii=False)
+            reason = "planned against the host just before it runs"
+            out += _change_lines("unknown", sid, f"{kind} {_s(shown, 160)}{name}", reason, (), [], "", "", False, color)
+        verify = step.get("verify")
+        vcmd = verify if isinstance(verify, str) else verify.get("command") if isinstance(verify, dict) else None
+        if isinstance(vcmd, str):
+            out.append(f"      verify: $ {_s(vcmd)}")
+    return out
+
+
+def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str, list[str]] | None:
+    """(label, colour, text, detail lines) of one apply event, shared by the console and
+    `runs show`; None for the folded types (FOLDED, and a try that succeeded)."""
+    t = str(ev.get("type"))
+    label, code = _LABELS.get(t, (t, ""))
+    more: list[str] = []
+    if t in FOLDED or (t == "attempt" and ev.get("rc") in (0, None)):
+        return None
     if t == "step_end":
         status = str(ev.get("status"))
-        took = ev.get("duration") or 0
-        msg = f" {ev.get('message')}" if ev.get("message") else ""
         tries = f" after {ev['attempts']} tries" if (ev.get("attempts") or 0) > 1 else ""
+        took = float(ev.get("duration") or 0)
         table = ev.get("table")
-        tail = ("\n" + "\n".join("      " + r for r in str(table).rstrip("\n").split("\n"))) if table else ""
-        return (
-            f"  {_c(status.ljust(9), _STATUS_COLORS.get(status, ''), color)} "
-            f"{ev.get('host')}  {ev.get('instance')}{tries} ({took:.2f}s){msg}{tail}"
-        )
+        more = [redact(r) for r in str(table).rstrip("\n").split("\n")] if table else []
+        return status, _STATUS_COLORS.get(status, ""), f"{tries} ({took:.2f}s) {_s(ev.get('message'))}".rstrip(), more
     if t == "retry":
-        return (
-            f"  {_c('retry', '33', color)}     {ev.get('host')}  {ev.get('instance')}: "
-            f"{ev.get('failure')}, {ev.get('reason')} in {ev.get('delay')}s"
-        )
-    if t == "escalate":
-        return f"  {_c('escalate', '35', color)}  {ev.get('host')}  {ev.get('instance')}: {ev.get('note')}"
-    if t == "host_unreachable":
-        return f"  {_c('unreachable', '1;31', color)} {ev.get('host')}: {ev.get('error')}"
-    if t == "batch_start":
-        return f"-- batch: {', '.join(ev.get('hosts') or [])}"
-    return None
+        text = f"{_s(ev.get('failure'))}, {_s(ev.get('reason'))} in {ev.get('delay')}s"
+    elif t == "escalate":
+        rung = str(ev.get("to") or "?")
+        why = _s(ev.get("reason") or ev.get("note")) or "no reason given"
+        text = f"to {_RUNGS.get(rung, rung)} (rung '{rung}'): {why}"
+    elif t == "llm_fix":
+        who = "/".join(x for x in (_s(ev.get("provider")), _s(ev.get("model"))) if x)
+        facts = [f"confidence {float(ev.get('confidence') or 0):.2f}"] + ([who] if who else [])
+        if ev.get("latency_s") is not None:
+            facts.append(f"{float(ev['latency_s']):.2f}s")
+        diagnosis = _s(ev.get("diagnosis")) or "(no diagnosis)"
+        text = f"{diagnosis} ({', '.join(facts)})"
+        steps = ev.get("steps") if isinstance(ev.get("steps"), list) else []
+        if ev.get("ok") and steps:
+            more = [f"proposed fix ({len(steps)} step{'s' if len(steps) != 1 else ''}):"]
+            more += [ln[2:] for ln in proposal_lines(steps, color=color)]
+        else:
+            label, code = "no fix", "31"
+            more = [f"no fix to run: {_s(ev.get('error')) or 'the fixer gave no usable steps'}"]
+            if steps:
+                more += [ln[2:] for ln in proposal_lines(steps, color=color)]
+    elif t in ("fix_plan", "undo_plan"):  # a fix or undo step, planned just before it runs
+        raw = ev.get("plan")
+        lines = plan_record_lines(raw if isinstance(raw, dict) else {}, color=color)
+        text, more = lines[0].strip(), [ln[2:] for ln in lines[1:]]
+    elif t in ("fix", "undo"):
+        if "command" in ev:
+            text = _ran(ev)
+            if ev.get("rc") not in (0, None):
+                label, code = f"{label} failed", "31"
+        else:
+            label, code = f"{label} failed", "31"
+            text = _s(ev.get("error")) or "failed"
+    elif t == "llm_fix_result":
+        ok = bool(ev.get("ok"))
+        label, code = ("fix ran", "32") if ok else ("fix failed", "31")
+        text = "the step is tried again" if ok else "the fix did not complete; the step stays failed"
+    elif t == "rollback_start":
+        steps = [_s(s) for s in ev.get("steps") or []]
+        text = f"undoing {', '.join(steps)} (newest first)" if steps else "no changed step has an undo"
+    elif t == "undo_end":
+        ok = bool(ev.get("ok"))
+        label, code = ("undone", "33") if ok else ("undo failed", "1;31")
+        text = "its undo ran" if ok else "its undo did not complete"
+    elif t == "rollback_end":
+        text = "finished"
+    elif t == "waiting_for_human":
+        text = f"the run stops for a human; report: {_s(ev.get('report'))}"
+        if ev.get("notify_error"):
+            text += f" (notification failed: {_s(ev.get('notify_error'))})"
+    elif t == "human_decision":
+        text = _s(ev.get("choice"))
+        if ev.get("command"):
+            text += f": $ {_s(ev.get('command'))}"
+    elif t == "note":
+        text = _s(ev.get("note"))
+    elif t == "blocked":
+        text = _s(ev.get("reason"))
+    elif t == "verify":
+        text = _ran(ev)
+        if ev.get("rc") not in (0, None):
+            label, code = "verify failed", "31"
+    elif t == "attempt":
+        label = f"try {ev.get('attempt')}"
+        text = _ran(ev)
+    elif t == "attempt_error":
+        text = f"try {ev.get('attempt')}: {_s(ev.get('error_type'))}: {_s(ev.get('error'))}"
+    elif t == "interrupted":
+        text = _s(ev.get("note"))
+    elif t == "artifact":
+        text = f"{_s(ev.get('path'))} ({ev.get('bytes')} bytes)"
+    elif t == "step_done_earlier":
+        text = "finished in an earlier part of this run (not run again)"
+    elif t == "host_unreachable":
+        text = _s(ev.get("error"))
+    elif t == "plan_diverged":
+        text = f"not as planned: {_s(ev.get('reason'))}"
+    elif t == "batch_start":
+        text = ", ".join(_s(h) for h in ev.get("hosts") or [])
+    else:  # a type this module does not know yet: every field, none hidden
+        skip = {"seq", "ts", "type", "host", "step", "instance"}
+        text = ", ".join(f"{k}={_s(v, 120)}" for k, v in ev.items() if k not in skip and v not in (None, ""))
+    return label, code, text, more
 
 
-def recap_text(recap: Recap, run_id: str, *, color: bool = False) -> str:
-    cols = ("ok", "changed", "failed", "skipped", "blocked", "unreachable")
+def _where(ev: dict[str, Any]) -> str:
+    host = _s(ev.get("host"))
+    inst = _s(ev.get("instance") or ev.get("step"))
+    return f"{host}  {inst}" if inst else host
+
+
+def event_line(ev: dict[str, Any], *, color: bool = False) -> str | None:
+    """The terminal text of an apply event (None: folded into another line, see FOLDED)."""
+    d = describe(ev, color=color)
+    if d is None:
+        return None
+    label, code, text, more = d
+    if ev.get("type") == "batch_start":
+        return f"-- batch: {text}"
+    sep = "" if ev.get("type") == "step_end" else ":"
+    head = f"  {_c(label.ljust(9), code, color)} {_where(ev)}{sep}{' ' if text and sep else ''}{text}"
+    return "\n".join([head.rstrip(), *("      " + m for m in more)])
+
+
+def _escalation_line(host: str, rec: dict[str, Any]) -> tuple[str, str]:
+    """(marker, text) of one escalation in the recap: `~` a step an LLM fix got through, `^` else."""
+    rung = str(rec.get("rung") or "?")
+    where = f"{host} {_s(rec.get('instance'))}"
+    status = rec.get("step_status")
+    diagnosis = _s(rec.get("diagnosis"), 160)
+    if rung == "llm" and rec.get("fix_ran") and status in ("ok", "changed"):
+        return "~", f"{where}: fixed by an LLM fix: {diagnosis}"
+    if rung == "llm" and rec.get("fix_ran"):
+        what = f"an LLM fix ran ({diagnosis}), then the step {status or 'did not finish'}"
+    elif rung == "llm" and rec.get("fix_ok"):
+        what = f"an LLM fix was proposed ({diagnosis}) but not run"
+    elif rung == "llm":
+        what = f"no LLM fix: {_s(rec.get('error'), 160) or 'no answer'}" + (f" ({diagnosis})" if diagnosis else "")
+    elif rec.get("waiting"):
+        what = "waiting for a human"
+    else:
+        what = f"a human chose {_s(rec.get('decision')) or 'nothing'}"
+    return "^", f"{where}: escalated to {_RUNGS.get(rung, rung)}: {what}"
+
+
+def _extras(recap: Recap, events: list[dict[str, Any]] | None) -> dict[str, dict[str, int]]:
+    counts = event_counts(this_part(events or []))
+    for name, hr in recap.hosts.items():
+        c = counts.setdefault(name, dict.fromkeys(EXTRA_COUNTS, 0))
+        c["rolled_back"] = max(c["rolled_back"], int(hr.rolled_back))
+    return counts
+
+
+def recap_text(recap: Recap, run_id: str, *, color: bool = False, events: list[dict[str, Any]] | None = None) -> str:
+    """The recap table (step statuses, and from the run's events: steps fixed by an LLM fix,
+    undos run), failures with their output, escalations and rollbacks, then the totals line."""
+    cols = ("ok", "changed", "failed", "skipped", "blocked", "unreachable", "fixed", "undone")
+    extra = _extras(recap, events)
     width = max([len(h) for h in recap.hosts] + [4])
     out = ["", "Recap " + run_id, "  " + "host".ljust(width) + "  " + "  ".join(c.rjust(8) for c in cols)]
     for name, hr in recap.hosts.items():
         cells = []
         for col in cols:
-            v = hr.counts.get(col, 0)
-            cell = str(v).rjust(8)
-            cells.append(_c(cell, _STATUS_COLORS[col], color and v > 0 and col != "ok"))
+            v = hr.counts.get(col, 0) if col in hr.counts else extra[name].get(col, 0)
+            cell = str(v).rjust(max(8, len(col)))
+            cells.append(_c(cell, _STATUS_COLORS.get(col, "33"), color and v > 0 and col != "ok"))
         out.append("  " + name.ljust(width) + "  " + "  ".join(cells))
+    esc = escalations(this_part(events or []))
     for hr in recap.hosts.values():
+        for rec in esc.get(hr.name, []):
+            mark, line = _escalation_line(hr.name, rec)
+            out.append(f"  {_c(mark, '32' if mark == '~' else '35', color)} {line}")
         for r in hr.results:
             if r.status in ("failed", "blocked", "unreachable"):
                 out.append(f"  {_c('x', '31', color)} {hr.name} {r.instance}: {redact(r.message)}")
                 tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
                 out.extend(f"      | {redact(t)}" for t in tail)
+        c = extra[hr.name]
+        if c["rolled_back"]:
+            n = c["undo_failed"]
+            failed = f", {n} undo{'s' if n != 1 else ''} failed" if n else ""
+            out.append(f"  {_c('<', '33', color)} {hr.name} rolled back: {c['undone']} step(s) undone{failed}")
     if recap.aborted:
         out.append(f"  run stopped: {recap.aborted}")
     t = recap.totals()
+    e = {k: sum(c[k] for c in extra.values()) for k in EXTRA_COUNTS}
+    undo_failed = f", {e['undo_failed']} undo failed" if e["undo_failed"] else ""
+    rolled = [h for h, c in extra.items() if c["rolled_back"]]
     out.append(
         f"Apply: {t.get('changed', 0)} changed, {t.get('ok', 0)} ok, {t.get('failed', 0)} failed, "
         f"{t.get('skipped', 0)} skipped, {t.get('blocked', 0)} blocked, "
-        f"{t.get('unreachable', 0)} unreachable"
+        f"{t.get('unreachable', 0)} unreachable, {e['fixed']} fixed, {e['undone']} undone{undo_failed}"
+        + (f"; rolled back: {', '.join(rolled)}" if rolled else "")
     )
     return "\n".join(out) + "\n"
 
 
-def recap_json(recap: Recap, run_id: str) -> dict[str, Any]:
+def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The recap for machines: per host the counts (step statuses plus EXTRA_COUNTS from the
+    events), each step's result, each escalation (rung, diagnosis, fix steps, what happened)."""
+    extra = _extras(recap, events)
+    esc = escalations(this_part(events or []))
+    totals = recap.totals()
+    for c in extra.values():
+        for k, v in c.items():
+            totals[k] = totals.get(k, 0) + v
     return {
         "run_id": run_id,
         "ok": recap.ok,
         "aborted": recap.aborted,
-        "totals": recap.totals(),
+        "totals": totals,
         "hosts": {
             n: {
-                "counts": h.counts,
+                "counts": {**h.counts, **extra[n]},
                 "unreachable": h.unreachable,
+                "rolled_back": bool(extra[n]["rolled_back"]),
+                "escalations": redact_data(esc.get(n, [])),
                 "steps": [
                     {
                         "step": r.step_id,
@@ -216,6 +483,7 @@ def recap_json(recap: Recap, run_id: str) -> dict[str, Any]:
     }
 
 
+
 # ---------------------------------------------------------------- runs
 
 
@@ -230,6 +498,8 @@ def runs_table(runs: list[RunInfo]) -> str:
 
 
 def run_timeline(run: RunInfo) -> str:
+    """`opsrun runs show`: every event of the run on its own line(s), then per host the step
+    statuses and what the events add to them (escalations, fixes, undos, rollback)."""
     s = run.start
     out = [
         f"run {run.run_id}: {s.get('playbook', '?')} on {', '.join(s.get('hosts') or [])}",
@@ -240,43 +510,50 @@ def run_timeline(run: RunInfo) -> str:
     for ev in run.events:
         t = ev.get("type")
         rel = _rel(t0, ev.get("ts"))
+        pad = " " * len(rel)
+        where = _where(ev)
+        if t == "run_start":
+            continue  # the header above
         if t == "step_start":
-            out.append(f"{rel}  {ev.get('host')}  {ev.get('instance')}  start ({ev.get('kind')})")
+            out.append(f"{rel}  {where}  start ({ev.get('kind')})")
         elif t == "attempt":
             out.append(
-                f"{rel}  {ev.get('host')}  {ev.get('instance')}  try {ev.get('attempt')}: "
-                f"$ {ev.get('command')}  -> rc {ev.get('rc')} in {ev.get('duration')}s"
+                f"{rel}  {where}  try {ev.get('attempt')}: "
+                f"$ {_s(ev.get('command'))}  -> rc {ev.get('rc')} in {ev.get('duration')}s"
             )
-            for stream in ("stdout_tail", "stderr_tail"):
-                tail = str(ev.get(stream) or "").strip().splitlines()[-3:]
-                out.extend(f"{' ' * len(rel)}      | {line}" for line in tail)
-        elif t in (
-            "retry",
-            "escalate",
-            "blocked",
-            "attempt_error",
-            "verify",
-            "host_unreachable",
-            "batch_start",
-            "note",
-            "drift",
-        ):
-            detail = {k: v for k, v in ev.items() if k not in ("seq", "ts", "type", "host", "step", "instance")}
-            out.append(
-                f"{rel}  {ev.get('host', '')}  {ev.get('instance', '')}  {t}: "
-                + ", ".join(f"{k}={v}" for k, v in detail.items())
-            )
-        elif t == "artifact":
-            out.append(
-                f"{rel}  {ev.get('host')}  {ev.get('instance')}  artifact: {ev.get('path')} ({ev.get('bytes')} bytes)"
-            )
+        elif t == "register":
+            out.append(f"{rel}  {_s(ev.get('host'))}  {_s(ev.get('step'))}  registered (kept for apply --resume)")
+        elif t == "resume":
+            done = [_s(x) for x in ev.get("finished") or []]
+            out.append(f"{rel}  resumed (pid {ev.get('pid')}); finished before: {', '.join(done) or 'none'}")
         elif t == "step_end":
             out.append(
-                f"{rel}  {ev.get('host')}  {ev.get('instance')}  {ev.get('status')} "
-                f"({ev.get('duration')}s, {ev.get('attempts')} tries) {ev.get('message') or ''}".rstrip()
+                f"{rel}  {where}  {ev.get('status')} "
+                f"({ev.get('duration')}s, {ev.get('attempts')} tries) {_s(ev.get('message'))}".rstrip()
             )
         elif t == "run_end":
             out.append(f"{rel}  run end: {ev.get('outcome')} {json.dumps(ev.get('totals', {}))}")
+        else:
+            d = describe(ev)
+            if d is None:  # pragma: no cover - every folded type is handled above
+                continue
+            label, _code, text, more = d
+            where = _where(ev)
+            out.append(f"{rel}  {where + '  ' if where else ''}{label}: {text}")
+            out.extend(f"{pad}    {m}" for m in more)
+        if t in ("attempt", "fix", "undo", "verify"):
+            for stream in ("stdout_tail", "stderr_tail"):
+                tail = redact(str(ev.get(stream) or "")).strip().splitlines()[-3:]
+                out.extend(f"{pad}      | {line}" for line in tail)
+    summary = host_summary(run.events)
+    if summary:
+        out.append("")
+    for host, c in summary.items():
+        parts = [f"{c[k]} {k}" for k in STATUSES if c.get(k)]
+        parts += [f"{c[k]} {k.replace('_', ' ')}" for k in ("escalated", "fixed", "undone", "undo_failed") if c.get(k)]
+        if c.get("rolled_back"):
+            parts.append("rolled back")
+        out.append(f"{host}: {', '.join(parts) or 'nothing ran'}")
     if run.end is None:
         out.append("(no run_end event: the run was interrupted or is still going)")
     return "\n".join(out) + "\n"

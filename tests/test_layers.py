@@ -18,8 +18,8 @@ RUNNER = ROOT / "runner"
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy",
      "runner.overlay"),
-    ("runner.load", "runner.secrets", "runner.safety"),
-    ("runner.render", "runner.journal", "runner.recap", "runner.transports"),
+    ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
+    ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
      "runner.config", "runner.variables", "runner.params", "runner.gateway"),
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
