@@ -25,6 +25,7 @@ class Session:
     _transports: dict[str, Transport] = field(default_factory=dict)
     _guards: dict[str, CommandGuard] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    on_spawn: Any = None  # SpawnHook handed to every transport (the journal's process notes)
 
     def host(self, name: str) -> Host:
         return self.inventory.hosts[name]
@@ -65,6 +66,7 @@ class Session:
                 self._transports[name] = t
         if t.guard is None:
             t.guard = self.guard(name)
+        t.on_spawn = self.on_spawn
         t.open()
         return t
 

@@ -349,6 +349,8 @@ class SSHTransport(Transport):
                   stdin: bytes | None, start: float, timeout: float | None) -> CommandResult:
         deadline = start + timeout if timeout else None
         chan.exec_command(self._command_line(command, use_sudo))
+        if not use_sudo:  # its process group is not known here: resume can only warn
+            self._spawned(remote=self.label)
         out = bytearray()
         err = bytearray()
         password = self._target.sudo_password if use_sudo else None
@@ -366,6 +368,9 @@ class SSHTransport(Transport):
                 err += chan.recv_stderr(CHUNK)
             if use_sudo and pgid is None and b"\n" in out:
                 pgid = _hello_pgid(out)
+                if pgid is not None:  # journaled, so a resume can check it on the host
+                    self._spawned(remote=self.label, sudo=True,
+                                  pgid=int(pgid) if pgid.isdigit() else None)
             if gated:
                 if pgid is not None:
                     gated = False
