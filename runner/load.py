@@ -24,7 +24,7 @@ PathKey = tuple[str | int, ...]
 
 # Bounds on what one document may cost (docs/playbooks.md, "Input limits").
 MAX_BYTES = 16 * 1024 * 1024  # characters of YAML text in one file
-MAX_DEPTH = 64  # nested mappings/lists
+MAX_DEPTH = 64  # mappings/lists inside each other, the document's own included
 MAX_VALUES = 1_000_000  # values after alias expansion
 MAX_ALIAS_VALUES = 100_000  # values that aliases (and merge keys) add by repeating an anchor
 _STD = "tag:yaml.org,2002:"
@@ -111,7 +111,7 @@ class _Builder:
         if key in self._active:
             raise self._fatal(node, path, "recursive YAML alias: this anchor contains itself",
                               "an alias (*name) cannot point into the anchor it sits in")
-        if len(path) > MAX_DEPTH:
+        if len(path) >= MAX_DEPTH and isinstance(node, yaml.CollectionNode):  # the root is level 1
             raise self._fatal(node, path, f"YAML nested deeper than {MAX_DEPTH} levels",
                               "flatten the data; opsrun limits nesting")
         self._values += 1
