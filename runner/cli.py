@@ -433,6 +433,7 @@ def _apply_locked(
 
     def on_sigint(signum: int, frame: Any) -> None:
         if stop.is_set():
+            session.stop_running()  # the steps' process groups end with opsrun, not after it
             raise KeyboardInterrupt
         stop.set()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -501,6 +502,8 @@ def _apply_locked(
         return recap, waiting
     except KeyboardInterrupt:
         journal.event("run_end", outcome="interrupted")
+        _err(f"interrupted: stopped at once (running commands were ended); go on with: "
+             f"opsrun apply --resume {run_id}")
         raise
     finally:
         session.on_spawn = None

@@ -80,6 +80,14 @@ class Session:
             except Exception:
                 pass
 
+    def stop_running(self) -> None:
+        """End every command running now on any host (a second Ctrl-C or SIGTERM)."""
+        for t in list(self._transports.values()):
+            try:
+                t.stop_running()
+            except Exception:
+                pass
+
     def close(self) -> None:
         with self._lock:
             ts = list(self._transports.values())

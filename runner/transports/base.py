@@ -122,6 +122,10 @@ class Transport(ABC):
             return CommandResult(0, stdout=_json_bytes(data), duration=time.monotonic() - start)
         raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot do '{action.kind}' actions")
 
+    def stop_running(self) -> None:  # noqa: B027 - optional hook
+        """End the commands running now (opsrun was told to stop at once); other threads
+        waiting on them get their (failed) results. Safe to call from a signal handler."""
+
     def _spawned(self, **info: Any) -> None:
         """A transport calls this once an action's process runs (probes are not reported)."""
         if self.on_spawn is not None and getattr(_acting, "on", False):

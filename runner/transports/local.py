@@ -61,6 +61,9 @@ class LocalTransport(Transport):
             _WATCHDOG.forget(proc.pid)
         return CommandResult(proc.returncode, out, err, time.monotonic() - start)
 
+    def stop_running(self) -> None:
+        _WATCHDOG.stop_all()
+
     def _put(self, path: str, content: bytes, mode: str | None) -> None:
         dest = Path(path)
         try:
@@ -183,6 +186,7 @@ class _Watchdog:
         self._proc: subprocess.Popen[str] | None = None
         self._pipe: IO[str] | None = None
         self._pid = 0
+        self._running: dict[int, int] = {}  # pgid -> start, of commands running now
 
     def _send(self, line: str) -> None:
         with self._lock:
@@ -212,10 +216,18 @@ class _Watchdog:
             self._proc, self._pipe = None, None
 
     def watch(self, pgid: int, start: int) -> None:
+        self._running[pgid] = start
         self._send(f"+{pgid} {start}")
 
     def forget(self, pgid: int) -> None:
+        self._running.pop(pgid, None)
         self._send(f"-{pgid}")
+
+    def stop_all(self) -> None:
+        """TERM every command group running now (the second Ctrl-C / SIGTERM)."""
+        for pgid in list(self._running):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
 
     @property
     def pid(self) -> int | None:
