@@ -367,13 +367,15 @@ def _refuse_if_still_running(run: Any, session: Any) -> None:
         elif isinstance(pgid, int):
             try:
                 res = session.transport(str(p.get("host"))).run(
-                    f"kill -0 -- -{pgid} 2>/dev/null", timeout=30, sudo=bool(p.get("sudo"))
+                    f"if kill -0 -{pgid} 2>/dev/null; then echo alive; else echo gone; fi",
+                    timeout=30,
+                    sudo=bool(p.get("sudo")),
                 )
             except OpsrunError as exc:
                 _err(f"note: {what}: cannot check whether its process group {pgid} still runs: {exc.message}")
                 continue
-            if res.rc == 0:
-                alive.append(f"{what}: remote process group {pgid} (stop it there: kill -TERM -- -{pgid})")
+            if res.out.strip() != "gone":
+                alive.append(f"{what}: remote process group {pgid} (stop it there: kill -TERM -{pgid})")
         else:
             _err(f"note: {what} was running a command on {p.get('remote') or p.get('host')} when the run "
                  "stopped; opsrun cannot see whether it still runs there: check before it runs again")
