@@ -228,7 +228,10 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 def _range(*args: int) -> range:
     """The templates' range(); _Environment.call counts its items against the budget."""
-    return range(*args)
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:  # reached some other way than a call in a template
+        raise SecurityError(f"range() of more than {MAX_RANGE:,} items")
+    return rng
 
 
 def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
