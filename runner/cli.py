@@ -347,6 +347,16 @@ def _resume_session(
     return session, run.run_id, done, dict(start.get("options") or {})
 
 
+# Is process group PGID alive on the host? Zombies do not count (kill -0 would count them);
+# without ps, kill -0 decides.
+_REMOTE_GROUP_ALIVE = (
+    "if ! kill -0 -PGID 2>/dev/null; then echo gone; "
+    "elif procs=$(ps -e -o pgid= -o stat= 2>/dev/null); then "
+    "echo \"$procs\" | awk '$1 == PGID && $2 !~ /^Z/ {a = 1} END {print (a ? \"alive\" : \"gone\")}'; "
+    "else echo alive; fi"
+)
+
+
 def _refuse_if_still_running(run: Any, session: Any) -> None:
     """Resume never starts a step beside its earlier copy: a process the stopped run started
     for a step that never ended, and that still runs, stops the resume (exit 1)."""
@@ -367,7 +377,7 @@ def _refuse_if_still_running(run: Any, session: Any) -> None:
         elif isinstance(pgid, int):
             try:
                 res = session.transport(str(p.get("host"))).run(
-                    f"if kill -0 -{pgid} 2>/dev/null; then echo alive; else echo gone; fi",
+                    _REMOTE_GROUP_ALIVE.replace("PGID", str(pgid)),
                     timeout=30,
                     sudo=bool(p.get("sudo")),
                 )

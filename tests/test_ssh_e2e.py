@@ -250,7 +250,12 @@ steps:
         if sleeper and _running(sleeper):
             os.kill(sleeper, signal.SIGKILL)
     if sudo:
-        time.sleep(0.5)
+        from runner.transports.local import group_alive  # the sshds run on this machine
+
+        [pgid] = [e["pgid"] for e in procs]
+        end = time.monotonic() + 20
+        while group_alive(pgid, 0, "") and time.monotonic() < end:  # the root shell notices and ends
+            time.sleep(0.05)
         r = opsrun("apply", "--resume", run_id, "--yes", cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         assert Path(remote_dir, "last").read_text() == "last\n"
