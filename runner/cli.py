@@ -225,7 +225,7 @@ def plan(
             session, hosts, tags=_split(tags), skip_tags=_split(skip_tags), offline=offline, forks=forks, limit=limit
         )
     if out:
-        Path(out).write_text(report.plan_json(the_plan))
+        _save_plan(Path(out), report.plan_json(the_plan))
     if fmt == "json":
         _out(report.plan_json(the_plan))
     elif fmt == "markdown":
@@ -239,6 +239,16 @@ def plan(
     if detailed_exitcode and the_plan.has_changes:
         raise typer.Exit(EXIT_CHANGES)
     raise typer.Exit(EXIT_OK)
+
+
+def _save_plan(path: Path, text: str) -> None:
+    """A saved plan holds diffs of private files: written 0600, atomically."""
+    from runner.files import write_private
+
+    try:
+        write_private(path, text.encode())
+    except OSError as exc:
+        raise OpsrunError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- apply
@@ -362,12 +372,63 @@ def _resume_session(
         raise InvalidInput(f"run {run.run_id} finished ok: nothing to resume")
     inv = inventory or start.get("inventory_arg")
     session = _prepare(str(start["playbook"]), inv, None, dict(start.get("vars") or {}))
+    _refuse_if_still_running(run, session)
     if session.playbook.digest != start.get("playbook_digest"):
         _err(f"note: {start['playbook']} changed since run {run.run_id} started; the changed steps run as now written")
     done = {
         (str(e["host"]), str(e["step"])): dict(e.get("result") or {}) for e in run.events if e.get("type") == "register"
     }
     return session, run.run_id, done, dict(start.get("options") or {})
+
+
+# Is process group PGID alive on the host? Zombies do not count (kill -0 would count them);
+# without ps, kill -0 decides.
+_REMOTE_GROUP_ALIVE = (
+    "if ! kill -0 -PGID 2>/dev/null; then echo gone; "
+    "elif procs=$(ps -e -o pgid= -o stat= 2>/dev/null); then "
+    "echo \"$procs\" | awk '$1 == PGID && $2 !~ /^Z/ {a = 1} END {print (a ? \"alive\" : \"gone\")}'; "
+    "else echo alive; fi"
+)
+
+
+def _refuse_if_still_running(run: Any, session: Any) -> None:
+    """Resume never starts a step beside its earlier copy: a process the stopped run started
+    for a step that never ended, and that still runs, stops the resume (exit 1)."""
+    import socket
+
+    from runner import journal
+    from runner.transports.local import group_alive
+
+    alive: list[str] = []
+    for p in journal.unfinished_processes(run.events):
+        pgid = p.get("pgid")
+        what = f"step '{p['instance']}' on {p.get('host')}"
+        if p.get("transport") == "local" and isinstance(pgid, int):
+            if p.get("machine") != socket.gethostname():
+                _err(f"note: {what} ran on another machine ({p.get('machine')}): cannot check it still runs")
+            elif group_alive(pgid, int(p.get("start") or 0), str(p.get("boot") or "")):
+                alive.append(f"{what}: process group {pgid} (stop it: kill -TERM -- -{pgid})")
+        elif isinstance(pgid, int):
+            try:
+                res = session.transport(str(p.get("host"))).run(
+                    _REMOTE_GROUP_ALIVE.replace("PGID", str(pgid)),
+                    timeout=30,
+                    sudo=bool(p.get("sudo")),
+                )
+            except OpsrunError as exc:
+                _err(f"note: {what}: cannot check whether its process group {pgid} still runs: {exc.message}")
+                continue
+            if res.out.strip() != "gone":
+                alive.append(f"{what}: remote process group {pgid} (stop it there: kill -TERM -{pgid})")
+        else:
+            _err(f"note: {what} was running a command on {p.get('remote') or p.get('host')} when the run "
+                 "stopped; opsrun cannot see whether it still runs there: check before it runs again")
+    if alive:
+        raise OpsrunError(
+            f"not resuming run {run.run_id}: the step it stopped in may still be running\n  "
+            + "\n  ".join(alive),
+            hint=f"wait for it to end (or stop it), then: opsrun apply --resume {run.run_id}",
+        )
 
 
 def _apply_locked(
@@ -413,17 +474,22 @@ def _apply_locked(
             _err("cancelled: nothing was changed")
             raise typer.Exit(EXIT_ERROR)
     journal = Journal(run_id)
+    session.on_spawn = lambda info: journal.note("process", **info)  # what resume must check
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if stop.is_set():
+            session.stop_running()  # the steps' process groups end with opsrun, not after it
             raise KeyboardInterrupt
         stop.set()
-        _err("\nstopping after the current action (Ctrl-C again to stop at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        _err(f"\nstopping after the current action ({name}; again to stop at once)")
 
-    previous = (
-        signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-    )
+    # SIGTERM (systemd, CI cancel, kill) and SIGHUP (terminal gone) stop like Ctrl-C.
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, on_sigint)
     try:
         journal.write_artifact(
             "plan.json" if not done else f"plan-resume-{len(list(journal.dir.glob('plan*.json')))}.json",
@@ -476,18 +542,21 @@ def _apply_locked(
             outcome = "waiting_for_human"
         elif stop.is_set() and not executor.aborted_by_human:
             outcome = "interrupted"
-            recap.aborted = recap.aborted or "interrupted (Ctrl-C)"
+            recap.aborted = recap.aborted or "interrupted (Ctrl-C or a signal)"
         else:
             outcome = "ok" if recap.ok else "failed"
         journal.event("run_end", outcome=outcome, totals=recap.totals(), aborted=recap.aborted)
         return recap, waiting
     except KeyboardInterrupt:
         journal.event("run_end", outcome="interrupted")
+        _err(f"interrupted: stopped at once (running commands were ended); go on with: "
+             f"opsrun apply --resume {run_id}")
         raise
     finally:
+        session.on_spawn = None
         journal.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _check_saved(saved: Any, the_plan: Any, session: Any, target: str, allow_drift: bool) -> None:
@@ -732,4 +801,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
+    except RecursionError:  # last resort: the loaders bound depth, this must never show a traceback
+        _err("error: the input is nested too deeply to process\n  hint: flatten the data "
+             "(docs/playbooks.md, Input limits)")
+        sys.exit(EXIT_INVALID)
+    except MemoryError:
+        _err("error: out of memory while processing the input\n  hint: the input is too large "
+             "(docs/playbooks.md, Input limits)")
+        sys.exit(EXIT_INVALID)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

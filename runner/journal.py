@@ -1,6 +1,7 @@
 """Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, flushed and fsynced per
 event, secrets redacted), the state lock (owner, pid, expiry; stale locks detected), and
-reading runs back (a torn last line is tolerated). Talks to no target.
+reading runs back (a torn last line is tolerated). Everything under .opsrun/ is private
+(folders 0700, files 0600, symlinks refused). Talks to no target.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InvalidInput, LockError
+from runner.errors import InvalidInput, LockError, OpsrunError
+from runner.files import open_private, private_dir, write_private
 from runner.secrets import redact_data
 
 LOCK_TTL_S = 6 * 3600
@@ -42,29 +44,38 @@ class Journal:
 
     def __init__(self, run_id: str, root: Path | None = None) -> None:
         self.run_id = run_id
-        self.dir = (root or state_dir()) / "runs" / run_id
-        self.dir.mkdir(parents=True, exist_ok=True)
+        base = root or state_dir()
+        self.dir = base / "runs" / run_id
+        private_dir(self.dir, base)
         self.path = self.dir / "events.jsonl"
         self._lock = threading.Lock()
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept for the run
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._seq = 0
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        return self._write(type_, fields, durable=True)
+
+    def note(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """An event that must survive opsrun dying (it is flushed to the OS at once) but not
+        the machine crashing (no fsync): a process started, which a crash ends anyway."""
+        return self._write(type_, fields, durable=False)
+
+    def _write(self, type_: str, fields: dict[str, Any], *, durable: bool) -> dict[str, Any]:
         masked = redact_data(fields)  # non-plain values (an exception, a Path) become masked text
         with self._lock:
             self._seq += 1
             record = {"seq": self._seq, "ts": now_iso(), "type": type_, **masked}
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if durable:
+                os.fsync(self._fh.fileno())
             return record
 
     def write_artifact(self, name: str, data: bytes | str) -> Path:
         path = self.dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "wb" if isinstance(data, bytes) else "w"
-        with open(path, mode) as fh:
-            fh.write(data)
+        private_dir(path.parent, self.dir)
+        write_private(path, data.encode() if isinstance(data, str) else data)
         return path
 
     def close(self) -> None:
@@ -76,20 +87,37 @@ class Journal:
 # ---------------------------------------------------------------- reading runs
 
 
+def _no_link(path: Path) -> Path:
+    if path.is_symlink():
+        raise OpsrunError(
+            f"{path} is a symbolic link: opsrun reads and keeps its state only in real folders",
+            hint=f"remove the link ({path}) or point OPSRUN_STATE_DIR at a real folder",
+        )
+    return path
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """All events of a run; a torn (partial) last line from a crash is skipped."""
+    """All events of a run; a torn (partial) last line from a crash, or a line that is not
+    a JSON object, is skipped."""
     out: list[dict[str, Any]] = []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return out
+    except OSError:
+        _no_link(path)
+        raise
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
     for line in text.split("\n"):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue  # a torn tail from a crash, or one damaged line: never lose the rest
+        if isinstance(record, dict):
+            out.append(record)
     return out
 
 
@@ -115,19 +143,25 @@ class RunInfo:
         return str(end.get("outcome", "?"))
 
 
+def _runs_dir(root: Path | None) -> Path:
+    state = root or state_dir()
+    _no_link(state)
+    return _no_link(state / "runs")
+
+
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    base = (root or state_dir()) / "runs"
+    base = _runs_dir(root)
     if not base.is_dir():
         return []
     runs = []
     for d in sorted(base.iterdir()):
-        if d.is_dir():
+        if d.is_dir() and not d.is_symlink():
             runs.append(RunInfo(d.name, d, read_events(d / "events.jsonl")))
     return runs
 
 
 def get_run(run_id: str, root: Path | None = None) -> RunInfo:
-    base = (root or state_dir()) / "runs"
+    base = _runs_dir(root)
     d = base / run_id
     if not d.is_dir():
         matches = sorted(p for p in base.glob(f"{run_id}*") if p.is_dir()) if base.is_dir() else []
@@ -138,7 +172,26 @@ def get_run(run_id: str, root: Path | None = None) -> RunInfo:
         else:
             known = ", ".join(r.run_id for r in list_runs(root)[-5:]) or "none yet"
             raise InvalidInput(f"no run '{run_id}' in {base}", hint=f"recent runs: {known}")
+    _no_link(d)
     return RunInfo(d.name, d, read_events(d / "events.jsonl"))
+
+
+def unfinished_processes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `process` notes of steps that started and never ended (the run stopped while
+    they ran), each with the step's `instance` added: what resume must not run beside."""
+    current: dict[str, str] = {}  # host -> instance of the step it is in
+    procs: list[dict[str, Any]] = []
+    ended: set[tuple[str, str]] = set()
+    for e in events:
+        t, host = e.get("type"), str(e.get("host", ""))
+        if t == "step_start":
+            current[host] = str(e.get("instance") or e.get("step") or "")
+            ended.discard((host, current[host]))
+        elif t == "step_end":
+            ended.add((host, str(e.get("instance") or e.get("step") or "")))
+        elif t == "process":
+            procs.append({**e, "instance": current.get(host, "")})
+    return [p for p in procs if (str(p.get("host", "")), p["instance"]) not in ended]
 
 
 # ---------------------------------------------------------------- lock
@@ -166,7 +219,7 @@ class StateLock:
         self.stale_note = ""
 
     def acquire(self) -> StateLock:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         info = {
             "owner": f"{getpass.getuser()}@{socket.gethostname()}",
             "host": socket.gethostname(),
@@ -177,14 +230,14 @@ class StateLock:
         }
         # Every taker holds this guard while it reads, judges and replaces the lock: without
         # it two takers could both replace one stale lock, or read a lock still being written.
-        with open(self.root / "lock.guard", "a") as guard:
+        with os.fdopen(open_private(self.root / "lock.guard", os.O_WRONLY | os.O_CREAT), "a") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             return self._acquire(info)
 
     def _acquire(self, info: dict[str, Any]) -> StateLock:
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
             except FileExistsError:
                 held = self._read()
                 if held is not None and not self._stale(held):
@@ -211,10 +264,11 @@ class StateLock:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.path.read_text())
+            with os.fdopen(os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as fh:
+                data = json.loads(fh.read())
             return data if isinstance(data, dict) else None
         except (OSError, ValueError):
-            return None
+            return None  # a symlink in the lock's place reads as unreadable: replaced, not followed
 
     @staticmethod
     def _stale(held: dict[str, Any]) -> bool:

@@ -22,6 +22,14 @@ except ImportError:  # pragma: no cover
 
 PathKey = tuple[str | int, ...]
 
+# Bounds on what one document may cost (docs/playbooks.md, "Input limits").
+MAX_BYTES = 16 * 1024 * 1024  # characters of YAML text in one file
+MAX_DEPTH = 64  # mappings/lists inside each other, the document's own included
+MAX_VALUES = 1_000_000  # values after alias expansion
+MAX_ALIAS_VALUES = 100_000  # values that aliases (and merge keys) add by repeating an anchor
+_STD = "tag:yaml.org,2002:"
+SCALAR_TAGS = frozenset(_STD + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -76,15 +84,76 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _Fatal(Exception):
+    """A limit was hit: building stops at once with this located diagnostic."""
+
+    def __init__(self, diag: Diagnostic) -> None:
+        super().__init__(diag.message)
+        self.diag = diag
+
+
 class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.errors: list[Diagnostic] = []
         self._constructor = _Loader("")  # used only to construct scalars
+        self._built: set[int] = set()  # nodes built once: building one again is an alias
+        self._active: set[int] = set()  # nodes being built: meeting one again is a cycle
+        self._in_alias = 0
+        self._values = 0
+        self._alias_values = 0
+
+    def _fatal(self, node: yaml.Node, path: PathKey, message: str, hint: str) -> _Fatal:
+        return _Fatal(Diagnostic(self.doc.file, *_pos(node), message, json_path(path), hint))
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
+        key = id(node)
+        if key in self._active:
+            raise self._fatal(node, path, "recursive YAML alias: this anchor contains itself",
+                              "an alias (*name) cannot point into the anchor it sits in")
+        if len(path) >= MAX_DEPTH and isinstance(node, yaml.CollectionNode):  # the root is level 1
+            raise self._fatal(node, path, f"YAML nested deeper than {MAX_DEPTH} levels",
+                              "flatten the data; opsrun limits nesting")
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise self._fatal(node, path, f"YAML document has more than {MAX_VALUES:,} values",
+                              "split it into several files")
+        again = key in self._built
+        if again or self._in_alias:
+            self._alias_values += 1
+            if self._alias_values > MAX_ALIAS_VALUES:
+                raise self._fatal(node, path,
+                                  f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values "
+                                  "(an alias bomb?); the anchor repeated is defined here",
+                                  "use fewer or smaller aliases")
+        self._in_alias += again
+        self._active.add(key)
+        try:
+            return self._build(node, path)
+        finally:
+            self._active.discard(key)
+            self._built.add(key)
+            self._in_alias -= again
+
+    def _scalar(self, node: yaml.Node, path: PathKey) -> Any:
+        if node.tag not in SCALAR_TAGS:
+            raise self._fatal(node, path, f"unsupported YAML tag '{_tag_name(node.tag)}'",
+                              "opsrun reads plain YAML data: remove the tag")
+        try:
+            return self._constructor.construct_object(node)
+        except (ValueError, OverflowError) as exc:  # a date like 2026-02-30
+            raise self._fatal(node, path, f"YAML: cannot read {node.value!r}: {exc}",
+                              "quote the value to keep it as text") from None
+
+    def _check_tag(self, node: yaml.Node, path: PathKey, expected: str) -> None:
+        if node.tag != _STD + expected:
+            raise self._fatal(node, path, f"unsupported YAML tag '{_tag_name(node.tag)}'",
+                              "opsrun reads plain YAML data: remove the tag")
+
+    def _build(self, node: yaml.Node, path: PathKey) -> Any:
         self.doc.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
+            self._check_tag(node, path, "map")
             out: dict[str, Any] = {}
             merged: set[str] = set()  # keys that came from `<<:`; an explicit key overrides them
             explicit = []
@@ -96,8 +165,10 @@ class _Builder:
             for key_node, value_node in explicit:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
                     key = key_node.value  # YAML 1.1 reads on/off/yes/no keys as booleans: keep the text
+                elif isinstance(key_node, yaml.ScalarNode):
+                    key = self._scalar(key_node, path)
                 else:
-                    key = self._constructor.construct_object(key_node)
+                    key = None  # a mapping or list as a key
                 if not isinstance(key, str | int | float | bool) or key is None:
                     self.errors.append(
                         Diagnostic(
@@ -125,8 +196,9 @@ class _Builder:
                 out[key] = self.build(value_node, (*path, key))
             return out
         if isinstance(node, yaml.SequenceNode):
+            self._check_tag(node, path, "seq")
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._constructor.construct_object(node)
+        return self._scalar(node, path)
 
     def _merge(self, node: yaml.Node, path: PathKey, out: dict[str, Any], merged: set[str]) -> None:
         """`<<: *anchor` or `<<: [*a, *b]`: copy keys not set yet (the first source wins)."""
@@ -153,6 +225,10 @@ class _Builder:
                     merged.add(k)
 
 
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len(_STD):] if tag.startswith(_STD) else tag
+
+
 def _pos(node: yaml.Node) -> tuple[int, int]:
     m = _mark(node)
     return m.line, m.col
@@ -161,6 +237,12 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
 def parse(text: str, file: str) -> Document:
     """Parse one YAML document; raise InvalidInput with located errors."""
     doc = Document(file=file, text=text, data=None)
+    if len(text) > MAX_BYTES:
+        raise InvalidInput(
+            f"{file} is too large",
+            [Diagnostic(file, 1, 1, f"YAML file larger than {MAX_BYTES // (1024 * 1024)} MiB",
+                        "", "split it into several files")],
+        )
     try:
         loader = _Loader(text)
         try:
@@ -193,6 +275,8 @@ def parse(text: str, file: str) -> Document:
     builder = _Builder(doc)
     try:
         doc.data = builder.build(node, ())
+    except _Fatal as exc:
+        raise InvalidInput("YAML error", [exc.diag]) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -206,7 +290,15 @@ def read(path: str | Path) -> Document:
     """Read and parse a YAML file; a missing or unreadable file is InvalidInput."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)  # never more: /dev/zero or a huge file stops here
+        if len(raw) > MAX_BYTES:
+            raise InvalidInput(
+                f"{p} is too large",
+                [Diagnostic(str(p), 0, 0, f"YAML file larger than {MAX_BYTES // (1024 * 1024)} MiB",
+                            "", "split it into several files")],
+            )
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text() would
     except FileNotFoundError:
         raise InvalidInput(f"file not found: {p}", [Diagnostic(str(p), 0, 0, "no such file")]) from None
     except IsADirectoryError:

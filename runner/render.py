@@ -11,17 +11,27 @@ import contextvars
 import re
 import secrets as _random
 import shlex
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, pass_context
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runner import secrets, shellquote
 from runner.errors import InvalidInput
 from runner.model import ShellCommand
+
+# Bounds on one render (docs/playbooks.md, "Input limits"): a template cannot hang a plan
+# or fill memory. range() items are counted per render (nested loops multiply).
+MAX_RANGE = 100_000  # items of one range() (as Jinja's own sandbox)
+MAX_RANGE_ITEMS = 1_000_000  # range() items per render, all calls together
+MAX_OUTPUT = 8 * 1024 * 1024  # characters one render may produce (also `*` on text/lists)
+MAX_RENDER_S = 10.0  # wall time one render may take
+MAX_POWER_BITS = 4096  # bits of an integer `**` may produce
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 
@@ -208,9 +218,115 @@ def _text_finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+class _Budget:
+    """What one render (one Jinja context) has spent: range() items and wall time."""
+
+    __slots__ = ("deadline", "items")
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.deadline = time.monotonic() + MAX_RENDER_S
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise SecurityError(f"template took longer than {MAX_RENDER_S:g}s to render")
+
+
+def _budget(context: Context) -> _Budget:
+    b = context.__dict__.get("_opsrun_budget")
+    if b is None:
+        b = context.__dict__["_opsrun_budget"] = _Budget()
+    return b
+
+
+def _bounded_concat(chunks: Any) -> str:
+    """Template.render's join, with the output size and render time bounded."""
+    out: list[str] = []
+    size = 0
+    deadline = time.monotonic() + MAX_RENDER_S
+    try:
+        for n, chunk in enumerate(chunks):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"template output larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+            if not n % 256 and time.monotonic() > deadline:
+                raise SecurityError(f"template took longer than {MAX_RENDER_S:g}s to render")
+            out.append(chunk)
+    except MemoryError:
+        raise SecurityError("template needed more memory than there is") from None
+    return "".join(out)
+
+
+# a width or precision in a %-format or {}-format spec, longer than the output limit
+_HUGE_SPEC = re.compile(r"(%[-+ #0]*|\{[^{}]*:[^{}]*?)\.?\d{" + str(len(str(MAX_OUTPUT))) + ",}")
+
+
+def _check_widths(*args: Any, spec: Any = None) -> None:
+    """Refuse widths beyond the output limit (`center(10**9)`, `'%999999999s' % x`)."""
+    if isinstance(spec, str) and _HUGE_SPEC.search(spec):
+        raise SecurityError(f"a format width larger than the {MAX_OUTPUT // (1024 * 1024)} MiB output limit")
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool) and a > MAX_OUTPUT:
+            raise SecurityError(f"a width larger than the {MAX_OUTPUT // (1024 * 1024)} MiB output limit")
+
+
+def _width_checked(fn: Any) -> Any:
+    """A filter whose arguments after the value are checked (`format`: the value is the spec)."""
+
+    def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_widths(*args, *kwargs.values(), spec=value if fn.__name__.startswith("do_format") else None)
+        return fn(value, *args, **kwargs)
+
+    return checked
+
+
+def _sized(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else 0
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """`steps.<id>` reads the step's result even when the id is also a Mapping method
-    name (`steps.items`, `steps.get`); everything else is the stock sandbox."""
+    name (`steps.items`, `steps.get`); range() items, `*` and `**` results, output size
+    and render time are bounded; everything else is the stock sandbox."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = _budget(__context)
+        budget.check_time()
+        if __obj is _range:
+            rng = range(*args)  # Jinja's own _loop_vars/_block_vars keywords are not for range()
+            if len(rng) > MAX_RANGE:
+                raise SecurityError(f"range() of more than {MAX_RANGE:,} items")
+            budget.items += len(rng)
+            if budget.items > MAX_RANGE_ITEMS:
+                raise SecurityError(
+                    f"range() used for more than {MAX_RANGE_ITEMS:,} items in one template (nested loops?)"
+                )
+            return rng
+        if getattr(__obj, "__name__", "") in ("format", "format_map", "center", "ljust", "rjust", "zfill",
+                                               "expandtabs"):
+            method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
+            _check_widths(*args, *kwargs.values(), spec=getattr(method, "__self__", None))
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _budget(context).check_time()
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if _sized(seq) and isinstance(times, int) and _sized(seq) * times > MAX_OUTPUT:
+                    raise SecurityError(f"'*' would make a value larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+        elif operator == "%":
+            _check_widths(spec=left)
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right > 0
+            and right * abs(left).bit_length() > MAX_POWER_BITS
+        ):
+            raise SecurityError(f"'**' would make a number larger than {MAX_POWER_BITS} bits")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, PendingRef):
@@ -232,6 +348,14 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
 
+def _range(*args: int) -> range:
+    """The templates' range(); _Environment.call counts its items against the budget."""
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:  # reached some other way than a call in a template
+        raise SecurityError(f"range() of more than {MAX_RANGE:,} items")
+    return rng
+
+
 def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
     env = _Environment(
         undefined=StrictUndefined,
@@ -239,6 +363,10 @@ def _make_env(shell: bool) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=True,
         finalize=_shell_finalize if shell else _text_finalize,
     )
+    env.concat = _bounded_concat  # type: ignore[method-assign]
+    env.globals["range"] = _range
+    for name in ("center", "indent", "wordwrap", "format", "truncate", "filesizeformat"):
+        env.filters[name] = _width_checked(env.filters[name])
     env.filters["raw"] = lambda v: Raw("" if v is None else str(v))
     # in shell fields every value is already escaped for its context: `quote` changes nothing
     env.filters["quote"] = (lambda v: v) if shell else (lambda v: Raw(quote(v)))
@@ -284,7 +412,10 @@ def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) 
         values: list[Any] = []
         token = _SLOTS.set((nonce, values))
         output = str(_template(source, shell).render(variables))
-        return _assemble(output, nonce, values)
+        command = _assemble(output, nonce, values)
+        if len(command) > MAX_OUTPUT:  # the escaped values are inserted after Jinja's own bound
+            raise RenderError(f"template output larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+        return command
     except (PendingResult, RenderError):
         raise
     except UndefinedError as exc:

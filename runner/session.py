@@ -29,6 +29,7 @@ class Session:
     _guards: dict[str, CommandGuard] = field(default_factory=dict)
     _rules: dict[str, Rules] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    on_spawn: Any = None  # SpawnHook handed to every transport (the journal's process notes)
 
     def host(self, name: str) -> Host:
         return self.inventory.hosts[name]
@@ -79,6 +80,7 @@ class Session:
                 self._transports[name] = t
         if t.guard is None:
             t.guard = self.guard(name)
+        t.on_spawn = self.on_spawn
         t.open()
         return t
 
@@ -89,6 +91,14 @@ class Session:
         if t is not None:
             try:
                 t.close()
+            except Exception:
+                pass
+
+    def stop_running(self) -> None:
+        """End every command running now on any host (a second Ctrl-C or SIGTERM)."""
+        for t in list(self._transports.values()):
+            try:
+                t.stop_running()
             except Exception:
                 pass
 

@@ -293,3 +293,45 @@ def test_schema_command_prints_json(tmp_path: Path) -> None:
         p = opsrun("schema", name, cwd=tmp_path)
         assert p.returncode == 0
         assert json.loads(p.stdout)["$schema"].startswith("https://json-schema.org/draft/2020-12")
+
+
+def test_saved_plan_and_run_files_are_private(project: Path) -> None:
+    (project / "plan.json").write_text("old")
+    (project / "plan.json").chmod(0o644)
+    p = opsrun("plan", "site.yaml", "-o", "plan.json", cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert (project / "plan.json").stat().st_mode & 0o777 == 0o600
+    a = opsrun("apply", "plan.json", cwd=project)
+    assert a.returncode == 0, a.stderr
+    state = project / ".opsrun"
+    for path in [state, *state.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_a_symlinked_runs_folder_is_refused(project: Path) -> None:
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    (project / ".opsrun").mkdir()
+    (project / ".opsrun" / "runs").symlink_to(elsewhere)
+    p = opsrun("apply", "site.yaml", "--yes", cwd=project)
+    no_traceback(p)
+    assert p.returncode == 1 and "is a symbolic link" in p.stderr, p.stderr
+    assert list(elsewhere.iterdir()) == []
+    for command in (["runs", "list"], ["runs", "show", "last"]):
+        r = opsrun(*command, cwd=project)
+        no_traceback(r)
+        assert r.returncode == 1 and "is a symbolic link" in r.stderr
+    assert not (project / ".opsrun" / "lock").exists()
+
+
+def test_runs_show_skips_journal_lines_that_are_not_objects(project: Path) -> None:
+    assert opsrun("apply", "site.yaml", "--yes", cwd=project).returncode == 0
+    [run] = (project / ".opsrun" / "runs").iterdir()
+    with (run / "events.jsonl").open("a") as fh:
+        fh.write('[1, 2]\n"text"\n7\n')
+    for args in ([], ["--json"]):
+        shown = opsrun("runs", "show", "last", *args, cwd=project)
+        no_traceback(shown)
+        assert shown.returncode == 0 and "ok" in shown.stdout
+    listed = opsrun("runs", "list", cwd=project)
+    assert listed.returncode == 0 and run.name in listed.stdout

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner import journal, secrets
-from runner.errors import InvalidInput, LockError
+from runner.errors import InvalidInput, LockError, OpsrunError
 from runner.journal import Journal, StateLock, get_run, list_runs, read_events
 
 
@@ -251,3 +251,115 @@ def test_racing_takers_get_exactly_one_lock(tmp_path: Path, start: str) -> None:
             if p.stdout is not None:
                 p.stdout.close()
     assert sorted(outs) == ["LOST"] * 5 + ["WON"], outs
+
+
+# ---------------------------------------------------------------- private state
+
+
+def _mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o777
+
+
+def test_state_folders_are_0700_and_files_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)  # a permissive umask: what opsrun writes must not follow it
+    try:
+        root = tmp_path / ".opsrun"
+        with StateLock("r1", root=root):
+            assert _mode(root / "lock") == 0o600 and _mode(root / "lock.guard") == 0o600
+            j = Journal("r1", root=root)
+            try:
+                j.event("run_start", playbook="p.yaml")
+                j.note("process", host="local", pgid=123)
+                j.write_artifact("plan.json", "{}")
+                j.write_artifact("escalation.md", "# help")
+                j.write_artifact("artifacts/web1/shot.png", b"\x89PNG")
+            finally:
+                j.close()
+    finally:
+        os.umask(old)
+    for d in (root, root / "runs", j.dir, j.dir / "artifacts", j.dir / "artifacts" / "web1"):
+        assert _mode(d) == 0o700, d
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) == 5  # lock.guard, events.jsonl, plan.json, escalation.md, the png (the lock is gone)
+    for f in files:
+        assert _mode(f) == 0o600, f
+    assert [e["type"] for e in read_events(j.path)] == ["run_start", "process"]
+
+
+def test_existing_loose_state_is_tightened(tmp_path: Path) -> None:
+    root = tmp_path / ".opsrun"
+    (root / "runs" / "r1").mkdir(parents=True)
+    for d in (root, root / "runs", root / "runs" / "r1"):
+        d.chmod(0o755)
+    events = root / "runs" / "r1" / "events.jsonl"
+    events.write_text("")
+    events.chmod(0o644)
+    Journal("r1", root=root).close()
+    assert [_mode(d) for d in (root, root / "runs", root / "runs" / "r1")] == [0o700] * 3
+    assert _mode(events) == 0o600
+
+
+@pytest.mark.parametrize("link", ["runs", "runs/r1", "runs/r1/events.jsonl", "root"])
+def test_a_symlink_in_the_state_is_refused_not_followed(tmp_path: Path, link: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / ".opsrun"
+    if link == "root":
+        root.symlink_to(elsewhere)
+    else:
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        target = elsewhere / "events.jsonl" if link.endswith(".jsonl") else elsewhere
+        if link.endswith(".jsonl"):
+            target.write_text("")
+        (root / link).symlink_to(target)
+    with pytest.raises(OpsrunError, match="is a symbolic link"):
+        Journal("r1", root=root)
+    assert [p.name for p in elsewhere.iterdir()] == (["events.jsonl"] if link.endswith(".jsonl") else [])
+    assert (elsewhere / "events.jsonl").read_text() == "" if link.endswith(".jsonl") else True
+    if link in ("runs", "root"):
+        with pytest.raises(OpsrunError, match="is a symbolic link"):
+            list_runs(root)
+        with pytest.raises(OpsrunError, match="is a symbolic link"):
+            get_run("r1", root)
+
+
+def test_reading_a_symlinked_journal_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"type": "run_start", "playbook": "not yours"}\n')
+    run = tmp_path / ".opsrun" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").symlink_to(secret)
+    with pytest.raises(OpsrunError, match="is a symbolic link"):
+        get_run("r1", tmp_path / ".opsrun")
+
+
+def test_a_symlink_in_place_of_the_lock_is_replaced_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / ".opsrun"
+    root.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (root / "lock").symlink_to(victim)
+    with StateLock("r1", root=root) as lock:
+        assert lock.stale_note == "replaced an unreadable lock"
+        assert not (root / "lock").is_symlink() and _mode(root / "lock") == 0o600
+    assert victim.read_text() == "keep me"
+
+
+def test_journal_lines_that_are_json_but_not_objects_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"seq": 1, "type": "run_start"}\n[1, 2]\n"text"\n42\nnull\n{"seq": 2, "type": "run_end"}\n')
+    assert [e["seq"] for e in read_events(path)] == [1, 2]
+
+
+def test_unfinished_processes_are_those_of_steps_that_never_ended() -> None:
+    events = [
+        {"type": "step_start", "host": "a", "instance": "one"},
+        {"type": "process", "host": "a", "pgid": 10},
+        {"type": "step_end", "host": "a", "instance": "one"},
+        {"type": "step_start", "host": "a", "instance": "two"},
+        {"type": "process", "host": "a", "pgid": 11},
+        {"type": "step_start", "host": "b", "instance": "one"},
+        {"type": "process", "host": "b", "pgid": 12},
+    ]
+    left = journal.unfinished_processes(events)
+    assert [(p["host"], p["instance"], p["pgid"]) for p in left] == [("a", "two", 11), ("b", "one", 12)]

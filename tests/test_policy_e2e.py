@@ -381,3 +381,159 @@ def test_secret_canary_never_leaks(tmp_path: Path, closed_port: int) -> None:
     leaks = [o for o in outputs if CANARY in o]
     assert not leaks, leaks[0][:2000]
     assert any("***" in o for o in outputs)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path: Path, sig: signal.Signals) -> None:
+    started = tmp_path / "started"
+    write(tmp_path / "p.yaml", f"""\
+        opsrun: 1
+        name: term
+        hosts: local
+        steps:
+          - id: slow
+            run: touch {started}; sleep 2; echo done > {tmp_path}/slow
+          - id: next
+            run: touch {tmp_path}/next
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "p.yaml", "--yes"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(started.exists)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err
+    assert (tmp_path / "slow").read_text() == "done\n", "the current action finished"
+    assert not (tmp_path / "next").exists()
+    assert f"stopping after the current action ({sig.name}" in err
+    assert events(tmp_path)[-1]["type"] == "run_end" and events(tmp_path)[-1]["outcome"] == "interrupted"
+    assert not (tmp_path / ".opsrun" / "lock").exists()
+
+
+def test_a_second_sigterm_stops_at_once_and_kills_the_step(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    write(tmp_path / "p.yaml", f"""\
+        opsrun: 1
+        name: term2
+        hosts: local
+        steps:
+          - id: slow
+            run: sleep 30 & echo $! > {pidfile}; wait
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "p.yaml", "--yes"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+        sleeper = int(pidfile.read_text())
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        wait_for(lambda: not _running(sleeper), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err, out + err
+    assert events(tmp_path)[-1]["outcome"] == "interrupted"
+    assert not (tmp_path / ".opsrun" / "lock").exists()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed child of a dead parent may linger unreaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _watchdog_of(pid: int) -> int:
+    """The opsrun watchdog started by process `pid`."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"opsrun watchdog" in cmdline:
+                return int(entry.name)
+    raise AssertionError(f"no watchdog under pid {pid}")
+
+
+SLEEPER = """\
+    opsrun: 1
+    name: orphan
+    hosts: local
+    steps:
+      - id: first
+        run: echo first >> {d}/count
+      - id: slow
+        run: sleep 30 & echo $! > {d}/pid; wait
+      - id: last
+        run: echo last >> {d}/count
+"""
+
+
+def _start_and_kill(tmp_path: Path, *, kill_watchdog: bool) -> int:
+    """Apply the sleeper playbook, SIGKILL opsrun (and its watchdog) during `slow`; return the sleep's pid."""
+    write(tmp_path / "p.yaml", SLEEPER.format(d=tmp_path))
+    pidfile = tmp_path / "pid"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "p.yaml", "--yes"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+        if kill_watchdog:
+            os.kill(_watchdog_of(proc.pid), signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return int(pidfile.read_text())
+
+
+def test_sigkill_of_opsrun_stops_the_steps_process_group(tmp_path: Path) -> None:
+    sleeper = _start_and_kill(tmp_path, kill_watchdog=False)
+    try:
+        wait_for(lambda: not _running(sleeper), timeout=10)  # the watchdog's TERM
+    finally:
+        if _running(sleeper):
+            os.kill(sleeper, signal.SIGKILL)
+    [proc_ev] = [e for e in events(tmp_path) if e["type"] == "process" and e.get("pgid") != proc_ev_first(tmp_path)]
+    assert proc_ev["host"] == "local" and proc_ev["transport"] == "local" and proc_ev["start"] > 0
+    r = opsrun("apply", "--resume", events(tmp_path)[0]["run_id"], "--yes", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "count").read_text() == "first\nlast\n"
+
+
+def proc_ev_first(tmp_path: Path) -> int:
+    """The process group journaled for the step `first` (it finished)."""
+    evs = events(tmp_path)
+    start = next(i for i, e in enumerate(evs) if e["type"] == "step_start" and e["step"] == "first")
+    return int(next(e for e in evs[start:] if e["type"] == "process")["pgid"])
+
+
+def test_resume_refuses_while_the_earlier_copy_of_the_step_still_runs(tmp_path: Path) -> None:
+    sleeper = _start_and_kill(tmp_path, kill_watchdog=True)  # nothing is left to stop the step
+    run_id = events(tmp_path)[0]["run_id"]
+    try:
+        assert _running(sleeper)
+        r = opsrun("apply", "--resume", run_id, "--yes", cwd=tmp_path)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "not resuming" in r.stderr and "step 'slow' on local" in r.stderr and "kill -TERM --" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert (tmp_path / "count").read_text() == "first\n", "nothing ran again"
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+    wait_for(lambda: not _running(sleeper))
+    time.sleep(0.2)  # the step's shell notices and ends
+    r = opsrun("apply", "--resume", run_id, "--yes", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "count").read_text() == "first\nlast\n"

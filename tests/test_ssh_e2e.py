@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -227,3 +228,71 @@ steps:
         users = report.first.step("users[1]", host=h.name)
         assert users.status == "update" and " alice" in users.diff.splitlines(), users
     oracle.check("shared.yaml", non_convergent={"base", "users"}, known=True, check_actions=True)
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.parametrize("sudo", [True, False])
+def test_resume_after_a_killed_opsrun_checks_the_remote_step(ssh_hosts: list[Sshd], tmp_path: Path,
+                                                             remote_dir: str, sudo: bool) -> None:
+    """SIGKILL opsrun while an SSH step runs: sshd leaves the remote command running. With sudo
+    the journaled remote process group is checked and resume refuses while it lives; without
+    sudo resume cannot see it and says so."""
+    if sudo and os.geteuid() != 0:
+        pytest.skip("the sudo test needs the sudoers drop-in that setup_ssh.sh installs as root")
+    h = ssh_hosts[0]
+    inventory(tmp_path / "inventory.yaml", {"box": h.settings(sudo=sudo)}, {})
+    pidfile = Path(remote_dir, "pid")
+    (tmp_path / "p.yaml").write_text(f"""\
+opsrun: 1
+name: orphan
+hosts: box
+steps:
+  - id: slow
+    run: if [ -f {remote_dir}/gate ]; then exit 0; fi; touch {remote_dir}/gate; sleep 30 & echo $! > {pidfile}; wait
+  - id: last
+    run: echo last > {remote_dir}/last
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "p.yaml", "--yes"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sleeper = 0
+    try:
+        end = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < end:
+            time.sleep(0.05)
+        sleeper = int(pidfile.read_text())
+        time.sleep(0.2)  # the sudo hello line has reached opsrun and the journal
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        time.sleep(0.5)
+        run_id = events(tmp_path)[0]["run_id"]
+        procs = [e for e in events(tmp_path) if e["type"] == "process"]
+        assert _running(sleeper), "sshd left the remote command running"
+        r = opsrun("apply", "--resume", run_id, "--yes", cwd=tmp_path)
+        assert "Traceback" not in r.stderr
+        if sudo:
+            assert r.returncode == 1, (procs, r.stdout + r.stderr)
+            assert "not resuming" in r.stderr and "remote process group" in r.stderr
+            assert not Path(remote_dir, "last").exists()
+        else:
+            assert "cannot see whether it still runs" in r.stderr, r.stderr
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if sleeper and _running(sleeper):
+            os.kill(sleeper, signal.SIGKILL)
+    if sudo:
+        from runner.transports.local import group_alive  # the sshds run on this machine
+
+        [pgid] = [e["pgid"] for e in procs]
+        end = time.monotonic() + 20
+        while group_alive(pgid, 0, "") and time.monotonic() < end:  # the root shell notices and ends
+            time.sleep(0.05)
+        r = opsrun("apply", "--resume", run_id, "--yes", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert Path(remote_dir, "last").read_text() == "last\n"

@@ -11,14 +11,20 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import threading
 import time
 from abc import ABC
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
 from runner.errors import Blocked, OpsrunError
 from runner.model import Action, CommandGuard, CommandResult, Host, Probe, ProbeResult, command_env, put_check
+
+# Told about every process an action starts (host, transport, pid/pgid, ...): the journal
+# records it so `apply --resume` can tell whether an interrupted step's process still runs.
+SpawnHook = Callable[[dict[str, Any]], None]
+_acting = threading.local()  # set while execute() carries out a planned action
 
 __all__ = ["CommandGuard", "Transport", "parse_probe_output", "probe_script"]
 
@@ -32,6 +38,7 @@ class Transport(ABC):
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         self.host = host
         self.guard = guard
+        self.on_spawn: SpawnHook | None = None
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> None:  # noqa: B027 - optional hook
@@ -105,7 +112,11 @@ class Transport(ABC):
         """Carry out one planned action."""
         start = time.monotonic()
         if action.kind == "cmd":
-            return self.run(action.command, timeout=timeout, stdin=action.stdin, sudo=action.sudo)
+            _acting.on = True
+            try:
+                return self.run(action.command, timeout=timeout, stdin=action.stdin, sudo=action.sudo)
+            finally:
+                _acting.on = False
         if action.kind == "put":
             self.put(action.path, action.content, action.mode)
             return CommandResult(0, duration=time.monotonic() - start)
@@ -113,6 +124,15 @@ class Transport(ABC):
             data = self._call(action.method, action.path, dict(action.params))
             return CommandResult(0, stdout=_json_bytes(data), duration=time.monotonic() - start)
         raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot do '{action.kind}' actions")
+
+    def stop_running(self) -> None:  # noqa: B027 - optional hook
+        """End the commands running now (opsrun was told to stop at once); other threads
+        waiting on them get their (failed) results. Safe to call from a signal handler."""
+
+    def _spawned(self, **info: Any) -> None:
+        """A transport calls this once an action's process runs (probes are not reported)."""
+        if self.on_spawn is not None and getattr(_acting, "on", False):
+            self.on_spawn({"host": self.host.name, "transport": self.kind, **info})
 
     # ------------------------------------------------------------ to implement
     def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool) -> CommandResult:

@@ -1,17 +1,23 @@
 """The local machine as a target: commands through /bin/sh, files written in place.
 
 No connection to keep; files are written atomically (temp file in the same folder, then
-rename) so a crash never leaves half a file.
+rename) so a crash never leaves half a file. Every command runs in its own process group,
+which a watchdog process ends if opsrun dies (even by SIGKILL) while it runs.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 from runner.errors import CommandTimeout, OpsrunError
 from runner.files import write_atomic
@@ -40,7 +46,10 @@ class LocalTransport(Transport):
             )
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot start {shell}: {exc}") from exc
+        started = process_start(proc.pid)
+        _WATCHDOG.watch(proc.pid, started)
         try:
+            self._spawned(pid=proc.pid, pgid=proc.pid, start=started, boot=boot_id(), machine=socket.gethostname())
             out, err = proc.communicate(input=stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
@@ -48,7 +57,12 @@ class LocalTransport(Transport):
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            _WATCHDOG.forget(proc.pid)
         return CommandResult(proc.returncode, out, err, time.monotonic() - start)
+
+    def stop_running(self) -> None:
+        _WATCHDOG.stop_all()
 
     def _put(self, path: str, content: bytes, mode: str | None) -> None:
         dest = Path(path)
@@ -74,3 +88,163 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+# ---------------------------------------------------------------- processes and the watchdog
+
+
+def boot_id() -> str:
+    """This boot of this machine (a pid from an earlier boot names nothing now)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> int:
+    """The process's start time in clock ticks since boot (with the pid, it names one process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _stat(pid: int | str) -> list[bytes]:
+    """/proc/PID/stat fields after the command name: [state, ppid, pgrp, ...]; [] if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return []
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def group_alive(pgid: int, start: int, boot: str) -> bool:
+    """Does the process group an earlier opsrun started (leader `pgid`, started at `start`
+    in boot `boot`) still have a live process? A pid is not reused while its group exists,
+    so a leader with another start time means the group is gone; zombies do not count."""
+    if pgid <= 1 or (boot and boot != boot_id()):
+        return False
+    leader = _stat(pgid)
+    if leader and start and len(leader) > 19 and int(leader[19]) != start:
+        return False
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(entry)
+            if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+                return True
+    return False
+
+
+# The watchdog: a tiny separate Python (own session, so a terminal's Ctrl-C does not reach it)
+# that reads "+PGID START" / "-PGID" lines on stdin. When stdin ends - opsrun exited or was
+# killed, however - it sends TERM, then KILL, to every group still listed and still the same.
+_WATCHDOG_CODE = r"""# opsrun watchdog
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+def start(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            st = fh.read()
+        return int(st[st.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+groups = {}
+for line in sys.stdin:
+    op, _, rest = line.strip().partition(" ")
+    try:
+        if op.startswith("+"):
+            groups[int(op[1:])] = int(rest or 0)
+        elif op.startswith("-"):
+            groups.pop(int(op[1:]), None)
+    except ValueError:
+        pass
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    left = 0
+    for pg, st in list(groups.items()):
+        now = start(pg)
+        if now is not None and st and now != st:
+            continue  # the leader's pid names another process now: the group is gone
+        try:
+            os.killpg(pg, sig)
+            left += 1
+        except OSError:
+            groups.pop(pg, None)
+    if not left:
+        break
+    time.sleep(GRACE)
+"""
+WATCHDOG_GRACE = 1.0  # seconds between TERM and KILL when opsrun died
+
+
+class _Watchdog:
+    """One per opsrun process, started with the first local command."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._pipe: IO[str] | None = None
+        self._pid = 0
+        self._running: dict[int, int] = {}  # pgid -> start, of commands running now
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._proc is None or self._pid != os.getpid():  # first use, or a forked child
+                self._start()
+            if self._pipe is None:
+                return
+            try:
+                self._pipe.write(line + "\n")
+                self._pipe.flush()
+            except (OSError, ValueError):
+                self._pipe = None  # the watchdog is gone: commands still run, unguarded
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG_CODE.replace("GRACE", repr(WATCHDOG_GRACE))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+            )
+            self._pipe = self._proc.stdin
+        except OSError:
+            self._proc, self._pipe = None, None
+
+    def watch(self, pgid: int, start: int) -> None:
+        self._running[pgid] = start
+        self._send(f"+{pgid} {start}")
+
+    def forget(self, pgid: int) -> None:
+        self._running.pop(pgid, None)
+        self._send(f"-{pgid}")
+
+    def stop_all(self) -> None:
+        """TERM every command group running now (the second Ctrl-C / SIGTERM)."""
+        for pgid in list(self._running):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _stop_watchdog() -> None:
+    """At a normal exit: close its stdin (nothing left to kill) and reap it."""
+    proc = _WATCHDOG._proc
+    if proc is not None and _WATCHDOG._pid == os.getpid():
+        with contextlib.suppress(Exception):
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=WATCHDOG_GRACE * 2 + 1)
+
+
+atexit.register(_stop_watchdog)

@@ -87,6 +87,7 @@ class SSHTransport(Transport):
         self._sftp: paramiko.SFTPClient | None = None
         self._jump: SSHTransport | None = None
         self.label = f"{self._target.user or '?'}@{self._target.alias}:{self._target.port or 22}"
+        self._running: dict[int, list[Any]] = {}  # id(channel) -> [channel, pgid or None]
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -336,19 +337,29 @@ class SSHTransport(Transport):
         start = time.monotonic()
         chan = self._session()
         use_sudo = (sudo or self._target.sudo) and self._conn_user() != "root"
+        self._running[id(chan)] = [chan, None]
         try:
             return self._exchange(chan, command, use_sudo=use_sudo, stdin=stdin, start=start,
                                   timeout=timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._lost(command, exc) from exc
         finally:
+            self._running.pop(id(chan), None)
             with contextlib.suppress(Exception):
                 chan.close()
+
+    def stop_running(self) -> None:
+        """TERM then KILL the remote process group of every command running now."""
+        for chan, pgid in list(self._running.values()):
+            with contextlib.suppress(Exception):
+                self._kill(chan, pgid)
 
     def _exchange(self, chan: paramiko.Channel, command: str, *, use_sudo: bool,
                   stdin: bytes | None, start: float, timeout: float | None) -> CommandResult:
         deadline = start + timeout if timeout else None
         chan.exec_command(self._command_line(command, use_sudo))
+        if not use_sudo:  # its process group is not known here: resume can only warn
+            self._spawned(remote=self.label)
         out = bytearray()
         err = bytearray()
         password = self._target.sudo_password if use_sudo else None
@@ -366,6 +377,11 @@ class SSHTransport(Transport):
                 err += chan.recv_stderr(CHUNK)
             if use_sudo and pgid is None and b"\n" in out:
                 pgid = _hello_pgid(out)
+                if pgid is not None:  # journaled, so a resume can check it on the host
+                    with contextlib.suppress(KeyError):
+                        self._running[id(chan)][1] = pgid
+                    self._spawned(remote=self.label, sudo=True,
+                                  pgid=int(pgid) if pgid.isdigit() else None)
             if gated:
                 if pgid is not None:
                     gated = False
