@@ -199,6 +199,7 @@ def test_upgrade_then_upgrade_sees_the_planned_version(tmp_path: Path) -> None:
     assert back.status == "blocked" and "versionCode 14 is installed" in back.reason
     # the reinstall ended the process the device shows running now
     assert said(plans["running"])[:2] == ("noop", "com.example.kiosk is not running")
+    assert [(c.first, c.second) for c in overlay.conflicts] == [("one", "two")]
 
 
 def test_old_android_dumpsys_answer_is_replaced_too(tmp_path: Path) -> None:
