@@ -281,6 +281,34 @@ def test_untouched_guests_plan_as_before(tmp_path: Path) -> None:
     assert overlay.conflicts == []
 
 
+def test_vm_cloned_then_stopped_then_snapshotted(tmp_path: Path) -> None:
+    template = {"name": "tpl", "memory": "1024", "cores": 1, "scsi0": "local-lvm:base-9000-disk-0,size=8G",
+                "ide2": "local:iso/d.iso,media=cdrom", "template": 1, "digest": "t"}
+    src = {"clone_guest": A([{"id": "qemu/9000", "type": "qemu", "node": "pve1", "name": "tpl", "vmid": 9000,
+                              "status": "stopped", "template": 1}]),
+           "clone_config": A(template)}
+    absent = {**NOTHING, "config": missing("VM 201"), "pending": missing("VM 201"), "status": missing("VM 201")}
+    plans, overlay = plan_sequence(tmp_path, """\
+        - id: clone
+          proxmox.vm: {vmid: 201, name: db1, clone: 9000, memory: 2048, state: running}
+        - id: again
+          proxmox.vm: {vmid: 201, name: db1, clone: 9000, memory: 2048, cores: 1}
+        - id: bigger
+          proxmox.vm: {vmid: 201, scsi0: "local-lvm:16"}
+        - id: stop
+          proxmox.vm: {vmid: 201, state: stopped}
+        - id: snap
+          proxmox.snapshot: {vmid: 201, snapshot: first}
+        """, {"clone": {**absent, **src}, "again": {**absent, **src}, "bigger": absent, "stop": absent,
+              "snap": {"guest": A([]), "snapshots": missing("VM 201")}})
+    assert calls(plans["clone"])[0].startswith("POST nodes/pve1/qemu/9000/clone"), calls(plans["clone"])
+    assert plans["again"].change.status == "noop", plans["again"].change.summary  # cores copied from the template
+    assert calls(plans["bigger"]) == ["PUT nodes/pve1/qemu/201/resize disk=scsi0 size=16G"]
+    assert calls(plans["stop"]) == ["POST nodes/pve1/qemu/201/status/stop"]
+    assert calls(plans["snap"]) == ["POST nodes/pve1/qemu/201/snapshot snapname=first"]
+    assert [(c.first, c.second) for c in overlay.conflicts] == [("clone", "stop")]
+
+
 # ---------------------------------------------------------------- end to end
 
 E2E = f"""\
