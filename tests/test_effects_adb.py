@@ -281,7 +281,8 @@ def test_push_twice_and_shell_removes(tmp_path: Path) -> None:
     assert plans["three"].change.status == "create"  # the folder was removed before it
     over = plans["over"].change
     assert over.status == "unknown" and "made by step 'made'" in over.reason, over.reason
-    assert [(c.first, c.second) for c in overlay.conflicts] == [("same", "other")]
+    # a push over another's content, and a folder removed with what a step pushed into it
+    assert [(c.first, c.second) for c in overlay.conflicts] == [("same", "other"), ("other", "wipe")]
 
 
 # ---------------------------------------------------------------- end to end
