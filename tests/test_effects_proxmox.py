@@ -147,7 +147,7 @@ def test_create_then_start_then_change_snapshot_and_delete(tmp_path: Path) -> No
     assert report.status == "noop" and "before step 'gone' changes the cluster" in report.summary, report.summary
     # create-then-delete fights; so do the two cores values (1, then 2)
     what = {c.what for c in overlay.conflicts}
-    assert {"pve.exists 101", "pve.field 101 cores", "pve.field 101 rootfs"} <= what, what
+    assert {"guest 101 existence", "guest 101 field cores", "guest 101 field rootfs"} <= what, what
 
 
 def test_existing_guest_stopped_then_changed_keeps_the_digest(tmp_path: Path) -> None:
@@ -265,7 +265,7 @@ def test_snapshot_taken_then_removed_by_name(tmp_path: Path) -> None:
     cores = plans["cores"].change  # snapshots live in the guest's config: its digest moved
     assert cores.status == "unknown" and "digest" in cores.reason, cores.reason
     warnings = conflict_warnings({"pve": overlay})
-    assert len(warnings) == 2 and all("pve.snap 101 pre" in w for w in warnings), warnings
+    assert len(warnings) == 2 and all("pve.snapshot 101 pre" in w for w in warnings), warnings
 
 
 def test_untouched_guests_plan_as_before(tmp_path: Path) -> None:

@@ -273,18 +273,19 @@ def _field_value(kind: _GuestKind, key: str, value: Any) -> Any:
 
 
 def _managed(kind: _GuestKind, params: dict[str, Any], vmid: int, exists: bool) -> list[Effect]:
-    """What the step declares, for naming steps that fight over one guest."""
+    """What the step declares, for naming steps that fight over one guest (the keys read
+    as the plan's warning says them: "guest 101 field cores")."""
     v = str(vmid)
-    out = [Effect(("pve.exists", v), exists)]
+    out = [Effect(("guest", v, "existence"), exists)]
     if not exists:
         return out
     for key, value in kind.wanted(params).items():
-        out.append(Effect(("pve.field", v, key), _field_value(kind, key, value)))
+        out.append(Effect(("guest", v, "field", key), _field_value(kind, key, value)))
     state = params["state"]
     if state in ("running", "stopped"):
-        out.append(Effect(("pve.power", v), state))
+        out.append(Effect(("guest", v, "power state"), state))
     elif state == "restarted":
-        out.append(Effect(("pve.power", v), "running", exact=False))
+        out.append(Effect(("guest", v, "power state"), "running", exact=False))
     return out
 
 
@@ -455,7 +456,7 @@ def view_snapshot(params: dict[str, Any], facts: Facts, overlay: Overlay) -> Fac
     snap = str(params["snapshot"])
     guest = _known(overlay, guest_key(vmid))
     gen = guest.gen if isinstance(guest, Guest) else 0
-    state = _known(overlay, ("pve.snap", str(vmid), snap))
+    state = _known(overlay, ("pve.snapshot", str(vmid), snap))
     if gen == 0 and (state is None or state.gen != 0):
         return out
     listing = [] if gen else [s for s in _rows(facts.get("snapshots"))]
@@ -479,7 +480,7 @@ def snapshot_effects(params: dict[str, Any], change: Change, facts: Facts, overl
         vmid = rows[0].get("vmid") if len(rows) == 1 else None
     if vmid is None:
         return []
-    key = ("pve.snap", str(vmid), snap)
+    key = ("pve.snapshot", str(vmid), snap)
     if change.status == "unknown":
         return [Effect(key, Unknown(""), exact=False)]
     guest = overlay.get(guest_key(vmid))
