@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 from runner.files import write_atomic
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
+from runner.overlay import Effect, Overlay
+from runner.steps import adb_overlay as ao
 from runner.steps import names
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError, Run, read_source
@@ -242,6 +244,12 @@ class Install(StepKind):
             Probe("dumpsys", f"dumpsys package {p} | grep -E '^ *(Package \\[|versionCode=)'"),
         ]
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_install(str(params["_package"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        return ao.install_effects(str(params["_package"]), int(params["_version_code"]), change, overlay)
+
     @staticmethod
     def installed_version(package: str, facts: Facts) -> tuple[bool, int | None]:
         """(installed, versionCode) from the probes."""
@@ -330,6 +338,12 @@ class Uninstall(StepKind):
         _refuse(names.android_package(params["package"]))
         return params
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_uninstall(str(params["package"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        return ao.uninstall_effects(str(params["package"]), change, overlay)
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         pkg = str(params["package"])
         if pkg not in _list_versions(_text(facts, "list")):
@@ -381,6 +395,12 @@ class App(StepKind):
         if params.get("foreground"):
             out.append(Probe("front", "dumpsys activity activities | grep -E 'mResumedActivity|topResumedActivity'"))
         return out
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_app(params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        return ao.app_effects(params, change, overlay)
 
     @staticmethod
     def component(params: dict[str, Any]) -> str | None:
@@ -477,6 +497,9 @@ class Input(StepKind):
             _refuse(*(names.keyevent(k) for k in (keys if isinstance(keys, list) else [keys])))
         return params
 
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        return ao.input_effects(change)
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         command, what = self.command(params)
         return Change("run", f"{what} (always: input is not idempotent)", (Action("cmd", command=command),))
@@ -511,6 +534,13 @@ class Setting(StepKind):
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("value", f"settings get {q(params['namespace'])} {q(str(params['key']))}")]
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_setting(params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        want = setting_value(params["value"]) if params.get("value") is not None else None
+        return ao.setting_effects(params, change, want)
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         ns, key = str(params["namespace"]), str(params["key"])
@@ -559,6 +589,13 @@ class Prop(StepKind):
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("value", f"getprop {q(str(params['name']))}")]
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_prop(params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        want = setting_value(params["value"]) if params.get("value") is not None else None
+        return ao.prop_effects(params, change, want)
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         name = str(params["name"])
@@ -663,6 +700,13 @@ class Push(StepKind):
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [remote_file_probe(str(params["dest"]))]
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_file(str(params["dest"]), facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        mode = format(int(str(params["mode"]), 8), "04o") if params.get("mode") is not None else None
+        return ao.push_effects(str(params["dest"]), params["_bytes"], mode, change, RemoteFile(facts.get("file")).mode)
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         dest = str(params["dest"])
         data: bytes = params["_bytes"]
@@ -719,6 +763,9 @@ class Pull(StepKind):
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [remote_file_probe(str(params["src"]))]
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_file(str(params["src"]), facts, overlay)
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         src, dest = str(params["src"]), str(params["_dest"])
@@ -862,6 +909,9 @@ class Wait(StepKind):
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         return [Probe("now", self.condition(params)[0])]
+
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        return ao.view_wait(params, setting_value(params.get("value", "")), facts, overlay)
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         cond, what = self.condition(params)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from runner.model import Action, Change, Probe, ProbeResult
+from runner.overlay import Effect, Overlay
 from runner.secrets import Secret, mark
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError  # reported at the step, file:line
@@ -499,6 +500,17 @@ class _GuestKind(StepKind):
     def ref(self, params: dict[str, Any]) -> str:
         return str(params["vmid"]) if params.get("vmid") is not None else str(params["name"])
 
+    # ------------------------------------------------------------ across steps (pve_overlay.py)
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        from runner.steps import pve_overlay
+
+        return pve_overlay.view_guest(self, params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        from runner.steps import pve_overlay
+
+        return pve_overlay.guest_effects(self, params, change, facts, overlay)
+
     # ------------------------------------------------------------ probes
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         ref = self.ref(params)
@@ -883,6 +895,16 @@ class SnapshotKind(StepKind):
         return [Probe("guest", api=("GET", "cluster/resources", lookup)),
                 Probe("snapshots", api=("GET", f"{{guest:{ref}}}/snapshot", ()))]
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        from runner.steps import pve_overlay
+
+        return pve_overlay.view_snapshot(params, facts, overlay)
+
+    def effects(self, params: dict[str, Any], change: Change, facts: Facts, overlay: Overlay) -> list[Effect]:
+        from runner.steps import pve_overlay
+
+        return pve_overlay.snapshot_effects(params, change, facts, overlay)
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         ref = str(params["vmid"]) if params.get("vmid") is not None else str(params["name"])
         snap = str(params["snapshot"])
@@ -992,6 +1014,7 @@ QUERIES: dict[str, QuerySpec] = {
                              ("id", "schedule", "storage", "vmid", "all", "mode", "enabled",
                               "comment")),
 }
+AFTER = "overlay:after"  # set by view(): the last planned step that changes the cluster first
 BYTE_COLUMNS = frozenset({"mem", "maxmem", "disk", "maxdisk", "total", "used", "avail"})
 TIME_COLUMNS = frozenset({"starttime", "endtime", "next-run"})
 
@@ -1034,6 +1057,13 @@ class QueryKind(StepKind):
             path = spec.node_path.format(node=params["node"])
         return [Probe("live:rows", api=("GET", path, spec.params))]
 
+    def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
+        """Its rows are read now, before the planned steps run: the plan says so (apply
+        reads them again when it runs the query)."""
+        if not overlay.changes:
+            return facts
+        return {**facts, AFTER: ProbeResult(0, overlay.changes[-1].encode())}
+
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         what = params["what"]
         fact = facts.get("live:rows")
@@ -1054,7 +1084,9 @@ class QueryKind(StepKind):
             rows = rows[:limit]
         columns = list(params.get("columns") or QUERIES[what].columns)
         n = len(rows)
-        return Change("noop", f"query {what} (read-only): {n} row{'s' if n != 1 else ''}",
+        after = facts.get(AFTER)
+        note = f", as now: before step '{after.text}' changes the cluster (apply reads them again)" if after else ""
+        return Change("noop", f"query {what} (read-only): {n} row{'s' if n != 1 else ''}{note}",
                       data={"what": what, "rows": rows, "columns": columns,
                             "table": table(rows, columns), "read_only": True})
 
