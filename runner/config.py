@@ -146,6 +146,11 @@ def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
     return build_playbook(doc, kinds)
 
 
+def _expression(value: Any) -> Any:
+    """`when: false` (a YAML boolean, as Ansible users write it) as the expression "false"."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
 def build_playbook(doc: load.Document, kinds: set[str]) -> Playbook:
     data: dict[str, Any] = doc.data
     steps: list[Step] = []
@@ -159,7 +164,7 @@ def build_playbook(doc: load.Document, kinds: set[str]) -> Playbook:
                 params=raw[kind],
                 name=raw.get("name", ""),
                 hosts=raw.get("hosts"),
-                when=raw.get("when"),
+                when=_expression(raw.get("when")),
                 loop=raw.get("loop"),
                 register=raw.get("register"),
                 verify=raw.get("verify"),

@@ -78,7 +78,25 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
     diags += checker.steps()
     diags += checker.rendered(uses)
     diags += checker.vars(read | checker.template_reads)
+    diags += _names(doc, data)
     return _finish(doc, diags)
+
+
+def _names(doc: Document, data: dict[str, Any]) -> list[Diagnostic]:
+    """Names handed to tools (packages, services, owners, Android packages...) that do not
+    fit their tool's grammar: the same check prepare() makes at plan time, before any probe."""
+    from runner.steps import base, names
+
+    kinds = base.load_all()
+    out = []
+    steps = data.get("steps")
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict):
+            continue
+        for kind in (k for k in step if k in kinds):
+            for path, message in names.static_problems(kind, step[kind]):
+                out.append(doc.diag(("steps", i, kind, *path), message))
+    return out
 
 
 def _finish(doc: Document, diags: list[Diagnostic]) -> list[Diagnostic]:

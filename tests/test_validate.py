@@ -156,3 +156,35 @@ def test_fuzzed_playbooks_never_raise_in_the_offline_checks(tmp_path: Path) -> N
         doc = load.parse(safe_dump(data, sort_keys=False), str(tmp_path / "f.yaml"))
         diags = offline.validate_playbook(doc, inv if n % 2 else None, {"x": 1})
         assert all(isinstance(d, Diagnostic) for d in diags)
+
+
+def test_validate_refuses_names_that_would_be_options(tmp_path: Path) -> None:
+    """The grammar check prepare() makes before any probe, made by validate too (issue 11)."""
+    pb = tmp_path / "pb.yaml"
+    pb.write_text(
+        "opsrun: 1\nname: t\nhosts: local\nsteps:\n"
+        "  - id: pkg\n    package: {name: ['-oDPkg::Pre-Invoke::=touch /tmp/x', curl]}\n"
+        "  - id: own\n    file: {path: /tmp/o, owner: '--reference=/etc/shadow'}\n"
+        "  - id: tpl\n    package: {name: '{{ later }}'}\n"
+    )
+    res = subprocess.run([sys.executable, "-m", "runner", "validate", str(pb), "-e", "later=x"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 4, res.stderr
+    assert f"{pb}:6:" in res.stderr and "package name '-oDPkg" in res.stderr
+    assert f"{pb}:8:" in res.stderr and "owner '--reference=/etc/shadow'" in res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("error:") == 2
+
+
+def test_boolean_when_and_changed_when_as_ansible_users_write_them(tmp_path: Path) -> None:
+    pb = tmp_path / "pb.yaml"
+    pb.write_text(
+        "opsrun: 1\nname: t\nhosts: local\nsteps:\n"
+        "  - id: a\n    run: {command: 'echo hi', changed_when: false}\n"
+        "  - id: b\n    when: false\n    run: echo no\n"
+        "  - id: c\n    run: {command: 'false', failed_when: false}\n"
+    )
+    res = subprocess.run([sys.executable, "-m", "runner", "apply", str(pb), "--yes", "--json"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ends = {e["instance"]: e["status"] for e in map(json.loads, res.stdout.splitlines()) if e["type"] == "step_end"}
+    assert ends == {"a": "ok", "b": "skipped", "c": "changed"}

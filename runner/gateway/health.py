@@ -88,7 +88,7 @@ class Gateway(Router):
         doc = {"version": 1, "updated": stamp, "providers": stored}
         try:
             write_atomic(self.bench_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
-                         make_parents=True)
+                         mode=0o600, make_parents=True)
         except OSError as exc:
             raise OpsrunError(f"cannot write {self.bench_path}: {exc.strerror or exc}") from exc
         self._bench = stored

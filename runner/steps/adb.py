@@ -866,7 +866,7 @@ class Screenshot(StepKind):
             return "failed", "screencap gave no PNG image" + (f": {_tail(results[-1])}" if results else "")
         dest = Path(str(change.data["artifact"]))  # a retry or a same-named shot replaces it
         try:
-            write_atomic(dest, png, make_parents=True)
+            write_atomic(dest, png, mode=0o600, make_parents=True)  # under the private .opsrun/
         except OSError as exc:
             return "failed", f"cannot save the screenshot to {dest}: {exc.strerror or exc}"
         return "ok", f"screenshot saved: {dest} ({len(png)} bytes)"

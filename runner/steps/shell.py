@@ -240,7 +240,11 @@ class Run(StepKind):
     late_fields = frozenset({"changed_when", "failed_when"})
 
     def normalize(self, params: Any) -> dict[str, Any]:
-        return {"command": params} if isinstance(params, str) else dict(params)
+        out = {"command": params} if isinstance(params, str) else dict(params)
+        for key in ("changed_when", "failed_when"):  # `changed_when: false`, as Ansible users write it
+            if isinstance(out.get(key), bool):
+                out[key] = "true" if out[key] else "false"
+        return out
 
     def read_only(self, params: dict[str, Any]) -> bool:
         flag = params.get("changed_when")
