@@ -208,7 +208,8 @@ def test_json_stream_carries_every_event_and_the_recap_counts(tmp_path: Path, fa
     recap = stream[-1]
     assert recap["type"] == "recap"
     journaled = journal(tmp_path, recap["run_id"])
-    cli_only = {"run_start", "run_end", "resume"}  # written by the CLI around the run; the recap ends the stream
+    # written by the CLI around the run (and `process` records, for resume): the recap ends the stream
+    cli_only = {"run_start", "run_end", "resume", "process"}
     assert [e["seq"] for e in stream[:-1]] == [e["seq"] for e in journaled if e["type"] not in cli_only]
     fix_plans = [e["plan"] for e in stream if e["type"] == "fix_plan"]
     assert [(f["instance"], f["marker"]) for f in fix_plans] == [("fix_flag", "+"), ("fix_log", ">")]
