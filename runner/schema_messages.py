@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from runner import ansible_hints
 from runner.errors import Diagnostic
 from runner.load import Document, PathKey, json_path
 
@@ -107,6 +108,14 @@ class _Translator:
                 self._emit(where, f"YAML reads the unquoted key '{written}' as {extra}",
                            f'quote it: "{written}":', key=True,
                            tag=("unknown", path, extra, written, False))
+                continue
+            at_top = schema is self.root and "steps" in props
+            habit = ansible_hints.hint(extra, step=is_step) if is_step or at_top else None
+            if habit:
+                module = extra.removeprefix("ansible.builtin.") in ansible_hints.STEP_KINDS
+                what = "step kind" if is_step and not present_kinds and module else "key"
+                self._emit(where, f"unknown {what} '{extra}'" + self._in(path), habit, key=True,
+                           tag=("unknown", path, extra, None, what == "step kind"))
                 continue
             if is_step and not present_kinds:
                 kind_guess = _suggest(extra, sorted(self.kinds))

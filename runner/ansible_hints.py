@@ -1,0 +1,82 @@
+"""Ansible habits -> the opsrun way, one line each: what schema errors say when a playbook
+uses an Ansible key. Pure data and lookups; imports nothing from runner."""
+
+from __future__ import annotations
+
+# key -> (what to write in opsrun, a one-line example); Ansible modules first
+STEP_KINDS: dict[str, tuple[str, str]] = {
+    "shell": ("a shell command is `run`", "run: systemctl reload nginx"),
+    "command": ("a command is `run`", "run: uptime"),
+    "raw": ("a command is `run`", "run: uptime"),
+    "script": ("a script is `run` (with its text, or a `copy` then `run`)", "run: sh /usr/local/bin/setup.sh"),
+    "apt": ("packages are `package` (the host's manager is found)", "package: {name: nginx, state: present}"),
+    "yum": ("packages are `package` (the host's manager is found)", "package: {name: nginx, state: present}"),
+    "dnf": ("packages are `package` (the host's manager is found)", "package: {name: nginx, state: present}"),
+    "apk": ("packages are `package` (the host's manager is found)", "package: {name: nginx, state: present}"),
+    "ansible.builtin.package": ("packages are `package`", "package: {name: nginx, state: present}"),
+    "systemd": ("services are `service`", "service: {name: nginx, state: started, enabled: true}"),
+    "systemd_service": ("services are `service`", "service: {name: nginx, state: started, enabled: true}"),
+    "lineinfile": ("a line in a file is `line`",
+                   "line: {path: /etc/hosts, line: '10.0.0.5 db', regexp: '\\sdb$'}"),
+    "blockinfile": ("a managed block is `file` with `content` or a `template`",
+                    "template: {src: templates/block.j2, dest: /etc/app.conf}"),
+    "replace": ("edits are `line` (one line) or `template` (the whole file)",
+                "line: {path: /etc/ssh/sshd_config, regexp: '^#?PermitRootLogin', line: 'PermitRootLogin no'}"),
+    "stat": ("a step that reads is `run` with `register`", "run: stat -c %s /etc/hosts"),
+    "debug": ("a message is a `run` of echo (it only reads)", "run: echo 'port is {{ port }}'"),
+    "get_url": ("downloads are a `run` with `creates`",
+                "run: {command: 'curl -fsSLo /opt/x.tgz https://example.org/x.tgz', creates: /opt/x.tgz}"),
+    "unarchive": ("archives are a `run` with `creates`",
+                  "run: {command: 'tar -xzf /opt/x.tgz -C /opt', creates: /opt/x}"),
+    "user": ("users are a `run` guarded by `unless`",
+             "run: {command: 'useradd -m deploy', unless: 'id deploy'}"),
+}
+
+# step keys that are not a kind in Ansible either
+STEP_KEYS: dict[str, tuple[str, str]] = {
+    "with_items": ("loops are `loop` (the item is `item`)", "loop: [a, b]"),
+    "with_list": ("loops are `loop` (the item is `item`)", "loop: [a, b]"),
+    "with_dict": ("loops are `loop` over a list of mappings", "loop: [{name: a, port: 1}]"),
+    "loop_control": ("the loop item is always `item`", "loop: [a, b]"),
+    "become": ("privilege is the host's `sudo: true` in the inventory",
+               "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
+    "become_user": ("privilege is the host's `sudo` in the inventory",
+                    "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
+    "delegate_to": ("a step runs on other hosts with its own `hosts`", "hosts: db1"),
+    "ignore_errors": ("a `run` that may fail has `failed_when: false`; for every step, the playbook's `on_failure`",
+                      "run: {command: 'pkill -f old-agent', failed_when: false}"),
+    "changed_when": ("`run` says when it changed with `changed_when`",
+                     "run: {command: 'apply-config', changed_when: \"'updated' in stdout\"}"),
+    "failed_when": ("`run` says when it failed with `failed_when`",
+                    "run: {command: 'check', failed_when: \"rc > 1\"}"),
+    "retries": ("retries are a `policy`", "policy: {retry: {attempts: 3, delay: 5}}"),
+    "include_tasks": ("steps are not included dynamically: split the playbook and run both",
+                      "opsrun apply base.yaml && opsrun apply web.yaml"),
+    "import_tasks": ("steps are not included: split the playbook and run both",
+                     "opsrun apply base.yaml && opsrun apply web.yaml"),
+    "include_role": ("roles are not included: split the playbook and run both",
+                     "opsrun apply base.yaml && opsrun apply web.yaml"),
+}
+
+PLAYBOOK: dict[str, tuple[str, str]] = {
+    "tasks": ("a playbook's steps are `steps`, each with an `id`", "steps: [{id: hello, run: echo hi}]"),
+    "pre_tasks": ("all steps are in `steps`, in order", "steps: [{id: first, run: echo hi}]"),
+    "post_tasks": ("all steps are in `steps`, in order", "steps: [{id: last, run: echo bye}]"),
+    "gather_facts": ("nothing to set: opsrun probes only what the steps read", "hosts: web"),
+    "become": ("privilege is the host's `sudo: true` in the inventory",
+               "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
+    "handlers": ("a reaction to a change is a step with `when: steps.<id>.changed`",
+                 "- {id: reload, run: systemctl reload nginx, when: steps.conf.changed}"),
+    "vars_prompt": ("values come from `-e name=value` or `secret('NAME')`", "opsrun apply site.yaml -e port=8080"),
+    "any_errors_fatal": ("failures across hosts are `max_fail_percentage`", "max_fail_percentage: 0"),
+}
+
+
+def hint(key: str, *, step: bool) -> str | None:
+    """`key` as Ansible means it: what opsrun has instead, with an example; None if not Ansible's."""
+    table = {**STEP_KINDS, **STEP_KEYS} if step else PLAYBOOK
+    found = table.get(key) or table.get(key.removeprefix("ansible.builtin."))
+    if found is None:
+        return None
+    what, example = found
+    return f"'{key}' is Ansible's: {what}, e.g. `{example}`"
