@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
      "runner.overlay"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
-    ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.transports"),
+    ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
      "runner.config", "runner.variables", "runner.params", "runner.gateway"),
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
