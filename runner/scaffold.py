@@ -1,0 +1,164 @@
+"""`opsrun init`: the files of a ready playbook repo (inventory, a site playbook, gateway.yaml,
+.gitignore, pre-commit, a CI workflow). Pure text plus one writer; imports only files/errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.errors import InvalidInput
+
+INVENTORY = """\
+# yaml-language-server: $schema=schemas/inventory.schema.json
+# Hosts and groups. Reference: https://github.com/opsrun/opsrun/blob/main/docs/playbooks.md#inventory
+opsrun: 1
+vars:
+  site_dir: /tmp/{name}
+hosts:
+  local: {{transport: local}}
+  # web1: {{address: 192.0.2.10, user: deploy, sudo: true}}
+groups:
+  workstation: {{hosts: [local]}}
+  # web: {{hosts: [web1], vars: {{port: 8080}}}}
+"""
+
+SITE = """\
+# yaml-language-server: $schema=schemas/playbook.schema.json
+# `opsrun plan site.yaml` shows what would change; `opsrun apply site.yaml` does it.
+opsrun: 1
+name: site
+description: What every host of {name} gets.
+hosts: workstation
+vars:
+  owner_note: managed by opsrun
+steps:
+  - id: site_dir
+    name: The site folder
+    file: {{path: "{{{{ site_dir }}}}", state: directory, mode: "0755"}}
+  - id: readme
+    name: A note saying who manages this folder
+    file:
+      path: "{{{{ site_dir }}}}/README"
+      content: |
+        {{{{ owner_note }}}} ({name})
+      mode: "0644"
+  - id: uptime
+    name: How long the host has been up (only reads)
+    run: {{command: uptime, changed_when: false}}
+    tags: [check]
+"""
+
+GATEWAY = """\
+# yaml-language-server: $schema=schemas/gateway.schema.json
+# LLM providers for `opsrun author` and the fixer; keys come from the environment.
+# Check them with `opsrun gateway check`. Reference: docs/llm.md.
+opsrun: 1
+providers:
+  ollama:
+    kind: ollama
+    model: qwen2.5-coder:7b
+    api_base: http://127.0.0.1:11434
+    timeout_s: 90
+    max_concurrency: 1
+  openai:
+    kind: openai
+    model: gpt-4o-mini
+    api_key: env:OPENAI_API_KEY
+    timeout_s: 60
+routing:
+  order: [ollama, openai]
+  deadline_s: 180
+"""
+
+GITIGNORE = """\
+# opsrun's journals, saved plans and lock: private, per machine
+.opsrun/
+"""
+
+PRE_COMMIT = """\
+# `pre-commit install` once; then every commit validates the opsrun files it touches
+# (other YAML is skipped: --skip-other).
+repos:
+  - repo: local
+    hooks:
+      - id: opsrun-validate
+        name: opsrun validate
+        entry: opsrun validate --skip-other
+        language: system
+        files: \\.(ya?ml)$
+        require_serial: true
+"""
+
+WORKFLOW = """\
+# Plans every pull request (the plan as the job summary, JUnit for the checks tab) and
+# applies the reviewed playbooks when they land on main.
+name: opsrun
+on:
+  pull_request:
+  push:
+    branches: [main]
+jobs:
+  opsrun:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with: {{python-version: "3.11"}}
+      - run: pip install opsrun
+      - name: validate
+        run: opsrun validate . --junit validate.xml
+      - name: plan
+        if: github.event_name == 'pull_request'
+        run: opsrun plan site.yaml --format markdown --junit plan.xml >> "$GITHUB_STEP_SUMMARY"
+      - name: apply
+        if: github.event_name == 'push'
+        run: opsrun apply site.yaml --yes --junit apply.xml
+"""
+
+README = """\
+# {name}
+
+Playbooks run by [opsrun](https://github.com/opsrun/opsrun).
+
+```sh
+opsrun validate .          # schema, semantics, what plan finds offline
+opsrun plan site.yaml      # what would change, per host and step
+opsrun apply site.yaml     # do it (asks first on a terminal; --yes in CI)
+```
+
+- `inventory.yaml`: hosts and groups; `site.yaml`: the site playbook.
+- `gateway.yaml`: LLM providers for `opsrun author`.
+- `.opsrun/` (ignored by git): journals of runs, saved plans.
+- `schemas/`: the JSON Schemas your editor reads through each file's first line.
+"""
+
+
+def files(name: str, schemas: dict[str, str]) -> dict[str, str]:
+    """Relative path -> text of every file `opsrun init` writes."""
+    out = {
+        "inventory.yaml": INVENTORY.format(name=name),
+        "site.yaml": SITE.format(name=name),
+        "gateway.yaml": GATEWAY,
+        ".gitignore": GITIGNORE,
+        ".pre-commit-config.yaml": PRE_COMMIT,
+        ".github/workflows/opsrun.yml": WORKFLOW.format(),
+        "README.md": README.format(name=name),
+    }
+    for kind, text in schemas.items():
+        out[f"schemas/{kind}.schema.json"] = text if text.endswith("\n") else text + "\n"
+    return out
+
+
+def write(root: Path, contents: dict[str, str], *, force: bool = False) -> list[str]:
+    """Write the files under `root`; refuses to overwrite any existing file unless `force`.
+    Nothing is written when something would be overwritten. Returns the paths written."""
+    existing = [rel for rel in contents if (root / rel).exists()]
+    if existing and not force:
+        raise InvalidInput(
+            f"{root}: would overwrite {', '.join(sorted(existing))}",
+            hint="pick an empty folder, or pass --force to overwrite these files",
+        )
+    for rel, text in contents.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return list(contents)
