@@ -17,7 +17,7 @@ RUNNER = ROOT / "runner"
 # lowest first; a module may import its own layer and the ones below
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
-     "runner.scaffold",
+     "runner.scaffold", "runner.shard",
      "runner.overlay"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
