@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
      "runner.config", "runner.variables", "runner.params", "runner.gateway"),
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.escalate"),
+    ("runner.report", "runner.escalate", "runner.merge"),
     ("runner.apply",),
     ("runner.llm",),
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),
