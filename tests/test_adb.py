@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from runner import apk
 from runner.errors import AuthError, CommandTimeout, ConnectError, OpsrunError
 from runner.model import Host, Probe, ProbeResult
 from runner.steps import adb as kinds
@@ -438,17 +439,17 @@ def test_apk_manifest_binary_xml_utf16_and_utf8(tmp_path: Path) -> None:
     strings = ["versionCode", "versionName", "package", "manifest", "com.example.real", "4.2", "android"]
     none = 0xFFFFFFFF
     attrs = [(6, 0, none, 0x10, 42), (6, 1, 5, 0x03, 5), (none, 2, 4, 0x03, 4)]
-    info = kinds.apk_info(apk_with(tmp_path, axml(strings, [0x0101021B, 0x0101021C], attrs)))
+    info = apk.apk_info(apk_with(tmp_path, axml(strings, [0x0101021B, 0x0101021C], attrs)))
     assert info == {"package": "com.example.real", "version_code": 42, "version_name": "4.2"}
     # UTF-8 pool, attribute names stripped (shrunk APKs): found by resource id; hex int
     strings8 = ["", "", "package", "manifest", "com.example.shrunk", "1.0", "android"]
     attrs8 = [(6, 0, none, 0x11, 0x10), (6, 1, 5, 0x03, 5), (none, 2, 4, 0x03, 4)]
-    info = kinds.apk_info(apk_with(tmp_path, axml(strings8, [0x0101021B, 0x0101021C], attrs8, utf8=True)))
+    info = apk.apk_info(apk_with(tmp_path, axml(strings8, [0x0101021B, 0x0101021C], attrs8, utf8=True)))
     assert info == {"package": "com.example.shrunk", "version_code": 16, "version_name": "1.0"}
-    assert kinds.apk_info(make_fake_apk(tmp_path / "f.apk", "com.x.y", 7).read_bytes())["version_code"] == 7
+    assert apk.apk_info(make_fake_apk(tmp_path / "f.apk", "com.x.y", 7).read_bytes())["version_code"] == 7
     for bad in (b"not a zip", apk_with(tmp_path, b"\x03\x00\x08\x00garbage")):
         with pytest.raises(ValueError):
-            kinds.apk_info(bad)
+            apk.apk_info(bad)
 
 
 def test_install_prepare_reads_or_refuses(tmp_path: Path) -> None:

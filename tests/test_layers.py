@@ -17,7 +17,7 @@ RUNNER = ROOT / "runner"
 # lowest first; a module may import its own layer and the ones below
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy",
-     "runner.overlay"),
+     "runner.overlay", "runner.apk"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
