@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
+from runner import apk
 from runner.errors import AuthError, CommandTimeout, ConnectError, OpsrunError
 from runner.model import Host, Probe, ProbeResult
 from runner.steps import adb as kinds
+from runner.steps import adb_apps, adb_device
 from runner.steps.base import StepContext
 from runner.steps.shell import PrepareError
 from runner.transports import transport_for
@@ -183,7 +185,7 @@ def test_wait_loop_runs_in_the_device_shell(fake_android: Callable[..., FakeDevi
     t = opened(fake_android())
     ctx = StepContext(host=t.host)
     params = {"for": "property", "property": "debug.opsrun", "value": "ready", "timeout": 10, "interval": 0.2}
-    wait = kinds.Wait()
+    wait = adb_device.Wait()
     probes = wait.probes(params, ctx)
     assert t.probe(probes)["now"].rc != 0
     change = wait.plan(params, t.probe(probes), ctx)
@@ -438,33 +440,33 @@ def test_apk_manifest_binary_xml_utf16_and_utf8(tmp_path: Path) -> None:
     strings = ["versionCode", "versionName", "package", "manifest", "com.example.real", "4.2", "android"]
     none = 0xFFFFFFFF
     attrs = [(6, 0, none, 0x10, 42), (6, 1, 5, 0x03, 5), (none, 2, 4, 0x03, 4)]
-    info = kinds.apk_info(apk_with(tmp_path, axml(strings, [0x0101021B, 0x0101021C], attrs)))
+    info = apk.apk_info(apk_with(tmp_path, axml(strings, [0x0101021B, 0x0101021C], attrs)))
     assert info == {"package": "com.example.real", "version_code": 42, "version_name": "4.2"}
     # UTF-8 pool, attribute names stripped (shrunk APKs): found by resource id; hex int
     strings8 = ["", "", "package", "manifest", "com.example.shrunk", "1.0", "android"]
     attrs8 = [(6, 0, none, 0x11, 0x10), (6, 1, 5, 0x03, 5), (none, 2, 4, 0x03, 4)]
-    info = kinds.apk_info(apk_with(tmp_path, axml(strings8, [0x0101021B, 0x0101021C], attrs8, utf8=True)))
+    info = apk.apk_info(apk_with(tmp_path, axml(strings8, [0x0101021B, 0x0101021C], attrs8, utf8=True)))
     assert info == {"package": "com.example.shrunk", "version_code": 16, "version_name": "1.0"}
-    assert kinds.apk_info(make_fake_apk(tmp_path / "f.apk", "com.x.y", 7).read_bytes())["version_code"] == 7
+    assert apk.apk_info(make_fake_apk(tmp_path / "f.apk", "com.x.y", 7).read_bytes())["version_code"] == 7
     for bad in (b"not a zip", apk_with(tmp_path, b"\x03\x00\x08\x00garbage")):
         with pytest.raises(ValueError):
-            kinds.apk_info(bad)
+            apk.apk_info(bad)
 
 
 def test_install_prepare_reads_or_refuses(tmp_path: Path) -> None:
     ctx = StepContext(host=Host("d", "adb"), playbook_dir=str(tmp_path))
     make_fake_apk(tmp_path / "a.apk", "com.example.a", 3)
-    p = kinds.Install().prepare({"src": "a.apk"}, ctx)
+    p = adb_apps.Install().prepare({"src": "a.apk"}, ctx)
     assert (p["_package"], p["_version_code"]) == ("com.example.a", 3)
     with pytest.raises(PrepareError, match=r"is package com\.example\.a, not com\.other"):
-        kinds.Install().prepare({"src": "a.apk", "package": "com.other"}, ctx)
+        adb_apps.Install().prepare({"src": "a.apk", "package": "com.other"}, ctx)
     (tmp_path / "b.apk").write_bytes(b"junk")
     with pytest.raises(PrepareError, match="set `package:` and `version_code:`"):
-        kinds.Install().prepare({"src": "b.apk"}, ctx)
-    p = kinds.Install().prepare({"src": "b.apk", "package": "com.b", "version_code": 9}, ctx)
+        adb_apps.Install().prepare({"src": "b.apk"}, ctx)
+    p = adb_apps.Install().prepare({"src": "b.apk", "package": "com.b", "version_code": 9}, ctx)
     assert (p["_package"], p["_version_code"]) == ("com.b", 9)
     with pytest.raises(PrepareError, match=r"nope\.apk"):
-        kinds.Install().prepare({"src": "nope.apk"}, ctx)
+        adb_apps.Install().prepare({"src": "nope.apk"}, ctx)
 
 
 # ---------------------------------------------------------------- pure plans
@@ -487,10 +489,10 @@ def plan_of(kind: kinds.StepKind, params: Any, facts: dict[str, ProbeResult]) ->
 
 
 PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[str]]] = [
-    ("setting same", kinds.Setting(), {"namespace": "global", "key": "k", "value": 7}, {"value": R("7\n")}, "noop", []),
+    ("setting same", adb_device.Setting(), {"namespace": "global", "key": "k", "value": 7}, {"value": R("7\n")}, "noop", []),
     (
         "setting unset",
-        kinds.Setting(),
+        adb_device.Setting(),
         {"namespace": "global", "key": "k", "value": True},
         {"value": R("null\n")},
         "create",
@@ -498,7 +500,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "setting quoted",
-        kinds.Setting(),
+        adb_device.Setting(),
         {"namespace": "secure", "key": "k", "value": "a b'c"},
         {"value": R("x\n")},
         "update",
@@ -506,7 +508,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "setting absent",
-        kinds.Setting(),
+        adb_device.Setting(),
         {"namespace": "system", "key": "k", "state": "absent"},
         {"value": R("3\n")},
         "delete",
@@ -514,7 +516,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "setting unreadable",
-        kinds.Setting(),
+        adb_device.Setting(),
         {"namespace": "global", "key": "k", "value": 1},
         {"value": R("", 255)},
         "unknown",
@@ -522,7 +524,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "install same",
-        kinds.Install(),
+        adb_apps.Install(),
         APK,
         {"list": R("package:com.k versionCode:5\npackage:com.kx versionCode:1\n")},
         "noop",
@@ -530,7 +532,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "install new",
-        kinds.Install(),
+        adb_apps.Install(),
         APK,
         {"list": R("package:com.kx versionCode:1\n"), "dumpsys": R("", 1)},
         "create",
@@ -541,7 +543,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "install upgrade",
-        kinds.Install(),
+        adb_apps.Install(),
         APK,
         {"list": R("package:com.k versionCode:4\n")},
         "update",
@@ -550,28 +552,28 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
             "pm install -r /data/local/tmp/opsrun-com.k.apk; rc=$?; rm -f /data/local/tmp/opsrun-com.k.apk; exit $rc",
         ],
     ),
-    ("install newer there", kinds.Install(), APK, {"list": R("package:com.k versionCode:9\n")}, "blocked", []),
+    ("install newer there", adb_apps.Install(), APK, {"list": R("package:com.k versionCode:9\n")}, "blocked", []),
     (
         "install old android",
-        kinds.Install(),
+        adb_apps.Install(),
         APK,
         {"list": R("package:com.k\n"), "dumpsys": R("  Package [com.k] (1a2b):\n    versionCode=5 minSdk=21\n")},
         "noop",
         [],
     ),
-    ("uninstall absent", kinds.Uninstall(), "com.k", {"list": R("package:com.kx\n")}, "noop", []),
+    ("uninstall absent", adb_apps.Uninstall(), "com.k", {"list": R("package:com.kx\n")}, "noop", []),
     (
         "uninstall",
-        kinds.Uninstall(),
+        adb_apps.Uninstall(),
         {"package": "com.k", "keep_data": True},
         {"list": R("package:com.k\n")},
         "delete",
         ["pm uninstall -k -- com.k"],
     ),
-    ("app running", kinds.App(), "com.k", {"pid": R("4001\n"), "path": R("package:/data/app/x")}, "noop", []),
+    ("app running", adb_apps.App(), "com.k", {"pid": R("4001\n"), "path": R("package:/data/app/x")}, "noop", []),
     (
         "app start launcher",
-        kinds.App(),
+        adb_apps.App(),
         "com.k",
         {"pid": R("", 1), "path": R("package:/x")},
         "create",
@@ -579,7 +581,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "app to front",
-        kinds.App(),
+        adb_apps.App(),
         {"package": "com.k", "activity": ".Main", "foreground": True},
         {
             "pid": R("4001\n"),
@@ -591,7 +593,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "app in front",
-        kinds.App(),
+        adb_apps.App(),
         {"package": "com.k", "activity": ".Main", "foreground": True},
         {
             "pid": R("4001\n"),
@@ -603,7 +605,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "app stop",
-        kinds.App(),
+        adb_apps.App(),
         {"package": "com.k", "state": "stopped"},
         {"pid": R("4001\n"), "path": R("")},
         "update",
@@ -611,27 +613,27 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "app clear",
-        kinds.App(),
+        adb_apps.App(),
         {"package": "com.k", "state": "cleared"},
         {"pid": R("", 1), "path": R("")},
         "run",
         ["pm clear -- com.k"],
     ),
-    ("input keys", kinds.Input(), {"keyevent": ["WAKEUP", 82]}, {}, "run", ["input keyevent WAKEUP 82"]),
-    ("input tap", kinds.Input(), {"tap": {"x": 10, "y": "20"}}, {}, "run", ["input tap 10 20"]),
+    ("input keys", adb_device.Input(), {"keyevent": ["WAKEUP", 82]}, {}, "run", ["input keyevent WAKEUP 82"]),
+    ("input tap", adb_device.Input(), {"tap": {"x": 10, "y": "20"}}, {}, "run", ["input tap 10 20"]),
     (
         "input swipe",
-        kinds.Input(),
+        adb_device.Input(),
         {"swipe": {"x1": 1, "y1": 2, "x2": 3, "y2": 4, "duration_ms": 300}},
         {},
         "run",
         ["input swipe 1 2 3 4 300"],
     ),
-    ("input text", kinds.Input(), {"text": "it's me"}, {}, "run", ["input text 'it'\"'\"'s%sme'"]),
-    ("prop read", kinds.Prop(), "ro.build.version.sdk", {"value": R("30\n")}, "noop", []),
+    ("input text", adb_device.Input(), {"text": "it's me"}, {}, "run", ["input text 'it'\"'\"'s%sme'"]),
+    ("prop read", adb_device.Prop(), "ro.build.version.sdk", {"value": R("30\n")}, "noop", []),
     (
         "prop set",
-        kinds.Prop(),
+        adb_device.Prop(),
         {"name": "persist.sys.timezone", "value": "Europe/Paris", "assert": False},
         {"value": R("UTC\n")},
         "update",
@@ -639,7 +641,7 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
     ),
     (
         "prop ro",
-        kinds.Prop(),
+        adb_device.Prop(),
         {"name": "ro.product.model", "value": "X", "assert": False},
         {"value": R("Fake\n")},
         "blocked",
@@ -710,10 +712,10 @@ PLANS: list[tuple[str, kinds.StepKind, Any, dict[str, ProbeResult], str, list[st
         [],
     ),
     ("screenshot", kinds.Screenshot(), "front", {}, "run", ["screencap -p | base64"]),
-    ("wait done", kinds.Wait(), "boot_completed", {"now": R()}, "noop", []),
+    ("wait done", adb_device.Wait(), "boot_completed", {"now": R()}, "noop", []),
     (
         "wait pkg",
-        kinds.Wait(),
+        adb_device.Wait(),
         {"for": "package", "package": "com.k", "timeout": 5, "interval": 2},
         {"now": R("", 1)},
         "run",
@@ -738,10 +740,10 @@ def test_read_only_kinds_say_so() -> None:
     shot = kinds.Screenshot().plan({"name": "front"}, {}, CTX)
     assert shot.read_only and shot.data["artifact"] == "/runs/R1/artifacts/tab1/front.png"
     assert not shot.changes
-    assert kinds.Wait().plan({"for": "boot_completed"}, {"now": R("", 1)}, CTX).read_only
-    failing = kinds.Prop().plan({"name": "ro.x", "value": "1"}, {"value": R("0\n")}, CTX)
+    assert adb_device.Wait().plan({"for": "boot_completed"}, {"now": R("", 1)}, CTX).read_only
+    failing = adb_device.Prop().plan({"name": "ro.x", "value": "1"}, {"value": R("0\n")}, CTX)
     assert failing.read_only and "will fail" in failing.summary
-    assert not kinds.Input().plan({"keyevent": "HOME"}, {}, CTX).read_only
+    assert not adb_device.Input().plan({"keyevent": "HOME"}, {}, CTX).read_only
 
 
 # ---------------------------------------------------------------- plan/apply through the CLI

@@ -251,7 +251,7 @@ def test_query_reports_nodes_and_guests(pve: ProxmoxTransport, pve_lab: PveLab) 
 
 
 def test_table_helper() -> None:
-    from runner.steps.proxmox import table
+    from runner.steps.proxmox_query import table
 
     rows = [{"vmid": 101, "name": "web1", "maxmem": 536870912, "tags": "a;b"},
             {"vmid": 1000, "name": "x", "maxmem": None}]
@@ -631,7 +631,7 @@ def test_example_playbook_converges(pve: ProxmoxTransport) -> None:
     ("description", "x", None, "lxc", False),
 ])
 def test_same(key: str, want: Any, have: Any, gtype: str, equal: bool) -> None:
-    from runner.steps.proxmox import same
+    from runner.steps.pve_values import same
 
     assert same(key, want, have, gtype) is equal
 
@@ -653,7 +653,7 @@ def test_same(key: str, want: Any, have: Any, gtype: str, equal: bool) -> None:
 ])
 def test_volume_delta(want: str, have: str, value: str | None, grow: str | None,
                       unsafe: str) -> None:
-    from runner.steps.proxmox import volume_delta
+    from runner.steps.pve_values import volume_delta
 
     d = volume_delta("scsi0", want, have)
     assert (d.value, d.grow) == (value, grow)

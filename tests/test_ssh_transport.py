@@ -25,7 +25,8 @@ from runner.errors import (
 )
 from runner.model import Host, Probe
 from runner.transports import transport_for
-from runner.transports.ssh import SSHTransport, _parse_jump
+from runner.transports.ssh import SSHTransport
+from runner.transports.ssh_config import _parse_jump
 from tests.conftest import require_peer
 from tests.peers.sshd import Sshd, free_port, keygen
 

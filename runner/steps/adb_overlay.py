@@ -1,7 +1,7 @@
 """ADB step kinds through the overlay: the probe answers a device would give once the steps
 planned before have run (settings, props, packages, apps, files), and the planned effects.
 
-Pure; imports only model, overlay and the step base (adb.py calls in, never the reverse).
+Pure; imports only model, overlay and the step base (the ADB kinds call in, never the reverse).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 `pending`, `status`, `snapshots`, `nextid`) once the steps planned before have run, and the
 planned effects of proxmox.lxc / proxmox.vm / proxmox.snapshot.
 
-Pure; imports model, overlay, the step base and proxmox.py's value helpers (proxmox.py
-calls in from its methods, never at import time).
+Pure; imports model, overlay, the step base and pve_values.py (the Proxmox kinds call in
+from their methods, never at import time).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from runner.model import Change, ProbeResult
 from runner.overlay import Effect, Overlay, Unknown
 from runner.steps.base import Facts, OverlayUnknown
-from runner.steps.proxmox import (
+from runner.steps.pve_values import (
     NET_KEY,
     NEW_DISK,
     _bytes,
