@@ -44,7 +44,7 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
     """The instance's probes with keys made unique; a probe a safety rule forbids is not sent."""
     if inst.skip or inst.pending or inst.params is None:
         return [], None
-    if inst.kind.transports and inst.host.transport not in inst.kind.transports:
+    if not inst.kind.runs_on(inst.host.transport):
         return [], None
     out = []
     for p in inst.kind.probes(inst.params, inst.ctx):
@@ -87,12 +87,12 @@ def plan_instance(
 
     if inst.skip:
         return make(Change("skip", f"skipped ({inst.skip})", reason=inst.skip))
-    if inst.kind.transports and inst.host.transport not in inst.kind.transports:
+    if not inst.kind.runs_on(inst.host.transport):
         return make(
             Change(
                 "blocked",
                 f"'{step.kind}' cannot run on a {inst.host.transport} host",
-                reason=f"'{step.kind}' works on: {', '.join(sorted(inst.kind.transports))}",
+                reason=f"'{step.kind}' works on: {', '.join(inst.kind.runs_where())}",
             )
         )
     if inst.pending:
@@ -176,7 +176,7 @@ class StepDecider:
             and not inst.skip
             and not inst.pending
             and not blocked
-            and not (inst.kind.transports and inst.host.transport not in inst.kind.transports)
+            and inst.kind.runs_on(inst.host.transport)
         )
         if viewable:
             assert ov is not None and facts is not None and inst.params is not None

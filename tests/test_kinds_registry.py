@@ -102,3 +102,24 @@ def test_every_declared_parameter_is_used(name: str) -> None:
         pytest.skip(f"{name} hands parameters on as a whole")
     unused = sorted(p for p in _properties(name) if f'"{p}"' not in source and f"'{p}'" not in source)
     assert not unused, f"{name}: the schema declares parameters its modules never read: {unused}"
+
+
+def test_kinds_are_routed_by_capability_and_the_table_matches_the_classes() -> None:
+    """A kind runs where a transport offers what it needs; the light table the planner reads
+    (no transport library imported) is what each transport class declares."""
+    import importlib.util
+
+    from runner.transports import _MODULES, CAPABILITIES
+
+    for name, (module, cls) in _MODULES.items():
+        if name in ("proxmox", "adb"):  # their libraries are optional here: read the source instead
+            text = (Path(importlib.util.find_spec(module).origin)).read_text(encoding="utf-8")
+            assert f'capabilities: ClassVar[frozenset[str]] = CAPABILITIES["{name}"]' in text
+            continue
+        assert getattr(importlib.import_module(module), cls).capabilities == CAPABILITIES[name]
+    where = {n: k.runs_where() for n, k in base.load_all().items()}
+    assert where["file"] == ["local", "ssh"] and where["run"] == ["local", "ssh"]
+    assert where["adb.shell"] == ["adb"] and where["proxmox.vm"] == ["proxmox"]
+    assert where["llm.ask"] == ["local", "ssh", "proxmox", "adb"]  # it never touches the host
+    for kind in base.load_all().values():
+        assert where[kind.name], f"{kind.name} runs nowhere: its `needs` match no transport"

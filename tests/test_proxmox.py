@@ -691,8 +691,8 @@ def test_bad_step_params_are_located_errors(pve_lab: PveLab) -> None:  # noqa: F
 
 def test_transports_and_kinds_are_registered() -> None:
     for name in ("proxmox.lxc", "proxmox.vm", "proxmox.snapshot", "proxmox.query"):
-        assert get(name).transports == frozenset({"proxmox"})
-    assert ProxmoxTransport.kind == "proxmox" and ProxmoxTransport.capabilities == {"api"}
+        assert get(name).runs_where() == ["proxmox"]
+    assert ProxmoxTransport.kind == "proxmox" and "pve-api" in ProxmoxTransport.capabilities
 
 
 def test_server_errors_are_translated(pve: ProxmoxTransport, pve_lab: PveLab) -> None:  # noqa: F811

@@ -195,7 +195,7 @@ def usable_kinds(transports: set[str]) -> set[str]:
     from runner.steps import base
 
     return {name for name, kind in base.load_all().items()
-            if not kind.transports or kind.transports & transports}
+            if any(kind.runs_on(t) for t in transports)}
 
 
 def model_schema(schema: dict[str, Any], kinds: set[str] | None = None) -> dict[str, Any]:

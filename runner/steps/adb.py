@@ -29,7 +29,7 @@ from runner.steps import names
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError, Run, read_source
 
-ADB = frozenset({"adb"})
+ADB = frozenset({"android"})  # the capability ADB kinds need (transports.CAPABILITIES)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_DEVICE_FILE = 1024**3  # APKs, pushed and pulled files: more than the 16 MiB of copy/template
 q = shlex.quote
@@ -69,7 +69,7 @@ class AdbShell(Run):
     failed_when; the command runs in the device's shell (mksh on Android)."""
 
     name: ClassVar[str] = "adb.shell"
-    transports = ADB
+    needs = ADB
 
 
 # ---------------------------------------------------------------- adb.push / adb.pull
@@ -115,7 +115,7 @@ def _local_digests(data: bytes) -> tuple[str, str]:
 
 class Push(StepKind):
     name: ClassVar[str] = "adb.push"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         out = dict(params)
@@ -173,7 +173,7 @@ class Pull(StepKind):
     back base64-encoded through the device shell, so keep it to files of modest size."""
 
     name: ClassVar[str] = "adb.pull"
-    transports = ADB
+    needs = ADB
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         dest = Path(ctx.playbook_dir) / str(params["dest"])
@@ -250,7 +250,7 @@ class Screenshot(StepKind):
     """screencap -p, saved as a PNG in the run folder: artifacts/<host>/<name>. Read-only."""
 
     name: ClassVar[str] = "adb.screenshot"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         if isinstance(params, str):

@@ -35,7 +35,7 @@ def _list_versions(text: str) -> dict[str, int | None]:
 
 class Install(StepKind):
     name: ClassVar[str] = "adb.install"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         return {"src": params} if isinstance(params, str) else dict(params)
@@ -161,7 +161,7 @@ class Install(StepKind):
 
 class Uninstall(StepKind):
     name: ClassVar[str] = "adb.uninstall"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         return {"package": params} if isinstance(params, str) else dict(params)
@@ -210,7 +210,7 @@ class Uninstall(StepKind):
 
 class App(StepKind):
     name: ClassVar[str] = "adb.app"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         out = {"package": params} if isinstance(params, str) else dict(params)

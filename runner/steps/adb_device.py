@@ -23,7 +23,7 @@ class Input(StepKind):
     given, so this always runs: it is never idempotent."""
 
     name: ClassVar[str] = "adb.input"
-    transports = ADB
+    needs = ADB
 
     @staticmethod
     def command(params: dict[str, Any]) -> tuple[str, str]:
@@ -74,7 +74,7 @@ SETTING_NAMESPACES = ("system", "secure", "global")
 
 class Setting(StepKind):
     name: ClassVar[str] = "adb.setting"
-    transports = ADB
+    needs = ADB
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         # `settings` has no "--": it reads --user anywhere, so no word of its line may start with --
@@ -129,7 +129,7 @@ class Prop(StepKind):
     """Read a system property, assert its value, or (assert: false) set it with setprop."""
 
     name: ClassVar[str] = "adb.prop"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         return {"name": params} if isinstance(params, str) else dict(params)
@@ -204,7 +204,7 @@ class Wait(StepKind):
     in the device shell. Read-only."""
 
     name: ClassVar[str] = "adb.wait"
-    transports = ADB
+    needs = ADB
 
     def normalize(self, params: Any) -> dict[str, Any]:
         return {"for": params} if isinstance(params, str) else dict(params)

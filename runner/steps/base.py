@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from runner.model import Change, CommandResult, Host, Probe, ProbeResult
 from runner.overlay import Effect, Overlay
+from runner.transports import capabilities, offering
 
 Facts = dict[str, ProbeResult]
 
@@ -37,10 +38,21 @@ class StepContext:
 
 
 class StepKind:
-    """Base class; subclasses set `name`, `transports` and override what they need."""
+    """Base class; subclasses set `name`, `needs` and override what they need."""
 
     name: ClassVar[str] = ""
-    transports: ClassVar[frozenset[str]] = frozenset()
+    # capabilities a host's transport must offer (runner.transports.CAPABILITIES); empty: any
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def runs_on(cls, transport: str) -> bool:
+        """Whether this kind can run on a host of `transport`."""
+        return cls.needs <= capabilities(transport)
+
+    @classmethod
+    def runs_where(cls) -> list[str]:
+        """The transports this kind runs on (for messages)."""
+        return offering(cls.needs)
     # params rendered as shell text: template values in them are shell-quoted
     shell_fields: ClassVar[frozenset[str]] = frozenset()
     # params that are Jinja expressions evaluated after the step ran (not rendered up front)

@@ -40,7 +40,7 @@ class Ask(StepKind):
     """`llm.ask: "prompt"` or {prompt, system, schema, gateway, temperature}."""
 
     name: ClassVar[str] = "llm.ask"
-    transports: ClassVar[frozenset[str]] = frozenset()  # any host: it never touches the host
+    needs: ClassVar[frozenset[str]] = frozenset()  # any host: it never touches the host
     late_fields: ClassVar[frozenset[str]] = frozenset({"schema"})  # a JSON Schema, not a template
 
     def normalize(self, params: Any) -> dict[str, Any]:

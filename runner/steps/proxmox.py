@@ -78,7 +78,7 @@ class _GuestKind(StepKind):
     label: ClassVar[str] = ""  # CT | VM
     create_only: ClassVar[frozenset[str]] = frozenset()
     hot: ClassVar[frozenset[str]] = frozenset()
-    transports = PROXMOX
+    needs = PROXMOX
 
     # ------------------------------------------------------------ params
     def normalize(self, params: Any) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class QueryKind(StepKind):
     """Read-only: list nodes, guests, storage, cluster/HA status, tasks or backup jobs."""
 
     name = "proxmox.query"
-    transports = PROXMOX
+    needs = PROXMOX
 
     def read_only(self, params: dict[str, Any]) -> bool:
         """Never changes anything. Its rows hold live figures (uptime, usage) that move all

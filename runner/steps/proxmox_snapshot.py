@@ -18,7 +18,7 @@ class SnapshotKind(StepKind):
     """A named snapshot of a container or VM: present, absent, or rolled back to."""
 
     name = "proxmox.snapshot"
-    transports = PROXMOX
+    needs = PROXMOX
 
     def normalize(self, params: Any) -> dict[str, Any]:
         return dict(params) if isinstance(params, dict) else {"snapshot": params}

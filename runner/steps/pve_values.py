@@ -10,7 +10,7 @@ from typing import Any
 from runner.model import Action, ProbeResult
 from runner.steps.shell import PrepareError  # reported at the step, file:line
 
-PROXMOX = frozenset({"proxmox"})
+PROXMOX = frozenset({"pve-api"})  # the capability Proxmox kinds need (transports.CAPABILITIES)
 MASK = "***"
 GiB = 1024**3
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4}

@@ -22,7 +22,7 @@ from runner.steps import names, sources
 from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
 from runner.steps.paths import file_effects, view_path
 
-SHELL_TRANSPORTS = frozenset({"local", "ssh"})
+POSIX = frozenset({"posix"})  # the capability shell kinds need (transports.CAPABILITIES)
 MAX_CONTENT_PROBE = 1024 * 1024  # bigger files are compared by sha256, without a diff
 q = shlex.quote
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -235,7 +235,7 @@ def _content_change(
 
 class Run(StepKind):
     name: ClassVar[str] = "run"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
     shell_fields = frozenset({"command", "unless", "only_if"})
     late_fields = frozenset({"changed_when", "failed_when"})
 
@@ -355,7 +355,7 @@ class Run(StepKind):
 
 class File(StepKind):
     name: ClassVar[str] = "file"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
     needs_identity = True
 
     def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -452,7 +452,7 @@ class File(StepKind):
 
 class Line(StepKind):
     name: ClassVar[str] = "line"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
     needs_identity = True
 
     def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -554,7 +554,7 @@ def _insert_at(lines: list[str], params: dict[str, Any]) -> int:
 
 class Template(StepKind):
     name: ClassVar[str] = "template"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
     needs_identity = True
 
     def destinations(self, params: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -693,7 +693,7 @@ _PKG_CMD = {
 
 class Package(StepKind):
     name: ClassVar[str] = "package"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return _package_view(params, facts, overlay)
@@ -830,7 +830,7 @@ def _guarded(manager: str, command: str) -> str:
 
 class Service(StepKind):
     name: ClassVar[str] = "service"
-    transports = SHELL_TRANSPORTS
+    needs = POSIX
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         name = str(params["name"])

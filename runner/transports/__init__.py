@@ -11,6 +11,27 @@ from runner.errors import InvalidInput
 from runner.model import Host
 from runner.transports.base import CommandGuard, Transport
 
+# What each transport can do, known without importing its library; step kinds name what
+# they need (StepKind.needs) and run where it is offered. "posix": a POSIX shell with the
+# usual coreutils; "android": Android's shell and tools; "pve-api": the Proxmox VE API;
+# "shell"/"files": any shell / file transfer at all.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "local": frozenset({"shell", "files", "posix"}),
+    "ssh": frozenset({"shell", "files", "posix"}),
+    "proxmox": frozenset({"api", "pve-api"}),
+    "adb": frozenset({"shell", "files", "android"}),
+}
+
+
+def capabilities(transport: str) -> frozenset[str]:
+    return CAPABILITIES.get(transport, frozenset())
+
+
+def offering(needs: frozenset[str]) -> list[str]:
+    """The transports that offer every capability in `needs`."""
+    return [t for t, caps in CAPABILITIES.items() if needs <= caps]
+
+
 _MODULES = {
     "local": ("runner.transports.local", "LocalTransport"),
     "ssh": ("runner.transports.ssh", "SSHTransport"),

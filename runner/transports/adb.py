@@ -27,6 +27,7 @@ from adbutils.errors import AdbError
 
 from runner.errors import AuthError, CommandTimeout, ConnectError, OpsrunError, TransportError
 from runner.model import CommandResult, Host
+from runner.transports import CAPABILITIES
 from runner.transports.base import CommandGuard, Transport
 
 DEFAULT_SERVER = ("127.0.0.1", 5037)
@@ -143,7 +144,7 @@ def find_adb(preferred: str | None) -> str | None:
 
 class ADBTransport(Transport):
     kind: ClassVar[str] = "adb"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"shell", "files"})
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES["adb"]
 
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         super().__init__(host, guard)

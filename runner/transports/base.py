@@ -33,7 +33,7 @@ class Transport(ABC):
     """One host's connection. Subclasses implement the underscore methods they support."""
 
     kind: ClassVar[str] = ""
-    capabilities: ClassVar[frozenset[str]] = frozenset()  # "shell", "files", "api"
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # from transports.CAPABILITIES
 
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         self.host = host

@@ -22,12 +22,13 @@ from typing import IO, ClassVar
 from runner.errors import CommandTimeout, OpsrunError
 from runner.files import write_atomic
 from runner.model import CommandResult
+from runner.transports import CAPABILITIES
 from runner.transports.base import Transport
 
 
 class LocalTransport(Transport):
     kind: ClassVar[str] = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"shell", "files"})
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES["local"]
 
     def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool) -> CommandResult:
         shell = str(self.host.settings.get("shell") or "/bin/sh")

@@ -29,6 +29,7 @@ from runner.errors import (
 )
 from runner.model import Action, CommandResult, Host, Probe, ProbeResult
 from runner.secrets import Secret, mark
+from runner.transports import CAPABILITIES
 from runner.transports.base import CommandGuard, Transport
 
 DEFAULT_PORT = 8006
@@ -194,7 +195,7 @@ class ProxmoxTransport(Transport):
     """One PVE cluster reached through one API endpoint."""
 
     kind: ClassVar[str] = "proxmox"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"api"})
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES["proxmox"]
 
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         super().__init__(host, guard)

@@ -33,6 +33,7 @@ from runner.errors import (
     TransportError,
 )
 from runner.model import CommandResult, Host
+from runner.transports import CAPABILITIES
 from runner.transports.base import CommandGuard, Transport
 from runner.transports.ssh_channel import CHUNK, SUDO_HELLO, SUDO_PROMPT, _hello_pgid, _send_stdin, _signal
 from runner.transports.ssh_config import (
@@ -50,7 +51,7 @@ KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
 
 class SSHTransport(Transport):
     kind: ClassVar[str] = "ssh"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"shell", "files"})
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES["ssh"]
     tcp_nodelay: ClassVar[bool] = True  # paramiko leaves Nagle on: +40 ms per channel open
 
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
