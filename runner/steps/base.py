@@ -133,4 +133,4 @@ def load_all() -> dict[str, StepKind]:
     return REGISTRY
 
 
-_NOT_KINDS = frozenset({"base", "paths", "names", "sources", "adb_overlay", "pve_overlay"})  # helpers, not step kinds
+_NOT_KINDS = frozenset({"base", "facts", "paths", "names", "sources", "adb_overlay", "pve_overlay"})  # helpers, not step kinds

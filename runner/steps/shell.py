@@ -17,13 +17,14 @@ from typing import Any, ClassVar
 
 from runner import render, secrets
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, ShellCommand, Status, command_env
-from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown, parents
+from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown
+from runner.steps import facts as F
 from runner.steps import names, sources
 from runner.steps.base import Facts, OverlayUnknown, StepContext, StepKind, register
 from runner.steps.paths import file_effects, view_path
 
 SHELL_TRANSPORTS = frozenset({"local", "ssh"})
-MAX_CONTENT_PROBE = 1024 * 1024  # bigger files are compared by sha256, without a diff
+MAX_CONTENT_PROBE = F.MAX_CONTENT  # bigger files are compared by sha256, without a diff
 q = shlex.quote
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -34,58 +35,27 @@ def _norm_mode(mode: Any) -> str | None:
     return format(int(str(mode), 8), "04o")
 
 
-# ---------------------------------------------------------------- shared probes
+# ---------------------------------------------------------------- the facts a path step asks
 
 
-def stat_probe(path: str) -> Probe:
-    """The path's type (`link TARGET`, `directory`, `file`) and `MODE OWNER GROUP SIZE`; for
-    an absent path `absent`, `absent noparent` (its folder is missing) or `absent notdir X`
-    (an ancestor X is not a folder, so nothing can be made there). Shell builtins only."""
-    p = q(path)
-    ancestors = " ".join(q(a) for a in parents(path))
-    absent = (
-        f'r=absent; for d in {ancestors}; do if [ -d "$d" ]; then break; '
-        'elif [ -e "$d" ] || [ -L "$d" ]; then r="absent notdir $d"; break; else r="absent noparent"; fi; done; '
-        'echo "$r"; exit 0'
-        if ancestors
-        else "echo absent; exit 0"
-    )
-    return Probe(
-        "stat",
-        (
-            f'p={p}; if [ -L "$p" ]; then printf \'link %s\\n\' "$(readlink -- "$p")"; '
-            'elif [ -d "$p" ]; then echo directory; elif [ -e "$p" ]; then echo file; '
-            f"else {absent}; fi; stat -c '%a %U %G %s' -- \"$p\""
-        ),
-    )
-
-
-def content_probes(path: str) -> list[Probe]:
-    p = q(path)
-    return [
-        Probe("content", f'[ -f {p} ] && [ "$(wc -c < {p})" -le {MAX_CONTENT_PROBE} ] && cat -- {p}'),
-        Probe("sha256", f"[ -f {p} ] && sha256sum -- {p} | cut -d' ' -f1"),
-    ]
+def path_facts(ctx: StepContext, path: str, content: bool = True) -> list[Probe]:
+    """`stat` of the path, and (content) its bytes and sha256 (runner/steps/facts.py)."""
+    out = [F.ask(ctx, "stat", path)]
+    if content:
+        out += [F.ask(ctx, "content", path), F.ask(ctx, "sha256", path)]
+    return out
 
 
 class FileState:
-    """The parsed answer of stat_probe (+ content probes when asked)."""
+    """The parsed answers of path_facts."""
 
     def __init__(self, facts: Facts) -> None:
-        lines = facts["stat"].text.splitlines() if "stat" in facts else ["absent"]
-        head = lines[0] if lines else "absent"
-        self.type, _, self.link_target = head.partition(" ")
+        info = F.read_stat(facts.get("stat"))
+        self.type, self.link_target = info.type, info.link_target
         # absent: "" (its folder exists), "noparent" or "notdir X" (X above it is not a folder)
-        self.parent_problem = ""
-        if self.type == "absent":
-            self.parent_problem, self.link_target = self.link_target, ""
-        self.mode = self.owner = self.group = None
-        self.size = 0
-        if len(lines) > 1:
-            parts = lines[1].split()
-            if len(parts) == 4:
-                self.mode = format(int(parts[0], 8), "04o")
-                self.owner, self.group, self.size = parts[1], parts[2], int(parts[3])
+        self.parent_problem = info.parent_problem
+        self.mode, self.owner, self.group = info.mode, info.owner, info.group
+        self.size = info.size or 0
         self.content: bytes | None = None
         c = facts.get("content")
         if c is not None and c.rc == 0:
@@ -252,14 +222,12 @@ class Run(StepKind):
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
         out = []
-        if params.get("creates"):
-            out.append(Probe("creates", f"test -e {q(params['creates'])}"))
-        if params.get("removes"):
-            out.append(Probe("removes", f"test -e {q(params['removes'])}"))
-        if params.get("unless"):
-            out.append(Probe("unless", self._wrap(params["unless"], params, stdin=False)))
-        if params.get("only_if"):
-            out.append(Probe("only_if", self._wrap(params["only_if"], params, stdin=False)))
+        for key in ("creates", "removes"):
+            if params.get(key):
+                out.append(F.ask(ctx, "exists", str(params[key]), key=key))
+        for key in ("unless", "only_if"):
+            if params.get(key):
+                out.append(F.ask(ctx, "check", self._wrap(params[key], params, stdin=False), key=key))
         return out
 
     @staticmethod
@@ -383,10 +351,7 @@ class File(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        out = [stat_probe(params["path"])]
-        if params.get("content") is not None:
-            out += content_probes(params["path"])
-        return out
+        return path_facts(ctx, str(params["path"]), content=params.get("content") is not None)
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         path = str(params["path"])
@@ -474,7 +439,7 @@ class Line(StepKind):
                             mode=params.get("mode"), exact=False, goal=holds)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [stat_probe(params["path"]), *content_probes(params["path"])]
+        return path_facts(ctx, str(params["path"]))
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         path = str(params["path"])
@@ -581,7 +546,7 @@ class Template(StepKind):
         return {**params, "_content": rendered, "_src_private": src.private}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [stat_probe(params["dest"]), *content_probes(params["dest"])]
+        return path_facts(ctx, str(params["dest"]))
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
         return content_change(
@@ -648,21 +613,6 @@ def check_accounts(params: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- package
 
-_PKG_QUERY = {
-    "apt": (
-        "dpkg-query -W -f='${{Status}}|${{Version}}' -- {p} 2>/dev/null | grep -q '^install ok installed' "
-        "&& dpkg-query -W -f='${{Version}}' -- {p}"
-    ),
-    "dnf": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' -- {p}",
-    "yum": "rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' -- {p}",
-    "apk": "apk info -e -- {p} >/dev/null && apk info -v -- {p} 2>/dev/null | head -n1",
-}
-_PKG_CANDIDATE = {
-    "apt": "apt-cache policy -- {p} 2>/dev/null | awk '/Candidate:/{{print $2}}'",
-    "dnf": "dnf -q repoquery --latest-limit 1 --qf '%{{version}}-%{{release}}' -- {p} 2>/dev/null",
-    "yum": "repoquery --qf '%{{version}}-%{{release}}' -- {p} 2>/dev/null | tail -n1",
-    "apk": "apk policy -- {p} 2>/dev/null | sed -n 2p | tr -d ' :'",
-}
 _PKG_CMD = {
     "apt": {
         "present": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- {ps}",
@@ -725,27 +675,13 @@ class Package(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        manager = params.get("manager", "auto")
-        detect = (
-            (
-                "for m in apt-get dnf yum apk; do command -v $m >/dev/null 2>&1 && "
-                "{ echo ${m%-get}; exit 0; }; done; exit 1"
-            )
-            if manager == "auto"
-            else f"echo {q(manager)}"
-        )
-        out = [Probe("manager", detect)]
+        out = [F.ask(ctx, "package_manager", str(params.get("manager", "auto")), key="manager")]
         for i, name in enumerate(params["name"]):
-            p = q(name)
             # one round trip: ask in every manager's form; plan() reads the detected one's
-            for m in ("apt", "dnf", "apk"):
-                out.append(Probe(f"{m}.{i}", _guarded(m, _PKG_QUERY[m].format(p=p))))
+            for m in F.PACKAGE_FAMILIES:
+                out.append(F.ask(ctx, "package", m, name, key=f"{m}.{i}"))
                 if params.get("state") == "latest":
-                    cand = _PKG_CANDIDATE[m].format(p=p)
-                    if m == "dnf":  # a yum-only host (no dnf) answers with yum's repoquery
-                        yum = _PKG_CANDIDATE["yum"].format(p=p)
-                        cand = f"if command -v dnf >/dev/null 2>&1; then {cand}; else {yum}; fi"
-                    out.append(Probe(f"cand.{m}.{i}", _guarded(m, cand)))
+                    out.append(F.ask(ctx, "package_candidate", m, name, key=f"cand.{m}.{i}"))
         return out
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
@@ -805,7 +741,7 @@ def _package_view(params: dict[str, Any], facts: Facts, overlay: Overlay) -> Fac
             continue
         if isinstance(state, Unknown):
             raise OverlayUnknown(state.reason)
-        for m in ("apt", "dnf", "apk"):
+        for m in F.PACKAGE_FAMILIES:
             if f"{m}.{i}" not in facts:
                 continue
             if state == "absent":
@@ -818,11 +754,6 @@ def _package_view(params: dict[str, Any], facts: Facts, overlay: Overlay) -> Fac
                 now = have if have and state == "present" else version or "planned"
                 out[f"{m}.{i}"] = ProbeResult(0, now.encode())
     return out
-
-
-def _guarded(manager: str, command: str) -> str:
-    binary = {"apt": "dpkg-query", "dnf": "rpm", "yum": "rpm", "apk": "apk"}[manager]
-    return f"command -v {binary} >/dev/null 2>&1 || exit 127; {command}"
 
 
 # ---------------------------------------------------------------- service
@@ -873,11 +804,11 @@ class Service(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        n = q(params["name"])
+        name = str(params["name"])
         return [
-            Probe("systemd", "[ -d /run/systemd/system ] && command -v systemctl"),
-            Probe("active", f"systemctl is-active -- {n}"),
-            Probe("enabled", f"systemctl is-enabled -- {n}"),
+            F.ask(ctx, "systemd"),
+            F.ask(ctx, "service_active", name, key="active"),
+            F.ask(ctx, "service_enabled", name, key="enabled"),
         ]
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
