@@ -27,6 +27,7 @@ from runner.files import write_atomic
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult, Status
 from runner.overlay import Effect, Overlay
 from runner.steps import adb_overlay as ao
+from runner.steps import facts as F
 from runner.steps import names
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError, Run, read_source
@@ -237,11 +238,11 @@ class Install(StepKind):
         }
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        p = q(params["_package"])
+        pkg = str(params["_package"])
         return [
-            Probe("list", f"pm list packages --show-versioncode {p}"),
+            F.ask(ctx, "pm_list", pkg, versions=True, key="list"),
             # Android < 9 has no --show-versioncode: dumpsys says it too (only read then)
-            Probe("dumpsys", f"dumpsys package {p} | grep -E '^ *(Package \\[|versionCode=)'"),
+            F.ask(ctx, "pm_dumpsys", pkg, key="dumpsys"),
         ]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
@@ -332,7 +333,7 @@ class Uninstall(StepKind):
         return {"package": params} if isinstance(params, str) else dict(params)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("list", f"pm list packages -- {q(params['package'])}")]
+        return [F.ask(ctx, "pm_list", str(params["package"]), key="list")]
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         _refuse(names.android_package(params["package"]))
@@ -390,10 +391,10 @@ class App(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        p = q(params["package"])
-        out = [Probe("pid", f"pidof -- {p}"), Probe("path", f"pm path -- {p}")]
+        pkg = str(params["package"])
+        out = [F.ask(ctx, "pid", pkg), F.ask(ctx, "pm_path", pkg, key="path")]
         if params.get("foreground"):
-            out.append(Probe("front", "dumpsys activity activities | grep -E 'mResumedActivity|topResumedActivity'"))
+            out.append(F.ask(ctx, "front_activity", key="front"))
         return out
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
@@ -533,7 +534,7 @@ class Setting(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("value", f"settings get {q(params['namespace'])} {q(str(params['key']))}")]
+        return [F.ask(ctx, "setting", str(params["namespace"]), str(params["key"]), key="value")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_setting(params, facts, overlay)
@@ -588,7 +589,7 @@ class Prop(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("value", f"getprop {q(str(params['name']))}")]
+        return [F.ask(ctx, "prop", str(params["name"]), key="value")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_prop(params, facts, overlay)
@@ -645,33 +646,15 @@ class Prop(StepKind):
 # ---------------------------------------------------------------- adb.push / adb.pull
 
 
-def remote_file_probe(path: str) -> Probe:
-    """type, size and mode of a device file, and its sha256 (md5 where there is no sha256sum)."""
-    p = q(path)
-    return Probe(
-        "file",
-        (
-            f'p={p}; if [ -d "$p" ]; then echo directory; elif [ -f "$p" ]; then '
-            'echo "file $(stat -c \'%s %a\' "$p")"; '
-            'if command -v sha256sum >/dev/null 2>&1; then echo "sha256 $(sha256sum "$p" | cut -d\' \' -f1)"; '
-            'else echo "md5 $(md5sum "$p" | cut -d\' \' -f1)"; fi; '
-            'elif [ -e "$p" ]; then echo other; else echo absent; fi'
-        ),
-    )
-
-
 class RemoteFile:
-    """The parsed answer of remote_file_probe."""
+    """A device file as the `stat` fact (with its digest) answers: type, size, mode, digest."""
 
     def __init__(self, result: ProbeResult | None) -> None:
-        lines = result.text.splitlines() if result is not None else []
-        head = lines[0].split() if lines else ["absent"]
-        self.type = head[0]
-        self.size: int | None = int(head[1]) if len(head) > 1 and head[1].isdigit() else None
-        self.mode: str | None = format(int(head[2], 8), "04o") if len(head) > 2 else None
-        self.algo, self.digest = "", ""
-        if len(lines) > 1 and len(lines[1].split()) == 2:
-            self.algo, self.digest = lines[1].split()
+        info = F.read_stat(result)
+        self.type = info.type
+        self.size: int | None = info.size
+        self.mode: str | None = info.mode
+        self.algo, self.digest = info.algo, info.digest
 
     def same_as(self, content_size: int, sha256: str, md5: str) -> bool:
         if self.type != "file" or self.size != content_size:
@@ -698,7 +681,7 @@ class Push(StepKind):
         return {**params, "_bytes": read_source(ctx, params, "push source", MAX_DEVICE_FILE, contain=False).data}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [remote_file_probe(str(params["dest"]))]
+        return [F.ask(ctx, "stat", str(params["dest"]), digest=True, key="file")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_file(str(params["dest"]), facts, overlay)
@@ -762,7 +745,7 @@ class Pull(StepKind):
         return {**params, "_dest": str(dest), "_local": local}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [remote_file_probe(str(params["src"]))]
+        return [F.ask(ctx, "stat", str(params["src"]), digest=True, key="file")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_file(str(params["src"]), facts, overlay)
@@ -908,7 +891,7 @@ class Wait(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("now", self.condition(params)[0])]
+        return [F.ask(ctx, "condition", self.condition(params)[0], key="now")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_wait(params, setting_value(params.get("value", "")), facts, overlay)
