@@ -133,4 +133,5 @@ def load_all() -> dict[str, StepKind]:
     return REGISTRY
 
 
-_NOT_KINDS = frozenset({"base", "facts", "paths", "names", "sources", "adb_overlay", "pve_overlay"})  # helpers, not step kinds
+# helpers, not step kinds
+_NOT_KINDS = frozenset({"base", "facts", "paths", "names", "sources", "adb_overlay", "pve_overlay", "shell_content"})
