@@ -1,6 +1,7 @@
 """Builds a Plan, and decides single steps for apply with the same code: expands steps per
-host, sends each host's probes as one batch (hosts in parallel), and decides every step in
-order against the planned state the earlier steps leave (runner/overlay.py).
+host, sends each host's probes as one batch (hosts in parallel; each distinct fact once,
+runner/steps/facts.py), and decides every step in order against the planned state the
+earlier steps leave (runner/overlay.py).
 
 Read-only towards targets: it never sends an action. Imports no apply, cli or llm code.
 """

@@ -1,8 +1,6 @@
-"""Facts: the named read-only questions step kinds ask about a host (`stat(path)`,
-`package(manager, name)`, `identity`, `setting(ns, key)`, an API GET...), each knowing how it
-is asked in each shell family (POSIX sh, Android's mksh + toybox) or API and how its answer
-reads. `HostFacts` asks one host's facts once per planning pass, identical ones shared by the
-steps that want them, in one round trip.
+"""Facts: the named read-only questions step kinds ask (stat(path), package(manager, name),
+identity, setting(ns, key), an API GET...), each asked per shell family or API and read back;
+HostFacts asks one host's facts once per plan, identical asks shared, in one round trip.
 
 Imports only model and overlay: never a step kind, a transport, the planner, apply or cli.
 """

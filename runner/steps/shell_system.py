@@ -1,8 +1,7 @@
 """Step kinds for a host's system state over a POSIX shell: package (apt, dnf, yum, apk) and
-service (systemd).
+service (systemd), deciding purely from the facts they ask (runner/steps/facts.py).
 
-Each asks facts by name (runner/steps/facts.py) and decides purely from their answers. Nothing
-here talks to a host.
+Nothing here talks to a host; imports no transport, planner or apply.
 """
 
 from __future__ import annotations
