@@ -1,15 +1,16 @@
 """Builds a Plan, and decides single steps for apply with the same code: expands steps per
-host, sends each host's probes as one batch (hosts in parallel), and decides every step in
-order against the planned state the earlier steps leave (runner/overlay.py).
+host, sends each host's probes as one batch (hosts in parallel; each distinct fact once,
+runner/steps/facts.py), and decides every step in order against the planned state the
+earlier steps leave (runner/overlay.py).
 
 Read-only towards targets: it never sends an action. Imports no apply, cli or llm code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
@@ -17,8 +18,8 @@ from runner.expand import Instance, expand, reads_step, run_scope, step_hosts, u
 from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan, put_check
 from runner.overlay import Overlay
 from runner.session import Session
+from runner.steps import facts as F
 from runner.steps.base import OverlayUnknown
-from runner.steps.paths import IDENTITY_KEY, IDENTITY_PROBE, parse_identity
 
 MAX_FORKS = 64
 
@@ -38,6 +39,7 @@ class HostPlan:
     error: str | None = None
     not_run: dict[str, Any] = field(default_factory=dict)  # step id -> result of a step that does not run here
     overlay: Overlay = field(default_factory=Overlay)
+    asked: F.HostFacts = field(default_factory=F.HostFacts)  # this pass's facts, each asked once
 
 
 def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str] | None]:
@@ -52,7 +54,7 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
             rule = guard(p.command)
             if rule:
                 return [], (p.command, rule)
-        out.append(Probe(f"{inst.key}/{p.key}", p.command, p.api))
+        out.append(replace(p, key=f"{inst.key}/{p.key}"))
     return out, None
 
 
@@ -240,7 +242,7 @@ def plan_host(
     skip_tags: tuple[str, ...],
     offline: bool,
     errors: list[Diagnostic],
-    answer: Callable[[list[Probe]], dict[str, ProbeResult]] | None = None,
+    answer: Callable[[Sequence[Probe]], dict[str, ProbeResult]] | None = None,
 ) -> HostPlan:
     """Plan one host. `answer` stands in for the host's probes (validate's blank host)."""
     hp = HostPlan(name)
@@ -249,20 +251,20 @@ def plan_host(
     if errors:
         return hp
     guard = session.guard(name)
-    probes: list[Probe] = []
+    asked = hp.asked
     blocked: dict[str, tuple[str, str]] = {}
     for inst in hp.instances:
         ps, blk = probes_for(inst, guard)
-        probes += ps
+        asked.want(ps)
         if blk:
             blocked[inst.key] = blk
-    if probes and any(i.kind.needs_identity for i in hp.instances):
-        probes.append(Probe(IDENTITY_KEY, IDENTITY_PROBE))
+    if asked and any(i.kind.needs_identity for i in hp.instances):
+        asked.want([F.ask_host(session.host(name), "identity")])
     if answer is not None:
-        hp.facts = answer(probes)
-    elif not offline and probes:
-        try:
-            hp.facts = session.transport(name).probe(probes)
+        hp.facts = asked.answer(answer)
+    elif not offline and asked:
+        try:  # one round trip: each distinct fact once, its answer handed to every step asking it
+            hp.facts = asked.answer(session.transport(name).probe)
         except TransportError as exc:
             hp.error = exc.detail
             session.drop(name)
@@ -276,7 +278,7 @@ def plan_host(
         except TransportError as exc:
             hp.error = exc.detail
             return hp
-    hp.overlay.identity = parse_identity(hp.facts.get(IDENTITY_KEY))
+    hp.overlay.identity = F.read_identity(hp.facts.get(F.IDENTITY_KEY))
     decider = StepDecider(session, name, None if offline else hp.overlay)
     grouped = by_instance(hp.facts)
     for inst in hp.instances:
@@ -345,17 +347,9 @@ def make_plan(
     return plan, results
 
 
-def blank_answers(probes: list[Probe]) -> dict[str, ProbeResult]:
+def blank_answers(probes: Sequence[Probe]) -> dict[str, ProbeResult]:
     """What a host with nothing on it answers: no paths, no packages, no services."""
-    out = {}
-    for p in probes:
-        if p.key == IDENTITY_KEY:
-            out[p.key] = ProbeResult(0, b"user\ngroup\n0022\n")
-        elif p.key.endswith("/stat"):
-            out[p.key] = ProbeResult(0, b"absent\n")
-        else:
-            out[p.key] = ProbeResult(1)
-    return out
+    return {p.key: F.blank_answer(p) for p in probes}
 
 
 def structural_conflicts(session: Session, hosts: list[str]) -> list[tuple[str, str, str]]:

@@ -19,7 +19,7 @@ import yaml
 
 from runner import render
 from runner.model import Action, Change, CommandResult, Host, ProbeResult
-from runner.steps import base, shell
+from runner.steps import base, facts, shell
 from runner.steps.base import StepContext
 from runner.transports.base import probe_script
 from runner.transports.local import LocalTransport
@@ -205,7 +205,7 @@ def test_real_probe_apply_replan(kind_name: str, make: Any, first: str, tmp_path
 
 def test_real_stat_sees_drift_and_big_files(tmp_path: Path) -> None:
     path = tmp_path / "big"
-    content = b"x" * (shell.MAX_CONTENT_PROBE + 10)
+    content = b"x" * (facts.MAX_CONTENT + 10)
     path.write_bytes(content)
     path.chmod(0o600)
     change, _ = _plan_real("file", {"path": str(path), "content": content.decode(), "mode": "0644"}, tmp_path)

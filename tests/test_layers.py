@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
      "runner.config", "runner.variables", "runner.params", "runner.gateway"),
+    ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
     ("runner.report", "runner.escalate", "runner.merge"),
@@ -108,6 +109,7 @@ def test_the_layer_test_can_fail(tmp_path: Path) -> None:
     assert "runner.model" in names
     assert _layer("runner.cli") > _layer("runner.apply") > _layer("runner.planner") > _layer("runner.steps.shell")
     assert _layer("runner.transports.ssh") < _layer("runner.steps")
+    assert _layer("runner.steps.facts") < _layer("runner.steps.base") == _layer("runner.steps.shell")
     with pytest.raises(AssertionError):
         _layer("runner.nowhere")
 

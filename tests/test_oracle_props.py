@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from runner.steps.shell import edit_lines  # the line-edit rule itself; the model only sequences it
+from runner.steps.shell_files import edit_lines  # the line-edit rule itself; the model only sequences it
 from tests.oracle import Oracle, explain
 
 WORDS = ("alpha", "beta", "delta")

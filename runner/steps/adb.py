@@ -25,6 +25,7 @@ from runner.files import write_atomic
 from runner.model import Action, Change, CommandResult, Probe, ProbeResult
 from runner.overlay import Effect, Overlay
 from runner.steps import adb_overlay as ao
+from runner.steps import facts as F
 from runner.steps import names
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.shell import PrepareError, Run, read_source
@@ -75,33 +76,15 @@ class AdbShell(Run):
 # ---------------------------------------------------------------- adb.push / adb.pull
 
 
-def remote_file_probe(path: str) -> Probe:
-    """type, size and mode of a device file, and its sha256 (md5 where there is no sha256sum)."""
-    p = q(path)
-    return Probe(
-        "file",
-        (
-            f'p={p}; if [ -d "$p" ]; then echo directory; elif [ -f "$p" ]; then '
-            'echo "file $(stat -c \'%s %a\' "$p")"; '
-            'if command -v sha256sum >/dev/null 2>&1; then echo "sha256 $(sha256sum "$p" | cut -d\' \' -f1)"; '
-            'else echo "md5 $(md5sum "$p" | cut -d\' \' -f1)"; fi; '
-            'elif [ -e "$p" ]; then echo other; else echo absent; fi'
-        ),
-    )
-
-
 class RemoteFile:
-    """The parsed answer of remote_file_probe."""
+    """A device file as the `stat` fact (with its digest) answers: type, size, mode, digest."""
 
     def __init__(self, result: ProbeResult | None) -> None:
-        lines = result.text.splitlines() if result is not None else []
-        head = lines[0].split() if lines else ["absent"]
-        self.type = head[0]
-        self.size: int | None = int(head[1]) if len(head) > 1 and head[1].isdigit() else None
-        self.mode: str | None = format(int(head[2], 8), "04o") if len(head) > 2 else None
-        self.algo, self.digest = "", ""
-        if len(lines) > 1 and len(lines[1].split()) == 2:
-            self.algo, self.digest = lines[1].split()
+        info = F.read_stat(result)
+        self.type = info.type
+        self.size: int | None = info.size
+        self.mode: str | None = info.mode
+        self.algo, self.digest = info.algo, info.digest
 
     def same_as(self, content_size: int, sha256: str, md5: str) -> bool:
         if self.type != "file" or self.size != content_size:
@@ -128,7 +111,7 @@ class Push(StepKind):
         return {**params, "_bytes": read_source(ctx, params, "push source", MAX_DEVICE_FILE, contain=False).data}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [remote_file_probe(str(params["dest"]))]
+        return [F.ask(ctx, "stat", str(params["dest"]), digest=True, key="file")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_file(str(params["dest"]), facts, overlay)
@@ -192,7 +175,7 @@ class Pull(StepKind):
         return {**params, "_dest": str(dest), "_local": local}
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [remote_file_probe(str(params["src"]))]
+        return [F.ask(ctx, "stat", str(params["src"]), digest=True, key="file")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_file(str(params["src"]), facts, overlay)

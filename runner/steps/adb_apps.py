@@ -12,6 +12,7 @@ from runner.apk import apk_info
 from runner.model import Action, Change, CommandResult, Probe, Status
 from runner.overlay import Effect, Overlay
 from runner.steps import adb_overlay as ao
+from runner.steps import facts as F
 from runner.steps import names
 from runner.steps.adb import ADB, MAX_DEVICE_FILE, _failed, _refuse, _tail, _text, q
 from runner.steps.base import Facts, StepContext, StepKind, register
@@ -72,11 +73,11 @@ class Install(StepKind):
         }
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        p = q(params["_package"])
+        pkg = str(params["_package"])
         return [
-            Probe("list", f"pm list packages --show-versioncode {p}"),
+            F.ask(ctx, "pm_list", pkg, versions=True, key="list"),
             # Android < 9 has no --show-versioncode: dumpsys says it too (only read then)
-            Probe("dumpsys", f"dumpsys package {p} | grep -E '^ *(Package \\[|versionCode=)'"),
+            F.ask(ctx, "pm_dumpsys", pkg, key="dumpsys"),
         ]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
@@ -167,7 +168,7 @@ class Uninstall(StepKind):
         return {"package": params} if isinstance(params, str) else dict(params)
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("list", f"pm list packages -- {q(params['package'])}")]
+        return [F.ask(ctx, "pm_list", str(params["package"]), key="list")]
 
     def prepare(self, params: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         _refuse(names.android_package(params["package"]))
@@ -225,10 +226,10 @@ class App(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        p = q(params["package"])
-        out = [Probe("pid", f"pidof -- {p}"), Probe("path", f"pm path -- {p}")]
+        pkg = str(params["package"])
+        out = [F.ask(ctx, "pid", pkg), F.ask(ctx, "pm_path", pkg, key="path")]
         if params.get("foreground"):
-            out.append(Probe("front", "dumpsys activity activities | grep -E 'mResumedActivity|topResumedActivity'"))
+            out.append(F.ask(ctx, "front_activity", key="front"))
         return out
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:

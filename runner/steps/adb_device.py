@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from runner.model import Action, Change, CommandResult, Probe, Status
 from runner.overlay import Effect, Overlay
 from runner.steps import adb_overlay as ao
+from runner.steps import facts as F
 from runner.steps import names
 from runner.steps.adb import ADB, _failed, _refuse, q
 from runner.steps.base import Facts, StepContext, StepKind, register
@@ -87,7 +88,7 @@ class Setting(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("value", f"settings get {q(params['namespace'])} {q(str(params['key']))}")]
+        return [F.ask(ctx, "setting", str(params["namespace"]), str(params["key"]), key="value")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_setting(params, facts, overlay)
@@ -142,7 +143,7 @@ class Prop(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("value", f"getprop {q(str(params['name']))}")]
+        return [F.ask(ctx, "prop", str(params["name"]), key="value")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_prop(params, facts, overlay)
@@ -232,7 +233,7 @@ class Wait(StepKind):
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        return [Probe("now", self.condition(params)[0])]
+        return [F.ask(ctx, "condition", self.condition(params)[0], key="now")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         return ao.view_wait(params, setting_value(params.get("value", "")), facts, overlay)

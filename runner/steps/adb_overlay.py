@@ -1,17 +1,19 @@
 """ADB step kinds through the overlay: the probe answers a device would give once the steps
 planned before have run (settings, props, packages, apps, files), and the planned effects.
 
-Pure; imports only model, overlay and the step base (the ADB kinds call in, never the reverse).
+Pure; imports only model, overlay, the step base and facts (adb.py calls in, never the reverse).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from runner.model import Change, ProbeResult
 from runner.overlay import Effect, Overlay, PathState, Unknown, norm_path
 from runner.steps.base import Facts, OverlayUnknown
+from runner.steps.facts import TOYBOX, read_stat, stat_text
 
 FRONT: tuple[str, ...] = ("adb.front",)  # the package in the foreground
 PLANNED_PID = "planned"  # what a synthesised `pidof` says of an app a planned step starts
@@ -232,28 +234,23 @@ def view_wait(params: dict[str, Any], value: str, facts: Facts, overlay: Overlay
 # ---------------------------------------------------------------- device files
 
 
-def _file_text(state: PathState, algo: str, path: str) -> str:
-    if state.type == "absent":
-        return "absent\n"
-    if state.type == "directory":
-        return "directory\n"
+def _file_text(state: PathState, algo: str, path: str) -> bytes:
     if state.type != "file":
-        return "other\n"
+        return stat_text(state, TOYBOX)
     if state.content is not None:
         data = state.content
         digest = hashlib.sha256(data).hexdigest() if algo == "sha256" else \
             hashlib.md5(data, usedforsecurity=False).hexdigest()
-        size = len(data)
+        state = replace(state, size=len(data))
     elif state.sha256 and algo == "sha256":
-        digest, size = state.sha256, state.size
+        digest = state.sha256
     else:
         raise OverlayUnknown(f"the content of {path} after an earlier step is not known")
-    mode = format(int(state.mode, 8), "o") if state.mode else "644"
-    return f"file {size} {mode}\n{algo} {digest}\n"
+    return stat_text(state, TOYBOX, digest=(algo, digest), mode_if_unknown="644")
 
 
 def view_file(path: str, facts: Facts, overlay: Overlay, key: str = "file") -> Facts:
-    """The answer of adb.remote_file_probe once the earlier steps ran."""
+    """The answer of the `stat` fact (with its digest) once the earlier steps ran."""
     state = overlay.path(path)
     if state is None or key not in facts:
         return facts
@@ -264,9 +261,8 @@ def view_file(path: str, facts: Facts, overlay: Overlay, key: str = "file") -> F
         by = overlay.by(("path", norm_path(path)))
         raise OverlayUnknown(f"{path} is made by step '{by}' (a command): its type and content are not known "
                              "before it runs")
-    real = facts[key].text.splitlines()
-    algo = real[1].split()[0] if len(real) > 1 and real[1].split() else "sha256"
-    return {**facts, key: _answer(_file_text(state, algo, path))}
+    algo = read_stat(facts[key]).algo or "sha256"
+    return {**facts, key: ProbeResult(0, _file_text(state, algo, path))}
 
 
 def push_effects(dest: str, data: bytes, mode: str | None, change: Change, before_mode: str | None) -> list[Effect]:

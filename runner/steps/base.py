@@ -72,7 +72,9 @@ class StepKind:
         return params
 
     def probes(self, params: dict[str, Any], ctx: StepContext) -> list[Probe]:
-        """Read-only questions for the host. Keys are local to this step."""
+        """Read-only questions for the host, asked as named facts (runner/steps/facts.py:
+        `facts.ask(ctx, "stat", path)`). Keys are local to this step; the planner sends a fact
+        that several steps on one host ask only once."""
         return []
 
     def plan(self, params: dict[str, Any], facts: Facts, ctx: StepContext) -> Change:
@@ -146,4 +148,5 @@ def load_all() -> dict[str, StepKind]:
 
 
 # helpers, not step kinds
-_NOT_KINDS = frozenset({"base", "paths", "names", "sources", "adb_overlay", "pve_overlay", "pve_values"})
+_NOT_KINDS = frozenset({"base", "facts", "paths", "names", "sources", "adb_overlay", "pve_overlay", "pve_values",
+                        "shell_content"})

@@ -1,6 +1,6 @@
 """Paths through the overlay: the probe answers a path's probes would give once the steps
 planned before have run (synthesised from runner.overlay states), and the planned effects
-of the path step kinds. Pure; imports only model, overlay and the step base.
+of the path step kinds. Pure; imports only model, overlay, the step base and facts.
 """
 
 from __future__ import annotations
@@ -11,33 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from runner.model import Change, ProbeResult
-from runner.overlay import ABSENT, Effect, Identity, Overlay, PathState, Unknown, norm_path, parents
+from runner.overlay import ABSENT, Effect, Overlay, PathState, Unknown, norm_path, parents
 from runner.steps.base import Facts, OverlayUnknown
-
-IDENTITY_PROBE = "id -un; id -gn; umask"
-IDENTITY_KEY = "@host/identity"  # "@": no step id can clash with it
-MAX_CONTENT = 1024 * 1024  # must match shell.MAX_CONTENT_PROBE
-
-
-def parse_identity(answer: ProbeResult | None) -> Identity | None:
-    if answer is None or answer.rc != 0:
-        return None
-    parts = answer.text.split()
-    if len(parts) < 3:
-        return None
-    try:
-        return Identity(parts[0], parts[1], int(parts[2], 8))
-    except ValueError:
-        return None
-
-
-def _stat_text(st: PathState, flag: str = "") -> bytes:
-    if st.type == "absent":
-        return f"absent {flag}\n".encode() if flag else b"absent\n"
-    head = f"link {st.link_target}" if st.type == "link" else st.type
-    mode = format(int(st.mode, 8), "o") if st.mode else "0"
-    size = st.size if st.type == "file" else (len(st.link_target or "") if st.type == "link" else 4096)
-    return f"{head}\n{mode} {st.owner or '?'} {st.group or '?'} {size}\n".encode()
+from runner.steps.facts import MAX_CONTENT, read_stat, stat_text
 
 
 def _real_type(facts: Facts, stat_key: str) -> str:
@@ -85,7 +61,7 @@ def view_path(
         if stat in facts and _real_type(facts, stat) == "absent":
             flag = _parent_flag(path, overlay, real_flag)
             if flag != real_flag:
-                return {**facts, stat: ProbeResult(0, _stat_text(ABSENT, flag))}
+                return {**facts, stat: ProbeResult(0, stat_text(ABSENT, flag=flag))}
         return facts
     if isinstance(state, Unknown):
         raise OverlayUnknown(state.reason)
@@ -104,7 +80,7 @@ def view_path(
         return out
     if stat in facts:
         flag = _parent_flag(path, overlay, real_flag) if state.type == "absent" else ""
-        out[stat] = ProbeResult(0, _stat_text(state, flag))
+        out[stat] = ProbeResult(0, stat_text(state, flag=flag))
     is_file = state.type == "file"
     if content in facts:
         if is_file and state.content is not None and len(state.content) <= MAX_CONTENT:
@@ -129,18 +105,10 @@ def view_path(
 
 def _parse(facts: Facts) -> PathState:
     """The path as the (viewed) stat/content/sha256 answers describe it."""
-    answer = facts.get("stat")
-    lines = answer.text.splitlines() if answer is not None else ["absent"]
-    head = (lines[0] if lines else "absent").split(" ", 1)
-    typ = head[0] or "absent"
+    info = read_stat(facts.get("stat"))
+    typ = info.type or "absent"
     if typ == "absent":
         return ABSENT
-    mode = owner = group = None
-    size = 0
-    if len(lines) > 1:
-        parts = lines[1].split()
-        if len(parts) == 4:
-            mode, owner, group, size = format(int(parts[0], 8), "04o"), parts[1], parts[2], int(parts[3])
     content = None
     c = facts.get("content")
     if c is not None and c.rc == 0:
@@ -152,11 +120,11 @@ def _parse(facts: Facts) -> PathState:
         content=content if typ == "file" else None,
         sha256=digest if typ == "file" else None,
         host_content=typ == "file" and content is None and digest is None and "content" not in facts,
-        size=size,
-        mode=mode,
-        owner=owner,
-        group=group,
-        link_target=head[1] if typ == "link" and len(head) > 1 else None,
+        size=info.size or 0,
+        mode=info.mode,
+        owner=info.owner,
+        group=info.group,
+        link_target=(info.link_target or None) if typ == "link" else None,
     )
 
 

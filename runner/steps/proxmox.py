@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from runner.model import Action, Change, Probe
 from runner.overlay import Effect, Overlay
 from runner.secrets import Secret, mark
+from runner.steps import facts as F
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.pve_values import (
     BARE_SIZE,
@@ -159,19 +160,18 @@ class _GuestKind(StepKind):
         else:
             lookup = (("type", "vm"), ("name", params["name"]), ("guest_type", self.gtype))
         out = [
-            Probe("guest", api=("GET", "cluster/resources", lookup)),
-            Probe("nodes", api=("GET", "nodes", ())),
-            Probe("config", api=("GET", f"{guest}/config", ())),
-            Probe("pending", api=("GET", f"{guest}/pending", ())),
-            Probe("status", api=("GET", f"{guest}/status/current", ())),
+            F.ask(ctx, "api", "cluster/resources", lookup, key="guest"),
+            F.ask(ctx, "api", "nodes", key="nodes"),
+            F.ask(ctx, "api", f"{guest}/config", key="config"),
+            F.ask(ctx, "api", f"{guest}/pending", key="pending"),
+            F.ask(ctx, "api", f"{guest}/status/current", key="status"),
         ]
         if params.get("vmid") is None:
-            out.append(Probe("nextid", api=("GET", "cluster/nextid", ())))
+            out.append(F.ask(ctx, "api", "cluster/nextid", key="nextid"))
         if self.gtype == "qemu" and params.get("clone") is not None:
             src = params["clone"]
-            out.append(Probe("clone_guest", api=("GET", "cluster/resources",
-                                                 (("type", "vm"), ("vmid", src)))))
-            out.append(Probe("clone_config", api=("GET", f"{{guest:qemu:{src}}}/config", ())))
+            out.append(F.ask(ctx, "api", "cluster/resources", (("type", "vm"), ("vmid", src)), key="clone_guest"))
+            out.append(F.ask(ctx, "api", f"{{guest:qemu:{src}}}/config", key="clone_config"))
         return out
 
     # ------------------------------------------------------------ plan

@@ -11,6 +11,7 @@ from typing import Any
 
 from runner.model import Change, Probe, ProbeResult
 from runner.overlay import Overlay
+from runner.steps import facts as F
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.pve_values import PROXMOX, _data, _error, _ok
 from runner.steps.shell import PrepareError
@@ -89,7 +90,7 @@ class QueryKind(StepKind):
         path = spec.path
         if params.get("node") and spec.node_path:
             path = spec.node_path.format(node=params["node"])
-        return [Probe("live:rows", api=("GET", path, spec.params))]
+        return [F.ask(ctx, "api_live", path, spec.params, key="live:rows")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         """Its rows are read now, before the planned steps run: the plan says so (apply

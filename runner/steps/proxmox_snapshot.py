@@ -9,6 +9,7 @@ from typing import Any
 
 from runner.model import Change, Probe
 from runner.overlay import Effect, Overlay
+from runner.steps import facts as F
 from runner.steps.base import Facts, StepContext, StepKind, register
 from runner.steps.pve_values import PROXMOX, GuestRow, _api, _data, _error, _ok, _rows, _truthy, _vmid
 from runner.steps.shell import PrepareError
@@ -45,8 +46,8 @@ class SnapshotKind(StepKind):
         ref = str(params["vmid"]) if params.get("vmid") is not None else str(params["name"])
         lookup: tuple[tuple[str, Any], ...] = (("type", "vm"), ("vmid", params["vmid"])) \
             if params.get("vmid") is not None else (("type", "vm"), ("name", ref))
-        return [Probe("guest", api=("GET", "cluster/resources", lookup)),
-                Probe("snapshots", api=("GET", f"{{guest:{ref}}}/snapshot", ()))]
+        return [F.ask(ctx, "api", "cluster/resources", lookup, key="guest"),
+                F.ask(ctx, "api", f"{{guest:{ref}}}/snapshot", key="snapshots")]
 
     def view(self, params: dict[str, Any], facts: Facts, overlay: Overlay) -> Facts:
         from runner.steps import pve_overlay
