@@ -31,29 +31,12 @@ from runner.expand import Instance, expand, run_scope, select_steps, step_hosts
 from runner.journal import Journal
 from runner.model import MARKERS, CommandResult, Plan, ProbeResult, ResultStatus, Step, StepPlan, StepResult
 from runner.planner import HostPlan, StepDecider, by_instance, default_forks, facts_for, probes_for
+from runner.recap import HostRun, Recap
 from runner.secrets import redact
 from runner.session import Session
 
 TAIL = 2000  # characters of stdout/stderr kept per attempt in the journal
 EventSink = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class HostRun:
-    """Progress of one host through the run."""
-
-    name: str
-    facts: dict[str, ProbeResult] = field(default_factory=dict)  # plan-time answers
-    known: dict[str, Any] = field(default_factory=dict)  # step id -> registered result
-    dirty: bool = False  # something changed on the host since the facts were taken
-    failed: bool = False
-    unreachable: bool = False
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("ok", "changed", "failed", "skipped", "blocked", "unreachable"), 0)
-    )
-    results: list[StepResult] = field(default_factory=list)
-    changed_steps: list[Instance] = field(default_factory=list)  # for undo, in the order they ran
-    rolled_back: bool = False
 
 
 @dataclass
@@ -78,23 +61,6 @@ def _compact(registered: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("results"), list):
         out["results"] = [_compact(r) for r in out["results"]]
     return out
-
-
-@dataclass
-class Recap:
-    hosts: dict[str, HostRun]
-    aborted: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.aborted and not any(h.failed or h.unreachable for h in self.hosts.values())
-
-    def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for h in self.hosts.values():
-            for k, v in h.counts.items():
-                out[k] = out.get(k, 0) + v
-        return out
 
 
 def _tail(text: str) -> str:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
+from runner.recap import Recap
 from runner.secrets import redact, redact_data
 from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, host_summary, this_part
-
-if TYPE_CHECKING:
-    from runner.apply import Recap
 
 _COLORS = {"+": "32", "~": "33", "-": "31", ">": "36", "=": "2", "?": "35", "!": "1;31"}
 _STATUS_COLORS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "blocked": "1;31", "unreachable": "1;31"}
