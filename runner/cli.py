@@ -7,7 +7,6 @@ command needs them (a playbook with such hosts, or an LLM command).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +23,6 @@ from runner.errors import (
     EXIT_ERROR,
     EXIT_INVALID,
     EXIT_OK,
-    DriftError,
     InvalidInput,
     OpsrunError,
 )
@@ -72,13 +70,6 @@ def _out(text: str) -> None:
 def _err(text: str) -> None:
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
     sys.stderr.flush()
-
-
-def _split(values: list[str] | None) -> tuple[str, ...]:
-    out: list[str] = []
-    for v in values or []:
-        out += [p.strip() for p in v.split(",") if p.strip()]
-    return tuple(out)
 
 
 # ---------------------------------------------------------------- validate
@@ -178,19 +169,6 @@ def _conflicts(doc: Any, inv: Any, cli_vars: dict[str, Any]) -> list[Any]:
 # ---------------------------------------------------------------- plan
 
 
-def _prepare(
-    playbook: str, inventory: str | None, variables: list[str] | None, base_vars: dict[str, Any] | None = None
-) -> Any:
-    from runner import config
-    from runner.session import Session
-
-    inv = config.load_inventory(inventory)
-    pb = config.load_playbook(playbook, inv)
-    cli_vars = dict(base_vars or {})
-    cli_vars.update(config.parse_cli_vars(list(variables or [])))
-    return Session(inv, pb, cli_vars)
-
-
 @app.command()
 def plan(
     playbook: Annotated[str, typer.Argument(help="The playbook to plan.")],
@@ -213,16 +191,22 @@ def plan(
     """Dry run: what would change on each host, with the exact commands and diffs."""
     from runner import report
     from runner.planner import make_plan
-    from runner.session import select_hosts
+    from runner.session import open_session, select_hosts, split_names
 
     if as_json:
         fmt = "json"
     if fmt not in ("text", "markdown", "json"):
         raise InvalidInput(f"--format {fmt!r}: use text, markdown or json")
-    with _prepare(playbook, inventory, var) as session:
+    with open_session(playbook, inventory, var) as session:
         hosts = select_hosts(session.inventory, session.playbook, limit)
         the_plan, _ = make_plan(
-            session, hosts, tags=_split(tags), skip_tags=_split(skip_tags), offline=offline, forks=forks, limit=limit
+            session,
+            hosts,
+            tags=split_names(tags),
+            skip_tags=split_names(skip_tags),
+            offline=offline,
+            forks=forks,
+            limit=limit,
         )
     if out:
         _save_plan(Path(out), report.plan_json(the_plan))
@@ -278,194 +262,58 @@ def apply(
     as_json: Annotated[bool, typer.Option("--json", help="Stream events as JSON lines (for CI).")] = False,
 ) -> None:
     """Plan, confirm, then make the changes (or apply a saved plan exactly, or resume a run)."""
-    from runner import plan as planmod
     from runner import report
-    from runner.journal import StateLock, new_run_id
+    from runner.apply.usecase import ApplyRequest
+    from runner.apply.usecase import apply as apply_run
 
-    saved = None
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    if resume:
-        if target or var or limit or tags or skip_tags:
-            raise InvalidInput(
-                "--resume continues a run with its own playbook, inventory and options",
-                hint=f"opsrun apply --resume {resume}",
-            )
-        session, run_id, done, opts = _resume_session(resume, inventory)
-        limit, tags, skip_tags = opts.get("limit"), opts.get("tags"), opts.get("skip_tags")
-    elif target is None:
-        raise InvalidInput("apply needs a playbook, a saved plan file, or --resume RUN_ID")
-    elif target.endswith(".json"):
-        try:
-            text = Path(target).read_text()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read plan file {target}: {exc.strerror or exc}") from None
-        saved = planmod.read_saved(text, target)
-        opts = saved.data.get("options") or {}
-        if var or limit or tags or skip_tags:
-            raise InvalidInput(
-                "a saved plan is applied exactly as planned: --var, --limit, --tags "
-                "and --skip-tags are fixed by the plan",
-                hint="plan again with them",
-            )
-        inventory = inventory or (None if saved.inventory_file.startswith("<") else saved.inventory_file)
-        limit, tags, skip_tags = opts.get("limit"), opts.get("tags"), opts.get("skip_tags")
-        session = _prepare(saved.playbook_file, inventory, None, saved.data.get("vars") or {})
-        run_id = new_run_id()
-    else:
-        session = _prepare(target, inventory, var)
-        run_id = new_run_id()
+    request = ApplyRequest(
+        target=target,
+        inventory=inventory,
+        variables=tuple(var or ()),
+        limit=limit,
+        tags=tuple(tags or ()),
+        skip_tags=tuple(skip_tags or ()),
+        forks=forks,
+        allow_drift=allow_drift,
+        resume=resume,
+    )
     color = report.use_color(sys.stdout)
-    lock = StateLock(run_id)
-    with session, lock:
-        if lock.stale_note and not as_json:
-            _err(f"note: {lock.stale_note}")
-        recap, waiting = _apply_locked(
-            session,
-            run_id,
-            saved,
-            done,
-            lock,
-            target=target or "",
-            limit=limit,
-            tags=_split(tags),
-            skip_tags=_split(skip_tags),
-            forks=forks,
-            yes=yes,
-            allow_drift=allow_drift,
-            as_json=as_json,
-            color=color,
-        )
-    events = _journal_events(run_id)  # the recap counts fixes, undos and rollbacks from them
+    run = apply_run(request, _ApplyConsole(as_json=as_json, yes=yes, color=color), make_fixer=_make_fixer)
     if as_json:
-        _out(json.dumps({"type": "recap", **report.recap_json(recap, run_id, events=events)}, default=str) + "\n")
+        recap = report.recap_json(run.recap, run.run_id, events=run.events)
+        _out(json.dumps({"type": "recap", **recap}, default=str) + "\n")
     else:
-        _out(report.recap_text(recap, run_id, color=color, events=events))
-    if waiting is not None:
-        from runner.errors import HumanNeeded
-        from runner.journal import state_dir
-
-        report_path = state_dir() / "runs" / run_id / "escalation.md"
-        raise HumanNeeded(run_id, str(report_path), f"step '{waiting.instance}' on {waiting.host}: {waiting.reason}")
-    raise typer.Exit(EXIT_OK if recap.ok else EXIT_ERROR)
+        _out(report.recap_text(run.recap, run.run_id, color=color, events=run.events))
+    needed = run.human_needed()
+    if needed is not None:
+        raise needed
+    raise typer.Exit(EXIT_OK if run.recap.ok else EXIT_ERROR)
 
 
-def _journal_events(run_id: str) -> list[dict[str, Any]]:
-    from runner.journal import get_run
+class _ApplyConsole:
+    """The person's side of `opsrun apply` (runner.apply.usecase.ApplyUI) on the terminal."""
 
-    try:
-        return get_run(run_id).events
-    except OpsrunError:
-        return []
+    def __init__(self, *, as_json: bool, yes: bool, color: bool) -> None:
+        self.as_json = as_json
+        self.yes = yes
+        self.color = color
 
+    def note(self, text: str) -> None:
+        _err(text)
 
-def _resume_session(
-    run_id: str, inventory: str | None
-) -> tuple[Any, str, dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
-    """The session, run id, finished steps and options of a run to continue."""
-    from runner import journal
+    def stale_lock(self, note: str) -> None:
+        if not self.as_json:
+            _err(f"note: {note}")
 
-    run = journal.get_run(run_id)
-    start = run.start
-    if not start:
-        raise InvalidInput(f"run {run.run_id} has no run_start event: nothing to resume")
-    if run.outcome == "ok":
-        raise InvalidInput(f"run {run.run_id} finished ok: nothing to resume")
-    inv = inventory or start.get("inventory_arg")
-    session = _prepare(str(start["playbook"]), inv, None, dict(start.get("vars") or {}))
-    _refuse_if_still_running(run, session)
-    if session.playbook.digest != start.get("playbook_digest"):
-        _err(f"note: {start['playbook']} changed since run {run.run_id} started; the changed steps run as now written")
-    done = {
-        (str(e["host"]), str(e["step"])): dict(e.get("result") or {}) for e in run.events if e.get("type") == "register"
-    }
-    return session, run.run_id, done, dict(start.get("options") or {})
+    def planned(self, the_plan: Any) -> None:
+        from runner import report
 
+        if not self.as_json:
+            _out(report.plan_text(the_plan, color=self.color))
 
-# Is process group PGID alive on the host? Zombies do not count (kill -0 would count them);
-# without ps, kill -0 decides.
-_REMOTE_GROUP_ALIVE = (
-    "if ! kill -0 -PGID 2>/dev/null; then echo gone; "
-    "elif procs=$(ps -e -o pgid= -o stat= 2>/dev/null); then "
-    "echo \"$procs\" | awk '$1 == PGID && $2 !~ /^Z/ {a = 1} END {print (a ? \"alive\" : \"gone\")}'; "
-    "else echo alive; fi"
-)
-
-
-def _refuse_if_still_running(run: Any, session: Any) -> None:
-    """Resume never starts a step beside its earlier copy: a process the stopped run started
-    for a step that never ended, and that still runs, stops the resume (exit 1)."""
-    import socket
-
-    from runner import journal
-    from runner.transports.local import group_alive
-
-    alive: list[str] = []
-    for p in journal.unfinished_processes(run.events):
-        pgid = p.get("pgid")
-        what = f"step '{p['instance']}' on {p.get('host')}"
-        if p.get("transport") == "local" and isinstance(pgid, int):
-            if p.get("machine") != socket.gethostname():
-                _err(f"note: {what} ran on another machine ({p.get('machine')}): cannot check it still runs")
-            elif group_alive(pgid, int(p.get("start") or 0), str(p.get("boot") or "")):
-                alive.append(f"{what}: process group {pgid} (stop it: kill -TERM -- -{pgid})")
-        elif isinstance(pgid, int):
-            try:
-                res = session.transport(str(p.get("host"))).run(
-                    _REMOTE_GROUP_ALIVE.replace("PGID", str(pgid)),
-                    timeout=30,
-                    sudo=bool(p.get("sudo")),
-                )
-            except OpsrunError as exc:
-                _err(f"note: {what}: cannot check whether its process group {pgid} still runs: {exc.message}")
-                continue
-            if res.out.strip() != "gone":
-                alive.append(f"{what}: remote process group {pgid} (stop it there: kill -TERM -{pgid})")
-        else:
-            _err(f"note: {what} was running a command on {p.get('remote') or p.get('host')} when the run "
-                 "stopped; opsrun cannot see whether it still runs there: check before it runs again")
-    if alive:
-        raise OpsrunError(
-            f"not resuming run {run.run_id}: the step it stopped in may still be running\n  "
-            + "\n  ".join(alive),
-            hint=f"wait for it to end (or stop it), then: opsrun apply --resume {run.run_id}",
-        )
-
-
-def _apply_locked(
-    session: Any,
-    run_id: str,
-    saved: Any,
-    done: dict[tuple[str, str], dict[str, Any]],
-    lock: Any,
-    *,
-    target: str,
-    limit: str | None,
-    tags: tuple[str, ...],
-    skip_tags: tuple[str, ...],
-    forks: int | None,
-    yes: bool,
-    allow_drift: bool,
-    as_json: bool,
-    color: bool,
-) -> tuple[Any, Any]:
-    """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human)."""
-    import signal
-    import threading
-
-    from runner import report
-    from runner.apply import Executor
-    from runner.escalate import terminal_prompt
-    from runner.journal import Journal
-    from runner.planner import make_plan
-    from runner.session import select_hosts
-
-    hosts = select_hosts(session.inventory, session.playbook, limit)
-    the_plan, host_plans = make_plan(session, hosts, tags=tags, skip_tags=skip_tags, forks=forks, limit=limit)
-    if saved is not None:
-        _check_saved(saved, the_plan, session, target, allow_drift)
-    if not as_json:
-        _out(report.plan_text(the_plan, color=color))
-    if saved is None and the_plan.has_changes and not yes:
+    def confirm(self, the_plan: Any) -> None:
+        if self.yes:
+            return
         if not sys.stdin.isatty():
             raise OpsrunError(
                 "not applying: no terminal to confirm on", hint="pass --yes (CI), or apply a reviewed plan file"
@@ -473,133 +321,17 @@ def _apply_locked(
         if not typer.confirm("Apply these changes?", default=False):
             _err("cancelled: nothing was changed")
             raise typer.Exit(EXIT_ERROR)
-    journal = Journal(run_id)
-    session.on_spawn = lambda info: journal.note("process", **info)  # what resume must check
-    stop = threading.Event()
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            session.stop_running()  # the steps' process groups end with opsrun, not after it
-            raise KeyboardInterrupt
-        stop.set()
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        _err(f"\nstopping after the current action ({name}; again to stop at once)")
+    def starting(self, run_id: str, resuming: bool) -> None:
+        if not self.as_json:
+            _out(f"{'Resuming' if resuming else 'Applying'} (run {run_id})\n")
 
-    # SIGTERM (systemd, CI cancel, kill) and SIGHUP (terminal gone) stop like Ctrl-C.
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, on_sigint)
-    try:
-        journal.write_artifact(
-            "plan.json" if not done else f"plan-resume-{len(list(journal.dir.glob('plan*.json')))}.json",
-            report.plan_json(the_plan),
-        )
-        if done:
-            journal.event("resume", run_id=run_id, finished=sorted(f"{h}/{s}" for h, s in done), pid=os.getpid())
-        else:
-            journal.event(
-                "run_start",
-                run_id=run_id,
-                playbook=session.playbook.file,
-                playbook_name=session.playbook.name,
-                playbook_digest=session.playbook.digest,
-                hosts=hosts,
-                inventory=session.inventory.file,
-                inventory_arg=None if session.inventory.file.startswith("<") else session.inventory.file,
-                vars=session.cli_vars,
-                options={"limit": limit, "tags": list(tags), "skip_tags": list(skip_tags)},
-                plan_file=saved.path if saved else None,
-                user=_user(),
-                pid=os.getpid(),
-                argv=sys.argv[1:],
-                summary=the_plan.counts(),
-                lock_note=lock.stale_note,
-            )
-        if not as_json:
-            _out(f"{'Resuming' if done else 'Applying'} (run {run_id})\n")
-        with _ApplyDisplay(the_plan, as_json=as_json, color=color) as display:
-            human = None
-            if sys.stdin.isatty() and not as_json:
-                human = display.paused(terminal_prompt(ask=input, say=_err))
-            executor = Executor(
-                session,
-                the_plan,
-                host_plans,
-                journal,
-                forks=forks,
-                on_event=display.event,
-                stop=stop,
-                run_id=run_id,
-                human=human,
-                fixer=_fixer(session),
-                done=done,
-                strict=saved is not None and not allow_drift,
-            )
-            recap = executor.run()
-        waiting = executor.waiting_for_human
-        if waiting is not None:
-            outcome = "waiting_for_human"
-        elif stop.is_set() and not executor.aborted_by_human:
-            outcome = "interrupted"
-            recap.aborted = recap.aborted or "interrupted (Ctrl-C or a signal)"
-        else:
-            outcome = "ok" if recap.ok else "failed"
-        journal.event("run_end", outcome=outcome, totals=recap.totals(), aborted=recap.aborted)
-        return recap, waiting
-    except KeyboardInterrupt:
-        journal.event("run_end", outcome="interrupted")
-        _err(f"interrupted: stopped at once (running commands were ended); go on with: "
-             f"opsrun apply --resume {run_id}")
-        raise
-    finally:
-        session.on_spawn = None
-        journal.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    def running(self, the_plan: Any) -> _ApplyDisplay:
+        return _ApplyDisplay(the_plan, as_json=self.as_json, color=self.color)
 
 
-def _check_saved(saved: Any, the_plan: Any, session: Any, target: str, allow_drift: bool) -> None:
-    from runner import plan as planmod
-
-    problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
-    if problems:
-        raise DriftError(
-            "the saved plan no longer matches its inputs: " + "; ".join(problems),
-            hint="make a new plan: opsrun plan ... -o " + target,
-        )
-    drifted = []
-    for sp in the_plan.steps:
-        s = saved.step(sp.host, sp.instance)
-        why = "not in the saved plan" if s is None else planmod.drift(s, sp)
-        if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):
-            why = None
-        if why:
-            drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")
-    if drifted and not allow_drift:
-        raise DriftError(
-            "state moved since the plan was made:\n  " + "\n  ".join(drifted),
-            hint="review a new plan, or pass --allow-drift to apply anyway",
-        )
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
-
-
-def _fixer(session: Any) -> Any:
-    """The LLM fixer for the escalation ladder, when some step's policy asks for it; the
-    gateway itself loads only when a fix is first asked for."""
-    from runner import policy as pol
-
-    pb = session.playbook
-    if not any("llm" in pol.merge(pb.policy, s.policy).escalate for s in pb.steps):
-        return None
+def _make_fixer(session: Any) -> Any:
+    """The LLM fixer (apply builds it only when some step's policy escalates to it)."""
     from runner.llm.fixer import make_fixer
 
     return make_fixer(session, approve=_approve_fix if sys.stdin.isatty() else None)
@@ -631,6 +363,7 @@ class _ApplyDisplay:
         self.progress: Any = None
         self.task: Any = None
         self.live = not as_json and sys.stdout.isatty()
+        self.human: Any = None  # a person asked at the terminal when a step escalates to one
 
     def __enter__(self) -> _ApplyDisplay:
         if self.live:
@@ -645,6 +378,10 @@ class _ApplyDisplay:
             )
             self.progress.start()
             self.task = self.progress.add_task("starting", total=self.total)
+        if sys.stdin.isatty() and not self.as_json:
+            from runner.escalate import terminal_prompt
+
+            self.human = self.paused(terminal_prompt(ask=input, say=_err))
         return self
 
     def __exit__(self, *exc: object) -> None:
