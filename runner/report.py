@@ -481,7 +481,6 @@ def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None
     }
 
 
-
 # ---------------------------------------------------------------- runs
 
 
@@ -493,6 +492,26 @@ def runs_table(runs: list[RunInfo]) -> str:
         s = r.start
         out.append(f"{r.run_id:28} {str(s.get('ts', ''))[:23]:24} {str(s.get('playbook', ''))[:28]:28} {r.outcome}")
     return "\n".join(out) + "\n"
+
+
+def runs_json(runs: list[RunInfo]) -> str:
+    """`opsrun runs list --json`: each run's id, start, playbook and outcome."""
+    rows = [
+        {"run_id": r.run_id, "started": r.start.get("ts"), "playbook": r.start.get("playbook"), "outcome": r.outcome}
+        for r in runs
+    ]
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def run_json(run: RunInfo) -> str:
+    """`opsrun runs show --json`: the outcome, per host what the events add up to, every event."""
+    doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def recap_json_line(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None = None) -> str:
+    """The recap as the last line of `apply --json`'s event stream (type `recap`)."""
+    return json.dumps({"type": "recap", **recap_json(recap, run_id, events=events)}, default=str) + "\n"
 
 
 def run_timeline(run: RunInfo) -> str:

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
      "runner.config", "runner.variables", "runner.params", "runner.gateway"),
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.escalate"),
+    ("runner.report", "runner.formats", "runner.escalate"),
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output

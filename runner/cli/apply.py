@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from runner import formats
 from runner.cli.options import ForksOpt, InventoryOpt, LimitOpt, SkipTagsOpt, TagsOpt, VarOpt
 from runner.cli.output import err, out
 from runner.errors import EXIT_ERROR, EXIT_OK, OpsrunError
@@ -55,11 +56,7 @@ def apply(
     )
     color = report.use_color(sys.stdout)
     run = apply_run(request, _ApplyConsole(as_json=as_json, yes=yes, color=color), make_fixer=_make_fixer)
-    if as_json:
-        recap = report.recap_json(run.recap, run.run_id, events=run.events)
-        out(json.dumps({"type": "recap", **recap}, default=str) + "\n")
-    else:
-        out(report.recap_text(run.recap, run.run_id, color=color, events=run.events))
+    out(formats.recap(run.recap, run.run_id, "json" if as_json else "text", color=color, events=run.events))
     needed = run.human_needed()
     if needed is not None:
         raise needed

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
+from runner import formats
 from runner.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, SkipTagsOpt, TagsOpt, VarOpt
 from runner.cli.output import out
-from runner.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, InvalidInput, OpsrunError
+from runner.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, OpsrunError
 
 
 def plan(
@@ -27,7 +28,7 @@ def plan(
     out_file: Annotated[
         str | None, typer.Option("--out", "-o", help="Save the plan (JSON) for `opsrun apply FILE`.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text | markdown | json")] = "text",
+    fmt: Annotated[str, typer.Option("--format", help=formats.choices_text("plan"))] = "text",
     as_json: JsonOpt = False,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none, 1 on error.")
@@ -40,8 +41,7 @@ def plan(
 
     if as_json:
         fmt = "json"
-    if fmt not in ("text", "markdown", "json"):
-        raise InvalidInput(f"--format {fmt!r}: use text, markdown or json")
+    formats.check(fmt, "plan")
     with open_session(playbook, inventory, var) as session:
         hosts = select_hosts(session.inventory, session.playbook, limit)
         the_plan, _ = make_plan(
@@ -55,14 +55,9 @@ def plan(
         )
     if out_file:
         _save_plan(Path(out_file), report.plan_json(the_plan))
-    if fmt == "json":
-        out(report.plan_json(the_plan))
-    elif fmt == "markdown":
-        out(report.plan_markdown(the_plan))
-    else:
-        out(report.plan_text(the_plan, color=report.use_color(sys.stdout)))
-        if out_file:
-            out(f"Saved plan to {out_file}; apply it exactly with: opsrun apply {out_file}\n")
+    out(formats.plan(the_plan, fmt, color=report.use_color(sys.stdout)))
+    if out_file and fmt == "text":  # the machine formats stay one document
+        out(f"Saved plan to {out_file}; apply it exactly with: opsrun apply {out_file}\n")
     if the_plan.unreachable:
         raise typer.Exit(EXIT_ERROR)
     if detailed_exitcode and the_plan.has_changes:

@@ -4,11 +4,11 @@ Reads the journal only; imports no apply, transport or llm module.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
+from runner import formats
 from runner.cli.options import JsonOpt
 from runner.cli.output import out
 
@@ -18,27 +18,9 @@ app = typer.Typer(help="Past runs recorded in .opsrun/runs/.", no_args_is_help=T
 @app.command("list")
 def runs_list(as_json: JsonOpt = False) -> None:
     """List recorded runs."""
-    from runner import journal, report
+    from runner import journal
 
-    runs = journal.list_runs()
-    if as_json:
-        out(
-            json.dumps(
-                [
-                    {
-                        "run_id": r.run_id,
-                        "started": r.start.get("ts"),
-                        "playbook": r.start.get("playbook"),
-                        "outcome": r.outcome,
-                    }
-                    for r in runs
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
-    else:
-        out(report.runs_table(runs))
+    out(formats.runs(journal.list_runs(), "json" if as_json else "text"))
 
 
 @app.command("show")
@@ -47,15 +29,9 @@ def runs_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Timeline of one run: steps, attempts, escalations, fixes, undos, durations, outcome."""
-    from runner import journal, report
-    from runner.tally import host_summary
+    from runner import journal
 
-    run = journal.get_run(run_id)
-    if as_json:
-        doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
-        out(json.dumps(doc, indent=2, default=str) + "\n")
-    else:
-        out(report.run_timeline(run))
+    out(formats.run(journal.get_run(run_id), "json" if as_json else "text"))
 
 
 def register(parent: typer.Typer) -> None:
