@@ -79,10 +79,8 @@ class _ApplyConsole:
             err(f"note: {note}")
 
     def planned(self, the_plan: Any) -> None:
-        from runner import report
-
         if not self.as_json:
-            out(report.plan_text(the_plan, color=self.color))
+            out(formats.plan(the_plan, "text", color=self.color))
 
     def confirm(self, the_plan: Any) -> None:
         if self.yes:
