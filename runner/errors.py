@@ -1,4 +1,4 @@
-"""The exception tree and the exit codes; nothing here prints or exits (cli.py does).
+"""The exception tree and the exit codes; nothing here prints or exits (runner.cli does).
 
 OpsrunError (exit 1)                     base: a message meant for a person
 ├── InvalidInput (exit 4)                playbook/inventory/vars/plan file is wrong;

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
+from runner.recap import Recap
 from runner.secrets import redact, redact_data
 from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, host_summary, this_part
-
-if TYPE_CHECKING:
-    from runner.apply import Recap
 
 _COLORS = {"+": "32", "~": "33", "-": "31", ">": "36", "=": "2", "?": "35", "!": "1;31"}
 _STATUS_COLORS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "blocked": "1;31", "unreachable": "1;31"}
@@ -483,7 +481,6 @@ def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None
     }
 
 
-
 # ---------------------------------------------------------------- runs
 
 
@@ -495,6 +492,26 @@ def runs_table(runs: list[RunInfo]) -> str:
         s = r.start
         out.append(f"{r.run_id:28} {str(s.get('ts', ''))[:23]:24} {str(s.get('playbook', ''))[:28]:28} {r.outcome}")
     return "\n".join(out) + "\n"
+
+
+def runs_json(runs: list[RunInfo]) -> str:
+    """`opsrun runs list --json`: each run's id, start, playbook and outcome."""
+    rows = [
+        {"run_id": r.run_id, "started": r.start.get("ts"), "playbook": r.start.get("playbook"), "outcome": r.outcome}
+        for r in runs
+    ]
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def run_json(run: RunInfo) -> str:
+    """`opsrun runs show --json`: the outcome, per host what the events add up to, every event."""
+    doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def recap_json_line(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None = None) -> str:
+    """The recap as the last line of `apply --json`'s event stream (type `recap`)."""
+    return json.dumps({"type": "recap", **recap_json(recap, run_id, events=events)}, default=str) + "\n"
 
 
 def run_timeline(run: RunInfo) -> str:

@@ -7,6 +7,7 @@ Opens connections lazily and closes them all at the end; the only owner of trans
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,3 +133,23 @@ def select_hosts(inventory: Inventory, playbook: Playbook, limit: str | None) ->
             hint="add hosts to that group in the inventory, or pass -i with another inventory",
         )
     return hosts
+
+
+def open_session(
+    playbook: str, inventory: str | None, variables: list[str] | None, base_vars: dict[str, Any] | None = None
+) -> Session:
+    """A session over the files named on the command line: inventory (default: ./inventory.yaml or the
+    embedded one), playbook, and variables (`base_vars`, then NAME=VALUE / @file.yaml on top)."""
+    inv = config.load_inventory(inventory)
+    pb = config.load_playbook(playbook, inv)
+    cli_vars = dict(base_vars or {})
+    cli_vars.update(config.parse_cli_vars(list(variables or [])))
+    return Session(inv, pb, cli_vars)
+
+
+def split_names(values: Sequence[str] | None) -> tuple[str, ...]:
+    """Names given as repeated options or comma lists (`-t a,b -t c`), in order."""
+    out: list[str] = []
+    for v in values or []:
+        out += [p.strip() for p in v.split(",") if p.strip()]
+    return tuple(out)

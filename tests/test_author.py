@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from runner import config, load, schema
-from runner.llm import author_cmd
+from runner.cli import author as author_cmd
 from runner.llm.gates import load_rules, to_yaml
 from tests.peers import fake_llm as F
 
@@ -50,7 +50,7 @@ GOOD: dict[str, Any] = {
 
 
 def app() -> typer.Typer:
-    """A CLI with the author command registered exactly as cli.py does."""
+    """A CLI with the author command registered exactly as runner.cli does."""
     cli = typer.Typer(add_completion=False)
     cli.callback()(lambda: None)  # keeps `author` a sub-command
     author_cmd.register(cli)
@@ -258,7 +258,7 @@ def test_without_litellm_it_says_which_extra_to_install(tmp_path, inv):
     code = (
         "import sys; sys.modules['litellm'] = None\n"  # what an install without the extra looks like
         "import typer\n"
-        "from runner.llm import author_cmd\n"
+        "from runner.cli import author as author_cmd\n"
         "cli = typer.Typer(); cli.callback()(lambda: None); author_cmd.register(cli)\n"
         f"cli(['author', 'x', '-i', {str(inv)!r}, '--gateway', {str(gw)!r}])\n"
     )
@@ -271,7 +271,7 @@ def test_without_litellm_it_says_which_extra_to_install(tmp_path, inv):
 
 
 def test_importing_the_llm_modules_does_not_import_litellm():
-    code = ("import sys, runner.llm.author_cmd, runner.llm.author, runner.llm.fixer, runner.steps.llm\n"
+    code = ("import sys, runner.cli.author, runner.llm.author, runner.llm.fixer, runner.steps.llm\n"
             "assert 'litellm' not in sys.modules and 'runner.gateway.router' not in sys.modules, 'imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=ROOT)

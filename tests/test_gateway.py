@@ -464,7 +464,7 @@ def _write_gateway(path: Path, providers: dict[str, Any]) -> Path:
 
 
 def test_cli_ask_prints_the_answer_and_who_answered(fake_llm, tmp_path, monkeypatch):
-    from runner.llm.commands import app
+    from runner.cli.gateway import app
 
     monkeypatch.chdir(tmp_path)
     fake_llm.script("fake-model", "forty-two")
@@ -476,7 +476,7 @@ def test_cli_ask_prints_the_answer_and_who_answered(fake_llm, tmp_path, monkeypa
 
 
 def test_cli_errors_are_messages_with_exit_codes(fake_llm, tmp_path, monkeypatch, closed_port):
-    from runner.llm.commands import app
+    from runner.cli.gateway import app
 
     monkeypatch.chdir(tmp_path)
     gw = _write_gateway(tmp_path / "gw.yaml", {"down": ollama(f"http://127.0.0.1:{closed_port}")})
@@ -492,7 +492,7 @@ def test_cli_errors_are_messages_with_exit_codes(fake_llm, tmp_path, monkeypatch
 
 
 def test_cli_check_and_bench_succeed_with_a_healthy_provider(fake_llm, tmp_path, monkeypatch):
-    from runner.llm.commands import app
+    from runner.cli.gateway import app
 
     monkeypatch.chdir(tmp_path)
     gw = _write_gateway(tmp_path / "gw.yaml", {"local": ollama(fake_llm.url)})
@@ -533,7 +533,7 @@ def test_fake_server_streams_ndjson_and_sse(fake_llm):
 
 # -- import hygiene -------------------------------------------------------------------------------
 def test_importing_the_commands_does_not_import_litellm():
-    code = "import runner.llm.commands, sys; assert 'litellm' not in sys.modules, 'litellm imported'"
+    code = "import runner.cli.gateway, sys; assert 'litellm' not in sys.modules, 'litellm imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 

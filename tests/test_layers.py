@@ -25,10 +25,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.escalate", "runner.merge"),
-    ("runner.apply",),
+    ("runner.report", "runner.formats", "runner.escalate", "runner.merge"),
+    ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
-    ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),
+    ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
 HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko")
 
@@ -110,8 +110,19 @@ def test_the_layer_test_can_fail(tmp_path: Path) -> None:
     assert _layer("runner.cli") > _layer("runner.apply") > _layer("runner.planner") > _layer("runner.steps.shell")
     assert _layer("runner.transports.ssh") < _layer("runner.steps")
     assert _layer("runner.steps.facts") < _layer("runner.steps.base") == _layer("runner.steps.shell")
+    assert _layer("runner.cli.gateway") > _layer("runner.llm.author") > _layer("runner.apply.usecase")
+    assert _layer("runner.recap") == _layer("runner.journal") < _layer("runner.report") < _layer("runner.apply.engine")
     with pytest.raises(AssertionError):
         _layer("runner.nowhere")
+
+
+def test_report_imports_nothing_from_apply_even_for_types() -> None:
+    """The recap report.py renders lives beside the journal (runner.recap), not in apply."""
+    tree = ast.parse((RUNNER / "report.py").read_text(encoding="utf-8"))
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert "runner.recap" in names
+    assert not [n for n in names if n == "runner.apply" or n.startswith("runner.apply.")], names
 
 
 @pytest.mark.parametrize("command", ["validate", "plan"])

@@ -280,8 +280,8 @@ def test_human_rung_on_the_console(tmp_path: Path, opsrun: Any) -> None:
 
 
 def _apply_event_types() -> set[str]:
-    """The event types runner/apply.py emits, read from its source (labels of fragments too)."""
-    src = (Path(report.__file__).parent / "apply.py").read_text()
+    """The event types runner/apply/ emits, read from its source (labels of fragments too)."""
+    src = "\n".join(p.read_text() for p in sorted((Path(report.__file__).parent / "apply").glob("*.py")))
     types = set(re.findall(r'emit\(\s*"(\w+)"', src))
     labels = set(re.findall(r'label="(\w+)"', src))  # _run_fragment emits `label` and f"{label}_plan"
     types |= labels

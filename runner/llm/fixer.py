@@ -3,7 +3,7 @@ same host before the step is retried), held to the author's gates: our validator
 rules, no repeat of a fix already tried. It prints nothing and runs nothing on a host except a
 read-only `uname` for the evidence (make_fixer); every text in a prompt passes through redact().
 
-For apply (cli.py), one line: the ladder's `fixer: Callable[[Evidence], FixAttempt]` is
+For apply (the CLI hands it to runner.apply.usecase): the ladder's `fixer: Callable[[Evidence], FixAttempt]` is
 
     from runner.llm.fixer import make_fixer
     fixer = make_fixer(session)            # gateway loaded at the first call: gateway_for(None)

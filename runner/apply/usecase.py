@@ -1,0 +1,373 @@
+"""The apply use case: a playbook, a saved plan or a run to resume, planned (a saved plan checked), locked,
+run by the Executor and journaled. Imports no cli and no llm: the UI and the fixer are handed in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner import journal as journals
+from runner import plan as planmod
+from runner import policy as pol
+from runner.apply.engine import Executor
+from runner.errors import DriftError, HumanNeeded, InvalidInput, OpsrunError
+from runner.escalate import Evidence, FixAttempt
+from runner.journal import Journal, RunInfo, StateLock, new_run_id
+from runner.model import Plan
+from runner.plan import SavedPlan
+from runner.planner import make_plan
+from runner.recap import Recap
+from runner.report import plan_json
+from runner.session import Session, open_session, select_hosts, split_names
+
+Done = dict[tuple[str, str], dict[str, Any]]  # (host, step id) -> registered result of a finished step
+FixerFactory = Callable[[Session], Callable[[Evidence], FixAttempt]]
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What the person asked for: a target (playbook or saved plan file) or a run to resume."""
+
+    target: str | None = None
+    inventory: str | None = None
+    variables: tuple[str, ...] = ()  # NAME=VALUE or @vars.yaml
+    limit: str | None = None
+    tags: tuple[str, ...] = ()  # as given: repeated and/or comma lists
+    skip_tags: tuple[str, ...] = ()
+    forks: int | None = None
+    allow_drift: bool = False
+    resume: str | None = None
+
+
+class RunView(Protocol):
+    """What the UI shows while the run goes: every event; `human` asks a person (None: no one to ask)."""
+
+    human: Callable[[Evidence], tuple[str, str]] | None
+
+    def event(self, ev: dict[str, Any]) -> None: ...
+
+
+class ApplyUI(Protocol):
+    """The person's side of apply (the CLI's console): told, shown, asked."""
+
+    def note(self, text: str) -> None:
+        """A line for the person (stderr): resume notes, a signal received."""
+
+    def stale_lock(self, note: str) -> None:
+        """The lock was taken over from a run that died."""
+
+    def planned(self, plan: Plan) -> None:
+        """The plan about to be applied."""
+
+    def confirm(self, plan: Plan) -> None:
+        """Before a playbook's changes are made (not a reviewed plan file's); raises to stop."""
+
+    def starting(self, run_id: str, resuming: bool) -> None:
+        """The run is journaled and about to start."""
+
+    def running(self, plan: Plan) -> AbstractContextManager[RunView]:
+        """The view of the run while the executor works."""
+
+
+@dataclass
+class ApplyOutcome:
+    """The finished (or stopped) run: its recap, its events, and the evidence if it waits for a human."""
+
+    run_id: str
+    recap: Recap
+    events: list[dict[str, Any]]
+    waiting: Evidence | None = None
+
+    def human_needed(self) -> HumanNeeded | None:
+        """The error that says which human decision the run waits for (None: it does not)."""
+        if self.waiting is None:
+            return None
+        w = self.waiting
+        report_path = journals.state_dir() / "runs" / self.run_id / "escalation.md"
+        return HumanNeeded(self.run_id, str(report_path), f"step '{w.instance}' on {w.host}: {w.reason}")
+
+
+def apply(
+    req: ApplyRequest,
+    ui: ApplyUI,
+    *,
+    make_fixer: FixerFactory | None = None,
+) -> ApplyOutcome:
+    """Plan (and check a saved plan), confirm, run, journal; the recap and the run's events.
+    `make_fixer(session)` builds the LLM fixer when some step's policy escalates to it."""
+    saved: SavedPlan | None = None
+    done: Done = {}
+    limit, tags, skip_tags = req.limit, split_names(req.tags), split_names(req.skip_tags)
+    if req.resume:
+        if req.target or req.variables or req.limit or req.tags or req.skip_tags:
+            raise InvalidInput(
+                "--resume continues a run with its own playbook, inventory and options",
+                hint=f"opsrun apply --resume {req.resume}",
+            )
+        session, run_id, done, opts = resume_session(req.resume, req.inventory, ui)
+        limit, tags, skip_tags = opts.get("limit"), split_names(opts.get("tags")), split_names(opts.get("skip_tags"))
+    elif req.target is None:
+        raise InvalidInput("apply needs a playbook, a saved plan file, or --resume RUN_ID")
+    elif req.target.endswith(".json"):
+        try:
+            text = Path(req.target).read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read plan file {req.target}: {exc.strerror or exc}") from None
+        saved = planmod.read_saved(text, req.target)
+        opts = saved.data.get("options") or {}
+        if req.variables or req.limit or req.tags or req.skip_tags:
+            raise InvalidInput(
+                "a saved plan is applied exactly as planned: --var, --limit, --tags "
+                "and --skip-tags are fixed by the plan",
+                hint="plan again with them",
+            )
+        inventory = req.inventory or (None if saved.inventory_file.startswith("<") else saved.inventory_file)
+        limit, tags, skip_tags = opts.get("limit"), split_names(opts.get("tags")), split_names(opts.get("skip_tags"))
+        session = open_session(saved.playbook_file, inventory, None, saved.data.get("vars") or {})
+        run_id = new_run_id()
+    else:
+        session = open_session(req.target, req.inventory, list(req.variables))
+        run_id = new_run_id()
+    lock = StateLock(run_id)
+    with session, lock:
+        if lock.stale_note:
+            ui.stale_lock(lock.stale_note)
+        recap, waiting = _apply_locked(
+            session, run_id, saved, done, lock, ui, make_fixer,
+            target=req.target or "", limit=limit, tags=tags, skip_tags=skip_tags, forks=req.forks,
+            allow_drift=req.allow_drift,
+        )
+    return ApplyOutcome(run_id, recap, journal_events(run_id), waiting)  # the recap counts fixes, undos from them
+
+
+def journal_events(run_id: str) -> list[dict[str, Any]]:
+    """The run's journaled events ([] when it cannot be read back)."""
+    try:
+        return journals.get_run(run_id).events
+    except OpsrunError:
+        return []
+
+
+def resume_session(run_id: str, inventory: str | None, ui: ApplyUI) -> tuple[Session, str, Done, dict[str, Any]]:
+    """The session, run id, finished steps and options of a run to continue."""
+    run = journals.get_run(run_id)
+    start = run.start
+    if not start:
+        raise InvalidInput(f"run {run.run_id} has no run_start event: nothing to resume")
+    if run.outcome == "ok":
+        raise InvalidInput(f"run {run.run_id} finished ok: nothing to resume")
+    inv = inventory or start.get("inventory_arg")
+    session = open_session(str(start["playbook"]), inv, None, dict(start.get("vars") or {}))
+    refuse_if_still_running(run, session, ui)
+    if session.playbook.digest != start.get("playbook_digest"):
+        ui.note(f"note: {start['playbook']} changed since run {run.run_id} started; "
+                "the changed steps run as now written")
+    done = {
+        (str(e["host"]), str(e["step"])): dict(e.get("result") or {}) for e in run.events if e.get("type") == "register"
+    }
+    return session, run.run_id, done, dict(start.get("options") or {})
+
+
+# Is process group PGID alive on the host? Zombies do not count (kill -0 would count them);
+# without ps, kill -0 decides.
+_REMOTE_GROUP_ALIVE = (
+    "if ! kill -0 -PGID 2>/dev/null; then echo gone; "
+    "elif procs=$(ps -e -o pgid= -o stat= 2>/dev/null); then "
+    "echo \"$procs\" | awk '$1 == PGID && $2 !~ /^Z/ {a = 1} END {print (a ? \"alive\" : \"gone\")}'; "
+    "else echo alive; fi"
+)
+
+
+def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI) -> None:
+    """Resume never starts a step beside its earlier copy: a process the stopped run started
+    for a step that never ended, and that still runs, stops the resume (exit 1)."""
+    import socket
+
+    from runner.transports.local import group_alive
+
+    alive: list[str] = []
+    for p in journals.unfinished_processes(run.events):
+        pgid = p.get("pgid")
+        what = f"step '{p['instance']}' on {p.get('host')}"
+        if p.get("transport") == "local" and isinstance(pgid, int):
+            if p.get("machine") != socket.gethostname():
+                ui.note(f"note: {what} ran on another machine ({p.get('machine')}): cannot check it still runs")
+            elif group_alive(pgid, int(p.get("start") or 0), str(p.get("boot") or "")):
+                alive.append(f"{what}: process group {pgid} (stop it: kill -TERM -- -{pgid})")
+        elif isinstance(pgid, int):
+            try:
+                res = session.transport(str(p.get("host"))).run(
+                    _REMOTE_GROUP_ALIVE.replace("PGID", str(pgid)),
+                    timeout=30,
+                    sudo=bool(p.get("sudo")),
+                )
+            except OpsrunError as exc:
+                ui.note(f"note: {what}: cannot check whether its process group {pgid} still runs: {exc.message}")
+                continue
+            if res.out.strip() != "gone":
+                alive.append(f"{what}: remote process group {pgid} (stop it there: kill -TERM -{pgid})")
+        else:
+            ui.note(f"note: {what} was running a command on {p.get('remote') or p.get('host')} when the run "
+                    "stopped; opsrun cannot see whether it still runs there: check before it runs again")
+    if alive:
+        raise OpsrunError(
+            f"not resuming run {run.run_id}: the step it stopped in may still be running\n  "
+            + "\n  ".join(alive),
+            hint=f"wait for it to end (or stop it), then: opsrun apply --resume {run.run_id}",
+        )
+
+
+def _apply_locked(
+    session: Session,
+    run_id: str,
+    saved: SavedPlan | None,
+    done: Done,
+    lock: StateLock,
+    ui: ApplyUI,
+    make_fixer: FixerFactory | None,
+    *,
+    target: str,
+    limit: str | None,
+    tags: tuple[str, ...],
+    skip_tags: tuple[str, ...],
+    forks: int | None,
+    allow_drift: bool,
+) -> tuple[Recap, Evidence | None]:
+    """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human)."""
+    hosts = select_hosts(session.inventory, session.playbook, limit)
+    the_plan, host_plans = make_plan(session, hosts, tags=tags, skip_tags=skip_tags, forks=forks, limit=limit)
+    if saved is not None:
+        check_saved(saved, the_plan, session, target, allow_drift)
+    ui.planned(the_plan)
+    if saved is None and the_plan.has_changes:
+        ui.confirm(the_plan)
+    journal = Journal(run_id)
+    session.on_spawn = lambda info: journal.note("process", **info)  # what resume must check
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            session.stop_running()  # the steps' process groups end with opsrun, not after it
+            raise KeyboardInterrupt
+        stop.set()
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        ui.note(f"\nstopping after the current action ({name}; again to stop at once)")
+
+    # SIGTERM (systemd, CI cancel, kill) and SIGHUP (terminal gone) stop like Ctrl-C.
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, on_sigint)
+    try:
+        journal.write_artifact(
+            "plan.json" if not done else f"plan-resume-{len(list(journal.dir.glob('plan*.json')))}.json",
+            plan_json(the_plan),
+        )
+        if done:
+            journal.event("resume", run_id=run_id, finished=sorted(f"{h}/{s}" for h, s in done), pid=os.getpid())
+        else:
+            journal.event(
+                "run_start",
+                run_id=run_id,
+                playbook=session.playbook.file,
+                playbook_name=session.playbook.name,
+                playbook_digest=session.playbook.digest,
+                hosts=hosts,
+                inventory=session.inventory.file,
+                inventory_arg=None if session.inventory.file.startswith("<") else session.inventory.file,
+                vars=session.cli_vars,
+                options={"limit": limit, "tags": list(tags), "skip_tags": list(skip_tags)},
+                plan_file=saved.path if saved else None,
+                user=_user(),
+                pid=os.getpid(),
+                argv=sys.argv[1:],
+                summary=the_plan.counts(),
+                lock_note=lock.stale_note,
+            )
+        ui.starting(run_id, bool(done))
+        with ui.running(the_plan) as view:
+            executor = Executor(
+                session,
+                the_plan,
+                host_plans,
+                journal,
+                forks=forks,
+                on_event=view.event,
+                stop=stop,
+                run_id=run_id,
+                human=view.human,
+                fixer=_fixer(session, make_fixer),
+                done=done,
+                strict=saved is not None and not allow_drift,
+            )
+            recap = executor.run()
+        waiting = executor.waiting_for_human
+        if waiting is not None:
+            outcome = "waiting_for_human"
+        elif stop.is_set() and not executor.aborted_by_human:
+            outcome = "interrupted"
+            recap.aborted = recap.aborted or "interrupted (Ctrl-C or a signal)"
+        else:
+            outcome = "ok" if recap.ok else "failed"
+        journal.event("run_end", outcome=outcome, totals=recap.totals(), aborted=recap.aborted)
+        return recap, waiting
+    except KeyboardInterrupt:
+        journal.event("run_end", outcome="interrupted")
+        ui.note(f"interrupted: stopped at once (running commands were ended); go on with: "
+                f"opsrun apply --resume {run_id}")
+        raise
+    finally:
+        session.on_spawn = None
+        journal.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def check_saved(saved: SavedPlan, the_plan: Plan, session: Session, target: str, allow_drift: bool) -> None:
+    """A saved plan applies only to the inputs it was made from, and (without --allow-drift)
+    only while each step would still do what the plan file says."""
+    problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
+    if problems:
+        raise DriftError(
+            "the saved plan no longer matches its inputs: " + "; ".join(problems),
+            hint="make a new plan: opsrun plan ... -o " + target,
+        )
+    drifted = []
+    for sp in the_plan.steps:
+        s = saved.step(sp.host, sp.instance)
+        why = "not in the saved plan" if s is None else planmod.drift(s, sp)
+        if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):
+            why = None
+        if why:
+            drifted.append(f"step '{sp.instance}' on {sp.host}: {why}")
+    if drifted and not allow_drift:
+        raise DriftError(
+            "state moved since the plan was made:\n  " + "\n  ".join(drifted),
+            hint="review a new plan, or pass --allow-drift to apply anyway",
+        )
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def _fixer(session: Session, make_fixer: FixerFactory | None) -> Callable[[Evidence], FixAttempt] | None:
+    """The LLM fixer for the escalation ladder, when some step's policy asks for it; the
+    gateway itself loads only when a fix is first asked for."""
+    pb = session.playbook
+    if make_fixer is None or not any("llm" in pol.merge(pb.policy, s.policy).escalate for s in pb.steps):
+        return None
+    return make_fixer(session)

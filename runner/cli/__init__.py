@@ -1,0 +1,68 @@
+"""The `opsrun` command line: `app` (typer) with every command, by topic in this package, and
+`main`, the only place that exits. Imports nothing heavy at start-up: commands import inside.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors click; older versions use the click package
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+from runner.cli import apply, author, gateway, info, plan, runs, validate
+from runner.cli.output import err, error_text
+from runner.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, OpsrunError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success / no changes, 1 error, 2 changes present (plan --detailed-exitcode), "
+    "3 stopped waiting for a human, 4 invalid input."
+)
+
+app = typer.Typer(
+    name="opsrun",
+    help="Run declarative YAML playbooks on servers (SSH), Proxmox VE and Android (ADB): "
+    "validate, plan (exact previews), apply (with retry and escalation).\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for topic in (validate, plan, apply, info, author, runs, gateway):  # the order `--help` lists them
+    topic.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning our errors into messages and exit codes."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="opsrun", standalone_mode=False)
+    except OpsrunError as exc:
+        err(error_text(exc))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err("aborted")
+        sys.exit(EXIT_ERROR)
+    except UsageError as exc:
+        err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
+        sys.exit(EXIT_INVALID)
+    except ClickException as exc:
+        err(f"error: {exc.format_message()}")
+        sys.exit(EXIT_INVALID)
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except RecursionError:  # last resort: the loaders bound depth, this must never show a traceback
+        err("error: the input is nested too deeply to process\n  hint: flatten the data "
+             "(docs/playbooks.md, Input limits)")
+        sys.exit(EXIT_INVALID)
+    except MemoryError:
+        err("error: out of memory while processing the input\n  hint: the input is too large "
+             "(docs/playbooks.md, Input limits)")
+        sys.exit(EXIT_INVALID)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
