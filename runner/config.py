@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import load, schema, secrets, variables
-from runner.errors import InvalidInput
+from runner.errors import Diagnostic, InvalidInput
 from runner.model import Host, Inventory, Playbook, Step
 
 LOCAL_NAMES = ("local", "localhost")
@@ -64,6 +64,16 @@ def load_inventory(path: str | None) -> Inventory:
     if diags:
         raise InvalidInput("the inventory is not valid", diags)
     return build.build(read.doc, kind=read.kind, folder=read.folder, warnings=read.warnings)
+
+
+def check_inventory(path: str) -> list[Diagnostic]:
+    """What `validate` reports for an inventory file of any format: its errors, else its
+    warnings (Ansible variables with no opsrun equivalent, ...)."""
+    try:
+        inv = load_inventory(path)
+    except InvalidInput as exc:
+        return exc.diagnostics or [Diagnostic(path, 0, 0, exc.message, hint=exc.hint)]
+    return list(inv.warnings)
 
 
 def build_inventory(doc: load.Document) -> Inventory:

@@ -334,3 +334,13 @@ def test_validate_takes_an_ansible_inventory(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["validate", str(tmp_path / "site.yaml"), "-i", str(tmp_path / "hosts.ini")])
     assert exc.value.code == 4
+
+
+def test_check_inventory_gives_errors_or_warnings(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.ini", "[web]\nw1 ansible_port=x\n")
+    (err,) = config.check_inventory(str(bad))
+    assert err.severity == "error" and err.line == 2
+    ok = write(tmp_path / "ok.ini", "[web]\nw1 ansible_python_interpreter=auto\n")
+    (warning,) = config.check_inventory(str(ok))
+    assert warning.severity == "warning" and warning.line == 2
+    assert config.check_inventory(str(write(tmp_path / "clean.ini", "[web]\nw1\n"))) == []
