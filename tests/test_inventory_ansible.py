@@ -344,3 +344,19 @@ def test_check_inventory_gives_errors_or_warnings(tmp_path: Path) -> None:
     (warning,) = config.check_inventory(str(ok))
     assert warning.severity == "warning" and warning.line == 2
     assert config.check_inventory(str(write(tmp_path / "clean.ini", "[web]\nw1\n"))) == []
+
+
+def test_opsrun_settings_that_do_not_fit_the_transport_are_errors(tmp_path: Path) -> None:
+    path = write(tmp_path / "hosts", """\
+        [all:vars]
+        ansible_user=deploy
+
+        [all]
+        pve opsrun_transport=proxmox opsrun_api=https://pve:8006 opsrun_token_id=a@pve!t opsrun_token_secret=env:T
+        box ansible_connection=local opsrun_port=22
+        """)
+    got = "\n".join(errors_of(path))
+    assert f"{path}:6:30: error: host box: opsrun_port (opsrun setting 'port')" in got, got
+    path.write_text(path.read_text().replace(" opsrun_port=22", ""))
+    inv = load(path)
+    assert "user" not in inv.hosts["pve"].settings  # ansible_user is an ssh login, not the API user

@@ -1,5 +1,5 @@
 """An opsrun-shaped inventory Document (+ group_vars/, host_vars/) -> the Inventory model: groups
-flattened, host settings from the inventory and from Ansible connection vars. No I/O but vars files.
+flattened, host settings from the inventory and from Ansible connection vars. Imports no transport.
 
 The Inventory keeps a `State` so that hosts can join later (guests of a Proxmox source,
 read only when a run needs them) and so that `opsrun inventory` can show how it was built.
@@ -7,6 +7,7 @@ read only when a run needs them) and so that `opsrun inventory` can show how it 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,9 +64,12 @@ def build(doc: load.Document, *, kind: str = "opsrun", folder: Path | None = Non
     state.ancestors = _ancestors(raw_groups)
     global_vars = dict(data.get("vars") or {})
     hosts: dict[str, Host] = {}
+    member_of: dict[str, list[str]] = {}
+    for g, hs in flat.items():
+        for h in hs:
+            member_of.setdefault(h, []).append(g)
     for name, raw in raw_hosts.items():
-        groups = tuple(g for g, hs in flat.items() if name in hs)
-        hosts[name] = make_host(state, name, raw or {}, groups)
+        hosts[name] = make_host(state, name, raw or {}, tuple(member_of.get(name, ())))
     for name in LOCAL_NAMES[:1]:
         if name not in hosts:
             hosts[name] = replace(make_host(state, name, {"transport": "local"}, ()), implicit=True)
@@ -252,7 +256,13 @@ def _sources(state: State, raw_groups: dict[str, Any], hosts: dict[str, Host]) -
 def _check_settings(state: State, hosts: dict[str, Host]) -> list[Diagnostic]:
     """Settings that came from variables, checked against the inventory schema and reported
     at the variable that set them."""
-    checked = {n: h for n, h in hosts.items() if n in state.origins}
+    checked: dict[str, Host] = {}
+    seen: set[str] = set()
+    for n, h in hosts.items():  # hosts with the same settings (from one group's vars) are checked once
+        key = json.dumps([h.transport, h.settings, state.origins.get(n, {})], sort_keys=True, default=str)
+        if n in state.origins and key not in seen:
+            seen.add(key)
+            checked[n] = h
     if not checked:
         return []
     data = {"opsrun": 1, "hosts": {n: {"transport": h.transport, **h.settings} for n, h in checked.items()}}

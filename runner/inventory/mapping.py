@@ -123,16 +123,17 @@ class Mapper:
             if converted is not _SKIP:
                 out.settings[setting] = converted
                 origin(setting, var)
-        for var in sorted(values):
-            if var.startswith("opsrun_") and var[7:] in OPSRUN_SETTINGS:
-                out.settings[var[7:]] = values[var]
-                origin(var[7:], var)
         self._unsupported(values, conn)
         if not out.transport:
             out.transport = default
-        allowed = LOCAL_SETTINGS if out.transport == "local" else SSH_SETTINGS if out.transport == "ssh" else None
-        if allowed is not None:
-            out.settings = {k: v for k, v in out.settings.items() if k in allowed}
+        # Ansible's variables speak of ssh: a local host keeps shell and sudo, others nothing
+        allowed = {"local": LOCAL_SETTINGS, "ssh": SSH_SETTINGS}.get(out.transport, frozenset())
+        out.settings = {k: v for k, v in out.settings.items() if k in allowed}
+        out.origin = {k: v for k, v in out.origin.items() if k in allowed or k == "transport"}
+        for var in sorted(values):  # said in opsrun's words: taken as is, and checked by the schema
+            if var.startswith("opsrun_") and var[7:] in OPSRUN_SETTINGS:
+                out.settings[var[7:]] = values[var]
+                origin(var[7:], var)
         out.settings.update(explicit)
         for k in explicit:
             out.origin.pop(k, None)
