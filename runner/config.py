@@ -49,88 +49,65 @@ def _local_host(name: str = "local") -> Host:
 
 def load_inventory(path: str | None) -> Inventory:
     """Load the inventory: `path`, else ./inventory.yaml, else the embedded default
-    (which holds `local`). `local` always exists, like Ansible's implicit localhost."""
+    (which holds `local`). `local` always exists, like Ansible's implicit localhost.
+    `path` may be an opsrun inventory, an Ansible INI or YAML inventory, an executable
+    (dynamic) inventory, an inventory folder or `host1,host2,` (runner/inventory/)."""
     if path is None and Path("inventory.yaml").is_file():
         path = "inventory.yaml"
-    doc = load.read(path) if path else load.parse(EMBEDDED_INVENTORY, "<embedded inventory>")
-    diags = schema.validate_inventory(doc)
+    if not path:
+        return build_inventory(load.parse(EMBEDDED_INVENTORY, "<embedded inventory>"))
+    from runner import inventory as formats
+    from runner.inventory import build
+
+    read = formats.read(path)
+    diags = formats.relocate(schema.validate_inventory(read.doc), read.doc)
     if diags:
         raise InvalidInput("the inventory is not valid", diags)
-    return build_inventory(doc)
+    return build.build(read.doc, kind=read.kind, folder=read.folder, warnings=read.warnings)
+
+
+def check_inventory(path: str) -> list[Diagnostic]:
+    """What `validate` reports for an inventory file of any format: its errors, else its
+    warnings (Ansible variables with no opsrun equivalent, ...)."""
+    try:
+        inv = load_inventory(path)
+    except InvalidInput as exc:
+        return exc.diagnostics or [Diagnostic(path, 0, 0, exc.message, hint=exc.hint)]
+    return list(inv.warnings)
 
 
 def build_inventory(doc: load.Document) -> Inventory:
-    data: dict[str, Any] = doc.data or {}
-    raw_groups: dict[str, Any] = data.get("groups") or {}
-    raw_hosts: dict[str, Any] = data.get("hosts") or {}
-    diags: list[Diagnostic] = []
+    """The Inventory of an opsrun inventory document (no group_vars/ folder beside it)."""
+    from runner.inventory import build
 
-    # flatten groups (children included), detecting cycles
-    flat: dict[str, tuple[str, ...]] = {}
+    return build.build(doc)
 
-    def members(name: str, trail: tuple[str, ...]) -> list[str]:
-        if name in trail:
-            diags.append(doc.diag(("groups", name), f"group cycle: {' -> '.join((*trail, name))}"))
-            return []
-        g = raw_groups.get(name)
-        if g is None:
-            diags.append(
-                doc.diag(("groups", trail[-1], "children") if trail else ("groups",), f"unknown group '{name}'")
-            )
-            return []
-        out = list(g.get("hosts") or [])
-        for child in g.get("children") or []:
-            out.extend(members(child, (*trail, name)))
-        return out
 
-    for gname in raw_groups:
-        seen: dict[str, None] = {}
-        for h in members(gname, ()):
-            if h not in raw_hosts and h not in LOCAL_NAMES:
-                diags.append(doc.diag(("groups", gname, "hosts"), f"group '{gname}' names unknown host '{h}'"))
-            seen.setdefault(h, None)
-        flat[gname] = tuple(seen)
-    if diags:
-        raise InvalidInput("the inventory is not valid", diags)
+def resolve_sources(inventory: Inventory, spec: Any = "all") -> None:
+    """Read the Proxmox sources of the groups that host pattern `spec` can reach (every one
+    for "all" or a glob), adding their guests to the inventory. Talks to the Proxmox API."""
+    from runner.inventory import build
 
-    global_vars = dict(data.get("vars") or {})
-    hosts: dict[str, Host] = {}
-    for name, raw in raw_hosts.items():
-        raw = raw or {}
-        groups = tuple(g for g, hs in flat.items() if name in hs)
-        group_vars = dict(global_vars)
-        forbid = list(data.get("forbid") or [])
-        allow = list(data.get("allow") or [])
-        for g in groups:  # in file order; later groups win
-            graw = raw_groups.get(g) or {}
-            group_vars.update(graw.get("vars") or {})
-            forbid += graw.get("forbid") or []
-            allow += graw.get("allow") or []
-        forbid += raw.get("forbid") or []
-        allow += raw.get("allow") or []
-        transport = raw.get("transport") or ("local" if name in LOCAL_NAMES else "ssh")
-        settings = {k: v for k, v in raw.items() if k not in ("transport", "vars", "forbid", "allow", "description")}
-        hosts[name] = Host(
-            name=name,
-            transport=transport,
-            settings=settings,
-            vars=dict(raw.get("vars") or {}),
-            group_vars=group_vars,
-            groups=groups,
-            forbid=tuple(forbid),
-            allow=tuple(allow),
-        )
-    for name in LOCAL_NAMES[:1]:
-        if name not in hosts:
-            hosts[name] = Host(
-                name=name,
-                transport="local",
-                group_vars=dict(global_vars),
-                implicit=True,
-                forbid=tuple(data.get("forbid") or ()),
-                allow=tuple(data.get("allow") or ()),
-            )
-    return Inventory(hosts=hosts, groups=flat, vars=global_vars, file=doc.file, digest=doc.digest)
+    state = inventory.state
+    if not isinstance(state, build.State) or not state.pending:
+        return
+    wanted = {g for pat in _patterns(spec) for g in state.pending if _reaches(inventory, state, pat.lstrip("!&"), g)}
+    for group in [g for g in state.pending if g in wanted]:
+        from runner.inventory import proxmox
+
+        source = state.pending[group]
+        api_host = inventory.hosts[source["host"]]
+        resolved = Host(api_host.name, api_host.transport, resolved_settings(inventory, api_host))
+        build.add_guests(inventory, group, proxmox.guests(resolved, source, group, inventory.warnings))
+        del state.pending[group]
+
+
+def _reaches(inventory: Inventory, state: Any, pattern: str, group: str) -> bool:
+    """Whether host pattern `pattern` can select hosts of source group `group`."""
+    if pattern in ("all", group) or pattern in state.ancestors.get(group, ()):
+        return True
+    known = pattern in inventory.groups or pattern in inventory.hosts or pattern in LOCAL_NAMES
+    return not known and any(c in pattern for c in "*?[")  # a glob may match a guest's name
 
 
 def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
@@ -236,7 +213,8 @@ def match_hosts(inventory: Inventory, spec: Any) -> list[str]:
 
 
 def host_vars(inventory: Inventory, host: Host, playbook: Playbook, cli_vars: dict[str, Any]) -> dict[str, Any]:
-    """inventory vars < group vars < playbook vars < host vars < --var, plus magic names.
+    """inventory vars < group vars < group_vars/ files < playbook vars < host vars < host_vars/
+    files < --var, plus magic names (docs/playbooks.md#variables-and-precedence).
     Templated values are rendered (runner/variables.py); one that cannot be fails where used."""
     return host_resolver(inventory, host, playbook, cli_vars).resolve_all()
 
@@ -249,14 +227,43 @@ def host_resolver(
     secret: Callable[[str], Any] | None = None,
 ) -> variables.Resolver:
     """The host's variables, rendered on demand (validate reads them one by one)."""
+    group_files, host_files = vars_files(inventory, host, playbook.dir)
     merged: dict[str, Any] = {}
     merged.update(host.group_vars)
+    for layer in group_files:
+        merged.update(layer)
     merged.update(playbook.vars)
     merged.update(host.vars)
+    for layer in host_files:
+        merged.update(layer)
     merged.update(cli_vars)
     magic = magic_vars(inventory, host, playbook)
     merged.update(magic)
     return variables.Resolver(merged, literal=set(cli_vars) | set(magic), secret=secret)
+
+
+def vars_files(
+    inventory: Inventory, host: Host, playbook_dir: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The vars the host gets from group_vars/ and host_vars/ beside the inventory and beside
+    the playbook: (group layers: `all`, then its groups; host layers), lowest first."""
+    from runner.inventory import build
+
+    state = inventory.state if isinstance(inventory.state, build.State) else None
+    folders: list[str] = []
+    if state is not None and state.folder is not None:
+        folders.append(str(state.folder))
+    if playbook_dir is not None and not any(_same_dir(playbook_dir, f) for f in folders):
+        folders.append(playbook_dir)
+    glayers, hlayers = build.file_layers(state, host, folders)
+    return [la.vars for la in glayers], [la.vars for la in hlayers]
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
 
 
 def magic_vars(inventory: Inventory, host: Host, playbook: Playbook) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from runner.errors import Diagnostic
+
 ResultStatus = Literal["ok", "changed", "failed", "skipped", "blocked", "unreachable"]
 Status = Literal["noop", "create", "update", "delete", "run", "unknown", "blocked", "skip"]
 MARKERS: dict[str, str] = {
@@ -53,6 +55,10 @@ class Inventory:
     vars: dict[str, Any] = field(default_factory=dict)
     file: str = "<embedded>"
     digest: str = ""
+    # located warnings from reading it (Ansible variables opsrun does not use, ...); for stderr
+    warnings: list[Diagnostic] = field(default_factory=list, compare=False)
+    # how it was built (runner.inventory.build.State): vars folders, sources read on demand
+    state: Any = field(default=None, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- playbook

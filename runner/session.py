@@ -121,6 +121,7 @@ class Session:
 
 
 def select_hosts(inventory: Inventory, playbook: Playbook, limit: str | None) -> list[str]:
+    config.resolve_sources(inventory, playbook.hosts)  # Proxmox guests, asked for only now
     hosts = config.match_hosts(inventory, playbook.hosts)
     if limit:
         narrowed = config.match_hosts(inventory, limit)

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
-     "runner.config", "runner.variables", "runner.params", "runner.gateway"),
+     "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory"),
     ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
