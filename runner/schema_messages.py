@@ -29,6 +29,25 @@ _TYPE_WORDS = {
 }
 
 
+# Ansible's ways of reusing tasks, and the opsrun way to write each (docs/reuse.md)
+REUSE_KEYS: dict[str, tuple[str, str]] = {
+    "include_tasks": ("opsrun includes a step file with include:",
+                      "write: include: {file: tasks/web.yaml, with: {port: 8080}} (its steps become <id>.<their id>)"),
+    "import_tasks": ("opsrun includes a step file with include: (always static, like import_tasks)",
+                     "write: include: {file: tasks/web.yaml, with: {port: 8080}} (its steps become <id>.<their id>)"),
+    "include_role": ("opsrun uses a role with role: (a folder path)",
+                     "write: role: {path: roles/nginx, with: {port: 8080}} (a folder holding role.yaml)"),
+    "import_role": ("opsrun uses a role with role: (a folder path)",
+                    "write: role: {path: roles/nginx, with: {port: 8080}} (a folder holding role.yaml)"),
+    "import_playbook": ("opsrun has no import_playbook",
+                        "run each playbook on its own, or put the shared steps in a step file and include: it"),
+    "roles": ("opsrun uses roles as steps, in order with the others",
+              "add a step for each: - id: web, role: roles/nginx"),
+    "params": ("params: belongs in a step file or role.yaml, not in a playbook",
+               "a playbook has vars:; a step file has params: and steps: and no hosts:"),
+}
+
+
 def _kinds_of(step_body: dict[str, Any]) -> list[str]:
     return [name for name, sub in step_body.get("properties", {}).items()
             if isinstance(sub, dict) and str(sub.get("$ref", "")).startswith(_KIND_REF)]
@@ -107,6 +126,11 @@ class _Translator:
                 self._emit(where, f"YAML reads the unquoted key '{written}' as {extra}",
                            f'quote it: "{written}":', key=True,
                            tag=("unknown", path, extra, written, False))
+                continue
+            reuse = REUSE_KEYS.get(extra) if is_step or path == () else None
+            if reuse:
+                message, hint = reuse
+                self._emit(where, message, hint, key=True, tag=("unknown", path, extra, None, True))
                 continue
             if is_step and not present_kinds:
                 kind_guess = _suggest(extra, sorted(self.kinds))

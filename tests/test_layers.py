@@ -18,10 +18,10 @@ RUNNER = ROOT / "runner"
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy",
      "runner.overlay"),
-    ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
+    ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
-     "runner.config", "runner.variables", "runner.params", "runner.gateway"),
+     "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.reuse", "runner.reuse_params"),
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),
     ("runner.report", "runner.escalate"),
