@@ -114,7 +114,7 @@ class Step:
         if not self.layers:
             return ""
         via = " <- ".join(layer.where for layer in reversed(self.layers))
-        return f"{self.file}:{self.line} (included by {via})"
+        return f"{self.file}:{self.line}:{self.col} (included by {via})"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ class StepResults(Mapping[str, Any]):
     def _summary(self, key: str) -> bool:
         head = f"{self._root}."
         if any(sid.startswith(head) for sid in self._pending):
-            raise PendingResult(self._root)  # decided once the include's steps ran
+            raise PendingResult(str(self._root))  # decided once the include's steps ran
         results = [v for k, v in self._known.items() if k.startswith(head) and isinstance(v, dict)]
         if key == "skipped":
             return bool(results) and all(bool(r.get("skipped")) for r in results)
