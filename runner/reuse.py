@@ -130,13 +130,14 @@ class _Expander:
             return None
         return shown, real
 
-    def _read(self, shown: str, real: str, doc: Document, at: PathKey, what: str,
+    def _read(self, shown: str, real: str, doc: Document, at: PathKey, what: str, written: str,
               via: tuple[str, ...] = ()) -> Document | None:
         if real in self.files:
             return self.files[real]
         if not os.path.isfile(real):
             why = "is a folder, not a file" if os.path.isdir(real) else "not found"
-            self._say(doc, at, f"{what} {shown} {why}", "paths are relative to the file that names them", via)
+            self._say(doc, at, f"{what} {written} {why}", f"paths are relative to the file that names them "
+                      f"(looked for {shown})", via)
             return None
         try:
             child = load.read(shown)
@@ -201,13 +202,14 @@ class _Expander:
         if kind == "role":
             if not os.path.isdir(real):
                 why = "not found" if not os.path.exists(real) else "is a file, not a folder"
-                self._say(doc, at, f"role {shown} {why}", f"a role is a folder holding {ROLE_FILE} (params:, steps:), "
+                self._say(doc, at, f"role {written} {why}",
+                          f"a role is a folder holding {ROLE_FILE} (params:, steps:), "
                           "templates/ and files/; the path is relative to this file", via)
                 return
             role_dir, shown, real = shown, os.path.join(shown, ROLE_FILE), os.path.join(real, ROLE_FILE)
             if not os.path.isfile(real):
-                wanted = os.path.join(role_dir, ROLE_FILE)
-                self._say(doc, at, f"role {role_dir} has no {ROLE_FILE}",
+                wanted = os.path.join(written, ROLE_FILE)
+                self._say(doc, at, f"role {written} has no {ROLE_FILE}",
                           f"write {wanted} with params: and steps:", via)
                 return
         if real in inherited.chain:
@@ -215,7 +217,7 @@ class _Expander:
             self._say(doc, at, "include cycle: " + " -> ".join(names),
                       "a step file cannot include itself, directly or through others", via)
             return
-        child = self._read(shown, real, doc, at, what, via)
+        child = self._read(shown, real, doc, at, what, written, via)
         if child is None:
             return
         if not is_step_file(child.data):
@@ -226,17 +228,18 @@ class _Expander:
                         "a step file has params: (params: {} when it takes none) and steps:; "
                         "a playbook cannot be included")
                 self.problems.append(Diagnostic(child.file, 1, 1, f"{shown} is not a step file", hint=hint))
-            self._say(doc, at, f"{what} {shown} is not a step file", "its first problem is reported in that file", via)
+            self._say(doc, at, f"{what} {written} is not a step file",
+                      "its first problem is reported in that file", via)
             return
         self._check_file(child, real)
         decls = declarations(child.data)
-        calls = check_call(doc, at, given, decls, child, shown if kind == "include" else role_dir)
+        calls = check_call(doc, at, given, decls, child, written)
         self.problems += [replace(d, via=" <- ".join(reversed(via))) for d in calls] if via else calls
         data = child.data
         defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
         m = doc.mark(("steps", j))
         layer = IncludeLayer(
-            id=full, file=doc.file, line=m.line, col=m.col, target=role_dir or shown,
+            id=full, file=doc.file, line=m.line, col=m.col, target=written,
             given={k: v for k, v in given.items() if k in decls}, params=decls, defaults=dict(defaults),
             when=expression(raw.get("when")),
         )
@@ -266,7 +269,7 @@ class _Expander:
             resolved = self._resolve(self.root, at, written, "vars file")
             if resolved is None:
                 continue
-            doc = self._read(*resolved, self.root, at, "vars file")
+            doc = self._read(*resolved, self.root, at, "vars file", written)
             if doc is None:
                 continue
             if not isinstance(doc.data, dict):

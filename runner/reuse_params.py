@@ -201,11 +201,10 @@ def bind(layer: IncludeLayer, caller: dict[str, Any]) -> dict[str, Any]:
             values[name] = render.render_value(raw, caller)
         except render.RenderError as exc:
             raise ParamError(name, f"parameter '{name}': {exc.message}") from None
-    late = {n: d.get("default") for n, d in layer.params.items() if n not in values}
-    if not layer.defaults and not any(_has_template(v) for v in late.values()):
-        values.update(late)
-    else:
-        defaults = {k: v for k, v in layer.defaults.items() if k not in caller}
+    late = {n: d["default"] for n, d in layer.params.items() if n not in values and "default" in d}
+    defaults = {k: v for k, v in layer.defaults.items() if k not in caller}  # what the caller sees wins
+    if defaults or any(_has_template(v) for v in late.values()):
+        # defaults and templated parameter defaults may read each other and the given values
         resolver = Resolver({**defaults, **caller, **late, **values}, literal=set(caller) | set(values))
         for name in [*late, *defaults]:
             try:
@@ -216,7 +215,9 @@ def bind(layer: IncludeLayer, caller: dict[str, Any]) -> dict[str, Any]:
             if name in late:
                 values[name] = got
             else:
-                caller = {**caller, name: got} if name not in caller else caller
+                defaults[name] = got
+    else:
+        values.update(late)
     for name, decl in layer.params.items():
         if name not in values:
             raise ParamError(name, f"missing parameter '{name}'")
@@ -227,7 +228,7 @@ def bind(layer: IncludeLayer, caller: dict[str, Any]) -> dict[str, Any]:
         if why:
             raise ParamError(name, f"parameter '{name}' {why} (after rendering)")
         values[name] = value
-    return {**caller, **values}
+    return {**defaults, **caller, **values}
 
 
 def _has_template(value: Any) -> bool:
