@@ -251,6 +251,30 @@ def test_validate_passes_on_the_example_repo() -> None:
     assert not schema.validate_playbook(role)
 
 
+def test_docs_reuse_examples_are_one_working_repository(tmp_path: Path) -> None:
+    """The `# file:` examples of docs/reuse.md, written out: they validate, and the error and
+    the plan's `source` the page shows are what opsrun says."""
+    import re
+
+    text = (ROOT / "docs/reuse.md").read_text()
+    blocks = re.findall(r"```yaml\n# file: (\S+)\n(.*?)```", text, re.S)
+    assert {name for name, _ in blocks} >= {"site.yaml", "tasks/nginx.yaml", "roles/blog/role.yaml"}
+    for name, body in blocks:
+        write(tmp_path / name, body)
+    shown = re.search(r"```\n(roles/blog/role.yaml:.*?)```", text, re.S)
+    assert shown is not None
+    p = opsrun("validate", "site.yaml", cwd=tmp_path)
+    assert p.returncode == 4
+    assert p.stderr.startswith(shown.group(1)), p.stderr
+    write(tmp_path / "roles/blog/templates/index.html.j2", "<h1>{{ title }}</h1>\n")
+    p = opsrun("validate", "site.yaml", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = opsrun("plan", "site.yaml", "--json", "--offline", cwd=tmp_path)
+    steps = {s["instance"]: s for s in json.loads(p.stdout)["steps"]}
+    assert f'"{steps["blog.index"]["source"]}"' in text.replace("\n", " ")
+    assert [i for i in steps if i.startswith("web.")] == ["web.pkg", "web.conf", "web.reload"]
+
+
 # ---------------------------------------------------------------- the step-file schema
 
 
