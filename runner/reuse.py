@@ -1,9 +1,9 @@
 """Includes, roles and vars files: a playbook document -> one Expanded document holding every
-step (ids namespaced by their include), and that document -> the Playbook model.
+step (ids namespaced by their include) -> the Playbook model. Reads local files; no template, no host.
 
 Static: every file is read when the playbook is read, relative to the file that names it and
 inside the project (the nearest folder above the playbook holding .git, else the playbook's
-folder); cycles, depth and count are bounded. Reads local files only; renders no template.
+folder); cycles, depth and count are bounded.
 """
 
 from __future__ import annotations
@@ -255,6 +255,7 @@ class _Expander:
         self._checked.add(real)
         self.problems += schema.schema_diagnostics(child, "steps")
         self.problems += check_declarations(child)
+        self.problems += template_syntax(child)
 
     # ------------------------------------------------------------ vars files
     def vars_files(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[Document, PathKey]]]:
@@ -285,6 +286,34 @@ class _Expander:
                 merged[name] = value
                 origins[name] = (doc, (name,))
         return merged, origins
+
+
+def template_syntax(doc: Document) -> list[Diagnostic]:
+    """Templates in a step file's parameter defaults and defaults: (its steps are checked where
+    they are included) that Jinja cannot parse."""
+    from jinja2 import TemplateSyntaxError
+
+    from runner import render
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+    found: list[tuple[PathKey, str]] = []
+    params = data.get("params")
+    for name, decl in params.items() if isinstance(params, dict) else ():
+        if isinstance(decl, dict) and isinstance(decl.get("default"), str):
+            found.append((("params", name, "default"), decl["default"]))
+    defaults = data.get("defaults")
+    for name, value in defaults.items() if isinstance(defaults, dict) else ():
+        if isinstance(value, str):
+            found.append((("defaults", name), value))
+    out = []
+    for at, text in found:
+        if render.has_template(text):
+            try:
+                render.ENV_TEXT.parse(text)
+            except TemplateSyntaxError as exc:
+                out.append(doc.diag(at, f"template error: {exc.message or exc}",
+                                    hint="check the {{ }} and {% %} pairs and quotes"))
+    return out
 
 
 def expression(value: Any) -> Any:

@@ -127,7 +127,7 @@ class _Translator:
                            f'quote it: "{written}":', key=True,
                            tag=("unknown", path, extra, written, False))
                 continue
-            reuse = REUSE_KEYS.get(extra) if is_step or path == () else None
+            reuse = REUSE_KEYS.get(extra) if is_step or (path == () and self.what != "inventory") else None
             if reuse:
                 message, hint = reuse
                 self._emit(where, message, hint, key=True, tag=("unknown", path, extra, None, True))
