@@ -50,12 +50,14 @@ STEP_KEYS: dict[str, tuple[str, str]] = {
     "failed_when": ("`run` says when it failed with `failed_when`",
                     "run: {command: 'check', failed_when: \"rc > 1\"}"),
     "retries": ("retries are a `policy`", "policy: {retry: {attempts: 3, delay: 5}}"),
-    "include_tasks": ("steps are not included dynamically: split the playbook and run both",
-                      "opsrun apply base.yaml && opsrun apply web.yaml"),
-    "import_tasks": ("steps are not included: split the playbook and run both",
-                     "opsrun apply base.yaml && opsrun apply web.yaml"),
-    "include_role": ("roles are not included: split the playbook and run both",
-                     "opsrun apply base.yaml && opsrun apply web.yaml"),
+    "include_tasks": ("a step file is included with `include:` (its steps become <id>.<their id>)",
+                      "include: {file: tasks/web.yaml, with: {port: 8080}}"),
+    "import_tasks": ("a step file is included with `include:` (always static, like import_tasks)",
+                     "include: {file: tasks/web.yaml, with: {port: 8080}}"),
+    "include_role": ("a role is used with `role:` (a folder holding role.yaml)",
+                     "role: {path: roles/nginx, with: {port: 8080}}"),
+    "import_role": ("a role is used with `role:` (a folder holding role.yaml)",
+                    "role: {path: roles/nginx, with: {port: 8080}}"),
 }
 
 PLAYBOOK: dict[str, tuple[str, str]] = {
@@ -67,6 +69,9 @@ PLAYBOOK: dict[str, tuple[str, str]] = {
                "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
     "handlers": ("a reaction to a change is a step with `when: steps.<id>.changed`",
                  "- {id: reload, run: systemctl reload nginx, when: steps.conf.changed}"),
+    "roles": ("roles are steps, in order with the others", "- {id: web, role: roles/nginx}"),
+    "import_playbook": ("no import_playbook: run each playbook, or share steps through a step file",
+                        "opsrun apply base.yaml && opsrun apply web.yaml"),
     "vars_prompt": ("values come from `-e name=value` or `secret('NAME')`", "opsrun apply site.yaml -e port=8080"),
     "any_errors_fatal": ("failures across hosts are `max_fail_percentage`", "max_fail_percentage: 0"),
 }

@@ -14,7 +14,7 @@ from typing import Any
 
 from runner import load, schema, secrets, variables
 from runner.errors import Diagnostic, InvalidInput
-from runner.model import Host, Inventory, Playbook, Step
+from runner.model import Host, Inventory, Playbook
 
 LOCAL_NAMES = ("local", "localhost")
 SECRET_KEYS = ("password", "key_passphrase", "sudo_password", "token_secret")
@@ -111,65 +111,17 @@ def _reaches(inventory: Inventory, state: Any, pattern: str, group: str) -> bool
 
 
 def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
-    doc = load.read(path)
-    kinds = set(schema.kind_names())
-    diags = schema.validate_playbook(
-        doc,
-        hosts=set(inventory.hosts) if inventory else None,
-        groups=set(inventory.groups) if inventory else None,
-    )
-    if diags:
-        raise InvalidInput("the playbook is not valid", diags)
-    return build_playbook(doc, kinds)
+    """Read, validate and build a playbook, its includes, roles and vars files (runner/reuse.py)."""
+    from runner import reuse
 
-
-def _expression(value: Any) -> Any:
-    """`when: false` (a YAML boolean, as Ansible users write it) as the expression "false"."""
-    return ("true" if value else "false") if isinstance(value, bool) else value
+    return reuse.load_playbook(path, inventory)
 
 
 def build_playbook(doc: load.Document, kinds: set[str]) -> Playbook:
-    data: dict[str, Any] = doc.data
-    steps: list[Step] = []
-    for i, raw in enumerate(data.get("steps") or []):
-        kind = next(k for k in raw if k not in STEP_COMMON and k in kinds)
-        tags = raw.get("tags") or ()
-        steps.append(
-            Step(
-                id=raw["id"],
-                kind=kind,
-                params=raw[kind],
-                name=raw.get("name", ""),
-                hosts=raw.get("hosts"),
-                when=_expression(raw.get("when")),
-                loop=raw.get("loop"),
-                register=raw.get("register"),
-                verify=raw.get("verify"),
-                undo=raw.get("undo"),
-                policy=dict(raw.get("policy") or {}),
-                timeout=raw.get("timeout"),
-                tags=tuple(tags),
-                sensitive=bool(raw.get("sensitive", False)),
-                index=i,
-                line=doc.mark(("steps", i)).line,
-            )
-        )
-    settings: dict[str, Any] = {
-        k: data[k] for k in ("strategy", "serial", "forks", "max_fail_percentage", "on_failure") if k in data
-    }
-    return Playbook(
-        name=data["name"],
-        hosts=data["hosts"],
-        steps=tuple(steps),
-        vars=dict(data.get("vars") or {}),
-        policy=dict(data.get("policy") or {}),
-        settings=settings,
-        forbid=tuple(data.get("forbid") or ()),
-        allow=tuple(data.get("allow") or ()),
-        file=doc.file,
-        dir=str(Path(doc.file).parent),
-        digest=doc.digest,
-    )
+    """The Playbook of a valid document, includes and roles in place (runner/reuse.py)."""
+    from runner import reuse
+
+    return reuse.build_playbook(doc, kinds)
 
 
 # ---------------------------------------------------------------- host selection

@@ -38,6 +38,7 @@ class Diagnostic:
     path: str = ""  # JSON path, e.g. "steps[2].run.command"
     hint: str = ""  # what to do about it ("did you mean 'command'?")
     severity: str = "error"  # or "warning": reported, does not fail validate
+    via: str = ""  # in an included file: the include steps that led there ("site.yaml:8:5 <- ...")
 
     def where(self) -> str:
         if self.line:
@@ -47,7 +48,8 @@ class Diagnostic:
     def render(self) -> str:
         at = f" (at {self.path})" if self.path else ""
         hint = f"\n    hint: {self.hint}" if self.hint else ""
-        return f"{self.where()}: {self.severity}: {self.message}{at}{hint}"
+        via = f"\n    included by {self.via}" if self.via else ""
+        return f"{self.where()}: {self.severity}: {self.message}{at}{hint}{via}"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +60,7 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
             "severity": self.severity,
+            **({"included_by": self.via} if self.via else {}),
         }
 
 

@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import config, render
+from runner import config, render, reuse, reuse_params
+from runner import scope as scopes
 from runner.errors import Diagnostic
-from runner.model import Host, Inventory, Playbook, Step
+from runner.model import Host, IncludeLayer, Inventory, Playbook, Step
 from runner.params import coerce_params
 from runner.steps import base as steps_base
 from runner.steps.base import StepContext, StepKind
@@ -67,12 +68,17 @@ def not_run_result(step: Step, reason: str) -> dict[str, Any]:
 
 
 def reads_step(step: Step, other: Step) -> bool:
-    """True when `step`'s templates or `when` read the result of `other`."""
-    text = repr((step.when, step.loop, step.params, step.verify))
-    pattern = rf"\bsteps\s*(?:\.\s*{re.escape(other.id)}\b|\[\s*['\"]{re.escape(other.id)}['\"]\s*\])"
-    if re.search(pattern, text):
-        return True
-    return bool(other.register) and re.search(rf"(?<![\w.]){re.escape(str(other.register))}\b", text) is not None
+    """True when `step`'s templates or `when` (or those of the includes it sits in) read the
+    result of `other`, by its full id or by a name its namespace resolves to it."""
+    layers = [(layer.when, layer.given) for layer in step.layers]
+    text = repr((step.when, step.loop, step.params, step.verify, layers))
+    for name in scopes.relative_names(other.id, scopes.scope_of(step.id)):
+        pattern = rf"\bsteps\s*(?:\.\s*{re.escape(name)}\b|\[\s*['\"]{re.escape(name)}['\"]\s*\])"
+        if re.search(pattern, text):
+            return True
+    if not other.register or not scopes.sees(scopes.scope_of(step.id), scopes.scope_of(other.id)):
+        return False
+    return re.search(rf"(?<![\w.]){re.escape(str(other.register))}\b", text) is not None
 
 
 def run_scope(
@@ -97,10 +103,13 @@ def run_scope(
 
 
 def step_hosts(inventory: Inventory, playbook_hosts: list[str], step: Step) -> list[str]:
-    if step.hosts is None:
-        return playbook_hosts
-    narrowed = config.match_hosts(inventory, step.hosts)
-    return [h for h in playbook_hosts if h in narrowed]
+    """The playbook's hosts that `step` runs on: its own `hosts:` and those of its includes narrow them."""
+    out = playbook_hosts
+    for spec in (*step.host_filters, step.hosts):
+        if spec is not None:
+            narrowed = set(config.match_hosts(inventory, spec))
+            out = [h for h in out if h in narrowed]
+    return out
 
 
 def expand(
@@ -118,30 +127,54 @@ def expand(
     """Instances of `step` on `host`. Template errors go to `errors` (located at the step).
     `known`: results so far (step id -> result); `pending`: ids that run before this step
     but whose results are not known yet (plan time); `pending_registers`: their
-    `register:` names (name -> step id)."""
+    `register:` names (step id -> name). A step inside includes (runner/reuse.py) first gets
+    each include's `when` and parameters, evaluated in the includer's namespace."""
     kind = steps_base.get(step.kind)
-    later = {name: render.PendingRef(sid) for name, sid in (pending_registers or {}).items()}
-    variables = {**base_vars, **later, **_registered(known), "steps": render.StepResults(known, pending)}
-    ctx = StepContext(
-        host=host,
-        playbook_dir=playbook_dir,
-        vars=variables,
-        render=lambda text, v: render.render_text(text, v),
-        run_dir=run_dir,
-    )
+    regs = pending_registers or {}
+
+    def scoped(values: dict[str, Any], space: str) -> dict[str, Any]:
+        return {**values, **_pending_refs(regs, space), **_registered(known, space),
+                "steps": render.StepResults(known, pending, space)}
 
     def fail(message: str) -> list[Instance]:
-        errors.append(
-            Diagnostic(file, step.line, 0, f"step '{step.id}' on host '{host.name}': {message}", f"steps[{step.index}]")
-        )
+        errors.append(Diagnostic(step.file or file, step.line, step.col, f"step '{step.id}' on host '{host.name}': "
+                                 f"{message}", f"steps[{step.index}]", via=_via(step.layers)))
         return []
+
+    in_role = bool(step.dir) and step.kind in reuse.ROLE_SOURCE_KINDS  # its src lies in the role's folder
+    sources = step.dir if in_role else playbook_dir
+    values, space = base_vars, ""
+    skip: str | None = None
+    conditional: tuple[str, ...] = ()
+    for n, layer in enumerate(step.layers):
+        context = scoped(values, space)
+        try:
+            if layer.when is not None and not render.truthy(render.evaluate(layer.when, context)):
+                skip = f"when: {layer.when} is false (include '{layer.id}' at {layer.where})"
+                break
+        except render.PendingResult as exc:
+            conditional = conditional or (exc.step_id,)
+        except render.RenderError as exc:
+            return _layer_fail(errors, step, n, host, f"when: {exc.message}")
+        try:
+            values = reuse_params.bind(layer, context)
+        except render.PendingResult as exc:
+            ctx = StepContext(host=host, playbook_dir=sources, vars=context, render=_render_text, run_dir=run_dir)
+            return [Instance(host, step, step.id, kind, ctx, pending=exc.step_id, conditional_on=conditional)]
+        except reuse_params.ParamError as exc:
+            return _layer_fail(errors, step, n, host, exc.message)
+        space = layer.id
+    variables = scoped(values, space)
+    ctx = StepContext(host=host, playbook_dir=sources, vars=variables, render=_render_text, run_dir=run_dir)
+    if skip is not None:
+        return [Instance(host, step, step.id, kind, ctx, skip=skip, vars=variables)]
 
     items: list[Any] = [None]
     if step.loop is not None:
         try:
             loop = render.render_value(step.loop, variables)
         except render.PendingResult as exc:
-            return [Instance(host, step, step.id, kind, ctx, pending=exc.step_id)]
+            return [Instance(host, step, step.id, kind, ctx, pending=exc.step_id, conditional_on=conditional)]
         except render.RenderError as exc:
             return fail(f"loop: {exc.message}")
         if isinstance(loop, str | bytes) or not hasattr(loop, "__iter__"):
@@ -153,16 +186,16 @@ def expand(
         v = dict(variables)
         if step.loop is not None:
             v.update(item=item, loop_index=i)
-        inst_ctx = StepContext(host=host, playbook_dir=playbook_dir, vars=v, render=ctx.render, run_dir=run_dir)
-        inst = Instance(host, step, key, kind, inst_ctx, vars=v)
+        inst_ctx = StepContext(host=host, playbook_dir=sources, vars=v, render=ctx.render, run_dir=run_dir)
+        inst = Instance(host, step, key, kind, inst_ctx, vars=v, conditional_on=conditional)
         if step.when is not None:
             try:
                 if not render.truthy(render.evaluate(step.when, v)):
-                    inst.skip = f"when: {step.when} is false" + _not_run_note(step.when, known)
+                    inst.skip = f"when: {step.when} is false" + _not_run_note(step.when, known, space)
                     out.append(inst)
                     continue
             except render.PendingResult as exc:
-                inst.conditional_on = (exc.step_id,)
+                inst.conditional_on = inst.conditional_on or (exc.step_id,)
             except render.RenderError as exc:
                 fail(f"when: {exc.message}")
                 continue
@@ -170,6 +203,8 @@ def expand(
             params = kind.normalize(step.params)
             params = render.render_params(params, v, kind.shell_fields, kind.late_fields)
             params = coerce_params(step.kind, params)  # enum values and lists, checked after rendering
+            if in_role and isinstance(params.get("src"), str):
+                params = {**params, "src": reuse.source_path(step.dir, step.kind, params["src"])}
             inst.params = kind.prepare(params, inst_ctx)
         except render.PendingResult as exc:
             inst.pending = exc.step_id
@@ -177,22 +212,62 @@ def expand(
             fail(exc.message)
             continue
         except PrepareError as exc:
-            fail(str(exc))
+            # a role's sources are contained in its folder (its "playbook folder" for the kind)
+            fail(str(exc).replace("the playbook's folder", "the role's folder") if in_role else str(exc))
             continue
         out.append(inst)
     return out
 
 
-def _not_run_note(expression: str, known: dict[str, Any]) -> str:
+def _render_text(text: str, v: dict[str, Any]) -> str:
+    return render.render_text(text, v)
+
+
+def _via(layers: tuple[IncludeLayer, ...]) -> str:
+    return " <- ".join(layer.where for layer in reversed(layers))
+
+
+def _layer_fail(errors: list[Diagnostic], step: Step, n: int, host: Host, message: str) -> list[Instance]:
+    """An include's `when` or parameter that fails: said once at the include, for all its steps."""
+    layer = step.layers[n]
+    errors.append(Diagnostic(layer.file, layer.line, layer.col,
+                             f"include '{layer.id}' ({layer.target}) on host '{host.name}': {message}",
+                             via=_via(step.layers[:n])))
+    return []
+
+
+def _not_run_note(expression: str, known: dict[str, Any], space: str = "") -> str:
     notes = []
     for sid, result in known.items():
         if isinstance(result, dict) and result.get("_not_run"):
-            names = [sid] + ([str(result["_register"])] if result.get("_register") else [])
+            names = scopes.relative_names(sid, space) + ([str(result["_register"])] if result.get("_register") else [])
             if any(re.search(rf"\b{re.escape(n)}\b", expression) for n in names):
                 notes.append(f"step '{sid}' does not run: {result['_not_run']}")
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-def _registered(known: dict[str, Any]) -> dict[str, Any]:
-    """`register: name` exposes a step's result under that name too."""
-    return {v["_register"]: v for v in known.values() if isinstance(v, dict) and v.get("_register")}
+def _registered(known: dict[str, Any], space: str = "") -> dict[str, Any]:
+    """`register: name` exposes a step's result under that name too, in the step's include
+    namespace and those inside it; the innermost wins (runner/scope.py)."""
+    out: dict[str, Any] = {}
+    depth: dict[str, int] = {}
+    for sid, v in known.items():
+        if not (isinstance(v, dict) and v.get("_register")):
+            continue
+        owner = scopes.scope_of(sid)
+        if scopes.sees(space, owner) and scopes.depth(owner) >= depth.get(v["_register"], -1):
+            out[v["_register"]] = v
+            depth[v["_register"]] = scopes.depth(owner)
+    return out
+
+
+def _pending_refs(registers: dict[str, str], space: str) -> dict[str, Any]:
+    """The registered names of steps not run yet (step id -> name) visible in `space`."""
+    out: dict[str, Any] = {}
+    depth: dict[str, int] = {}
+    for sid, name in registers.items():
+        owner = scopes.scope_of(sid)
+        if scopes.sees(space, owner) and scopes.depth(owner) >= depth.get(name, -1):
+            out[name] = render.PendingRef(sid)
+            depth[name] = scopes.depth(owner)
+    return out

@@ -69,6 +69,90 @@ class Document:
         m = self.mark(path, key=key)
         return Diagnostic(self.file, m.line, m.col, message, json_path(path), hint)
 
+    # A playbook with its includes expanded (runner/reuse.py) holds steps written in other
+    # files: these say which file a path is written in; here, always this one.
+    def file_at(self, path: PathKey) -> str:
+        return self.file
+
+    def text_at(self, path: PathKey) -> str:
+        return self.text
+
+    def located(self, path: PathKey, line: int, col: int, message: str, hint: str = "") -> Diagnostic:
+        """A Diagnostic about `path` at a position found inside its value (a template's line)."""
+        return Diagnostic(self.file, line, col, message, json_path(path), hint)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where step `i` of an expanded playbook is written, and what its includes give it."""
+
+    doc: Document  # the file it is written in
+    path: PathKey  # ("steps", j) in that file
+    scope: str = ""  # the include namespace it sits in (runner/scope.py)
+    include: bool = False  # an include or role step (its steps follow it)
+    via: str = ""  # the include steps that led here, innermost first ("" at the top)
+    names: frozenset[str] = frozenset()  # variables its includes define (parameters, defaults)
+    dir: str = ""  # a role's folder: where its local sources resolve
+    extra: Any = None  # what runner/reuse.py needs to build the step (layers, inherited keys)
+
+
+@dataclass(eq=False)
+class Expanded(Document):
+    """A playbook (or step file) with its includes and roles in place (runner/reuse.py):
+    `data["steps"]` holds every step, each written in the file its Origin names; `vars`
+    holds the vars files too. Positions, files and JSON paths answer for where a value is
+    really written, so every check made on it points into the right file."""
+
+    root: Document | None = None
+    origins: list[Origin] = field(default_factory=list)  # one per entry of data["steps"]
+    var_origins: dict[str, tuple[Document, PathKey]] = field(default_factory=dict)
+    files: list[Document] = field(default_factory=list)  # every other file read (once each)
+    problems: list[Diagnostic] = field(default_factory=list)  # found while expanding
+    broken: frozenset[str] = frozenset()  # include ids whose steps could not be read
+    step_file: bool = False  # the root is a step file, not a playbook
+
+    def _where(self, path: PathKey) -> tuple[Document, PathKey, str]:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int) and 0 <= path[1] < len(self.origins):
+            o = self.origins[path[1]]
+            return o.doc, (*o.path, *path[2:]), o.via
+        if len(path) >= 2 and path[0] == "vars" and path[1] in self.var_origins:
+            doc, at = self.var_origins[str(path[1])]
+            return doc, (*at, *path[2:]), ""
+        return self.root or self, path, ""
+
+    def mark(self, path: PathKey, *, key: bool = False) -> Mark:
+        doc, at, _ = self._where(path)
+        return Document.mark(doc, at, key=key)
+
+    def diag(self, path: PathKey, message: str, *, hint: str = "", key: bool = False) -> Diagnostic:
+        doc, at, via = self._where(path)
+        m = Document.mark(doc, at, key=key)
+        return Diagnostic(doc.file, m.line, m.col, message, json_path(at), hint, via=via)
+
+    def file_at(self, path: PathKey) -> str:
+        return self._where(path)[0].file
+
+    def text_at(self, path: PathKey) -> str:
+        return self._where(path)[0].text
+
+    def located(self, path: PathKey, line: int, col: int, message: str, hint: str = "") -> Diagnostic:
+        doc, at, via = self._where(path)
+        return Diagnostic(doc.file, line, col, message, json_path(at), hint, via=via)
+
+    def origin(self, index: int) -> Origin | None:
+        return self.origins[index] if 0 <= index < len(self.origins) else None
+
+    @property
+    def digest(self) -> str:
+        """Of the playbook and of every file it reads: a saved plan is refused when any changed."""
+        root = self.root or self
+        if not self.files:
+            return root.digest
+        h = hashlib.sha256(root.text.encode())
+        for doc in self.files:
+            h.update(f"\0{doc.file}\0".encode() + doc.text.encode())
+        return "sha256:" + h.hexdigest()
+
 
 def json_path(path: PathKey) -> str:
     out = ""

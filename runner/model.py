@@ -65,6 +65,26 @@ class Inventory:
 
 
 @dataclass(frozen=True)
+class IncludeLayer:
+    """An include or role step that a step sits inside (runner/reuse.py): its `when`, the
+    parameters it passes and the defaults it brings, evaluated in the caller's namespace."""
+
+    id: str  # full id of the include step ("web", "web.tls")
+    file: str  # where the include step is written
+    line: int
+    col: int
+    target: str  # the step file or role folder it uses, as written
+    given: dict[str, Any] = field(default_factory=dict)  # `with:` values as written
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {type, default, choices}
+    defaults: dict[str, Any] = field(default_factory=dict)  # `defaults:` of the file (lowest precedence)
+    when: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" + (f":{self.col}" if self.col else "")
+
+
+@dataclass(frozen=True)
 class Step:
     """One step as written (templates not yet rendered)."""
 
@@ -82,12 +102,25 @@ class Step:
     timeout: float | None = None
     tags: tuple[str, ...] = ()
     sensitive: bool = False
-    index: int = 0  # position in the playbook's steps list
+    index: int = 0  # position in the steps list of the file it is written in
     line: int = 0
+    col: int = 0
+    file: str = ""  # the file it is written in, when not the playbook (an included step file)
+    dir: str = ""  # the folder its local sources (src) resolve in, when not the playbook's: a role's
+    layers: tuple[IncludeLayer, ...] = ()  # the includes it sits in, outermost first
+    host_filters: tuple[Any, ...] = ()  # `hosts:` of those includes: each narrows the step's hosts
 
     @property
     def title(self) -> str:
         return self.name or self.id
+
+    @property
+    def source(self) -> str:
+        """Where an included step is written, with the include chain ("" for playbook steps)."""
+        if not self.layers:
+            return ""
+        via = " <- ".join(layer.where for layer in reversed(self.layers))
+        return f"{self.file}:{self.line}:{self.col} (included by {via})"
 
 
 @dataclass(frozen=True)
@@ -274,10 +307,11 @@ class StepPlan:
     change: Change
     fingerprint: dict[str, str] = field(default_factory=dict)  # probe key -> answer hash
     conditional_on: tuple[str, ...] = ()  # step ids whose results decide it
+    source: str = ""  # an included step: its file:line and the include chain (Step.source)
 
     def to_json(self) -> dict[str, Any]:
         c = self.change
-        return {
+        out = {
             "host": self.host,
             "step": self.step_id,
             "instance": self.instance,
@@ -293,6 +327,9 @@ class StepPlan:
             "fingerprint": self.fingerprint,
             "conditional_on": list(self.conditional_on),
         }
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 @dataclass

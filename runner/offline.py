@@ -11,19 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner import config, params, render, schema, secrets
+from runner import config, params, render, reuse, reuse_params, schema, secrets
 from runner.errors import Diagnostic
-from runner.load import Document, PathKey
+from runner.load import Document, Expanded, PathKey
 from runner.model import Inventory, Playbook
 from runner.schema_names import (
     GLOBAL_NAMES,
     LOOP_NAMES,
     MAGIC_NAMES,
     _missing,
+    local_names,
     read_names,
     registered,
+    visible_register,
 )
 from runner.schema_semantics import Scope, Use
+from runner.steps.sources import ROOT_ENV, SourceError, contained
 from runner.variables import RUNTIME_NAMES, Resolver, VarError
 
 SOURCE_KINDS = ("copy", "template")
@@ -47,7 +50,10 @@ def targets(inventory: Inventory | None, spec: Any) -> list[str]:
 def validate_playbook(doc: Document, inventory: Inventory | None = None,
                       cli_vars: dict[str, Any] | None = None) -> list[Diagnostic]:
     """Every problem `opsrun validate` reports for a playbook (see the module docstring)."""
+    from runner import reuse
+
     cli_vars = dict(cli_vars or {})
+    doc = reuse.expand(doc)  # includes, roles and vars files in place: every check sees them
     data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
     raw_vars = data.get("vars")
     pb = Playbook(str(data.get("name", "")), data.get("hosts"), (),
@@ -62,6 +68,9 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
         scope = Scope(hosts={h: frozenset(r.raw) | MAGIC_NAMES for h, r in resolvers.items()})
     else:
         scope = Scope(names=frozenset({*pb.vars, *cli_vars, *(inventory.vars if inventory else {})}))
+    if doc.step_file:
+        return schema.validate_playbook(doc, hosts=set(inventory.hosts) if inventory else None,
+                                        groups=set(inventory.groups) if inventory else None)
     uses: list[Use] = []
     diags = schema.validate_playbook(
         doc,
@@ -78,6 +87,7 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
     diags += checker.steps()
     diags += checker.rendered(uses)
     diags += checker.vars(read | checker.template_reads)
+    diags += checker.includes()
     diags += _names(doc, data)
     return _finish(doc, diags)
 
@@ -100,7 +110,7 @@ def _names(doc: Document, data: dict[str, Any]) -> list[Diagnostic]:
 
 
 def _finish(doc: Document, diags: list[Diagnostic]) -> list[Diagnostic]:
-    """Sorted (the playbook first, then template files) and without repeats."""
+    """Sorted (the playbook first, then included and template files) and without repeats."""
     seen: set[tuple[str, int, int, str]] = set()
     out = []
     for d in sorted(diags, key=lambda d: (d.file != doc.file, d.file, d.line, d.col)):
@@ -226,7 +236,12 @@ class _Checker:
     def _runtime(self, names: set[str], index: int, step: dict[str, Any]) -> bool:
         """Whether a template reads something known only while the run goes."""
         loop = LOOP_NAMES if "loop" in step else frozenset()
-        return any(n in RUNTIME_NAMES or n in loop or n in self.regs for n in names)
+        local = self.local(index)
+        return any(n in RUNTIME_NAMES or n in loop or n in self.regs or n in local for n in names)
+
+    def local(self, index: int) -> frozenset[str]:
+        """Parameters and defaults of the includes around step `index`: known only per call."""
+        return local_names(self.doc, index)
 
     def _render(self, value: Any, resolver: Resolver) -> tuple[bool, Any]:
         """(True, rendered) with the host's values, or (False, None) when a name it reads is
@@ -265,21 +280,35 @@ class _Checker:
             return []
         missing: dict[str, list[str]] = {}
         found: dict[str, str] = {}
+        origin = self.doc.origin(i) if isinstance(self.doc, Expanded) else None
+        role = origin.dir if origin is not None else ""
+        base = role or self.pb.dir
+        out: list[Diagnostic] = []
         for host, value in per_host.items():
-            path = Path(self.pb.dir) / str(value)
+            written = reuse.source_path(role, kind, str(value)) if role else str(value)
+            path = Path(base) / written
+            try:
+                contained(str(base), written, f"{kind} source")
+            except SourceError as exc:
+                inside = "the role's folder" if role else "the playbook's folder"
+                message = str(exc).replace("the playbook's folder", "the role's folder") if role else str(exc)
+                out.append(self.doc.diag(("steps", i, kind, "src"), message,
+                                         hint=f"keep sources inside {inside}, or name an extra root in {ROOT_ENV}"))
+                break
             if path.is_file():
                 found.setdefault(str(path), host)
             else:
                 missing.setdefault(str(value), []).append(host)
-        out: list[Diagnostic] = []
         for value, hosts in missing.items():
-            where = Path(self.pb.dir) / value
+            where = Path(base) / value
             what = "is a folder, not a file" if where.is_dir() else "not found"
             on = ""
             if len(self.resolvers) > 1 and len(hosts) < len(self.resolvers):
                 on = " (host " + ", ".join(hosts[:5]) + ")"
-            out.append(self.doc.diag(("steps", i, kind, "src"), f"{kind} source '{value}' {what}{on}",
-                                     hint=f"src is relative to the playbook's folder ({self.pb.dir})"))
+            sub = reuse.ROLE_SOURCE_KINDS.get(kind, "")
+            hint = (f"in a role, src is relative to its {sub}/ folder, else to the role's folder ({role})"
+                    if role else f"src is relative to the playbook's folder ({self.pb.dir})")
+            out.append(self.doc.diag(("steps", i, kind, "src"), f"{kind} source '{value}' {what}{on}", hint=hint))
         if kind == "template":
             for found_path in found:
                 out += self._template_file(Path(found_path), i, step, body)
@@ -294,7 +323,7 @@ class _Checker:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             return [self.doc.diag(("steps", i, "template", "src"), f"template source {path}: cannot read it ({why})")]
         sid = step.get("id", f"step {i + 1}")
-        used_by = f"used by step '{sid}' at {self.doc.file}:{self.doc.mark(('steps', i)).line}"
+        used_by = f"used by step '{sid}' at {self.doc.file_at(('steps', i))}:{self.doc.mark(('steps', i)).line}"
         try:
             ast = render.ENV_TEXT.parse(source)
             for node in _unknown_filters(ast):
@@ -309,10 +338,12 @@ class _Checker:
         out = []
         names = read_names(ast)
         self.template_reads.update(n for n, _ in names)
+        local = self.local(i)
         for name, lineno in names:
-            if name in GLOBAL_NAMES or name in MAGIC_NAMES or name in own or name in loop:
+            if name in GLOBAL_NAMES or name in MAGIC_NAMES or name in own or name in loop or name in local:
                 continue
-            if name in self.regs and self.regs[name][0] < i:
+            reg = visible_register(self.regs, name, sid)
+            if reg is not None and reg[0] < i:
                 continue
             message, hint = _missing(name, self.scope, frozenset().union(*self.scope.hosts.values())
                                      if self.scope.hosts else self.scope.names)
@@ -337,6 +368,38 @@ class _Checker:
                                              hint="the template must render to one of these values"
                                              if name in enums else "write a list, or a template that renders to one"))
                     break
+        return out
+
+
+    # ------------------------------------------------------------ include parameters
+    def includes(self) -> list[Diagnostic]:
+        """Templated `with:` values rendered per host and checked against the parameter's type,
+        as plan checks them (literal values are checked at the call site already)."""
+        out: list[Diagnostic] = []
+        if not isinstance(self.doc, Expanded):
+            return out
+        for i, step in enumerate(self.raw_steps):
+            origin = self.doc.origin(i)
+            child = self.doc.origin(i + 1)
+            if origin is None or not origin.include or child is None or not isinstance(step, dict):
+                continue
+            layers = getattr(child.extra, "layers", ())
+            layer = layers[-1] if layers and layers[-1].id == step.get("id") else None
+            if layer is None:
+                continue
+            for name, value in layer.given.items():
+                decl = layer.params.get(name)
+                if decl is None or not _names_in(value):
+                    continue
+                for host, rendered in (self._per_host(value, i, step) or {}).items():
+                    why = reuse_params.problem(decl, reuse_params.coerce(decl, rendered))
+                    if why:
+                        kind = "include" if "include" in step else "role"
+                        on = f" (host {host})" if host and len(self.resolvers) > 1 else ""
+                        declared = f"{layer.target} declares {name}: type {decl.get('type', 'any')}"
+                        out.append(self.doc.diag(("steps", i, kind, "with", name),
+                                                 f"parameter '{name}' {why} after rendering{on}", hint=declared))
+                        break
         return out
 
 

@@ -8,6 +8,7 @@ Overlay per host and threads it through the steps in order.
 
 from __future__ import annotations
 
+import bisect
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,34 @@ class Overlay:
 
     identity: Identity | None = None
     _entries: dict[Key, _Entry] = field(default_factory=dict)
+    # the path keys by path, and their paths sorted: a folder's subtree is one bisect away
+    _by_path: dict[str, set[Key]] = field(default_factory=dict)
+    _paths: list[str] = field(default_factory=list)
+
+    def _put(self, key: Key, entry: _Entry) -> None:
+        if key[0] == "path" and key not in self._entries:
+            keys = self._by_path.get(key[1])
+            if keys is None:
+                keys = self._by_path[key[1]] = set()
+                bisect.insort(self._paths, key[1])
+            keys.add(key)
+        self._entries[key] = entry
+
+    def _below(self, prefix: str) -> list[Key]:
+        out: list[Key] = []
+        i = bisect.bisect_left(self._paths, prefix)
+        while i < len(self._paths) and self._paths[i].startswith(prefix):
+            out += self._by_path[self._paths[i]]
+            i += 1
+        return out
+
+    def _drop(self, key: Key) -> None:
+        del self._entries[key]
+        keys = self._by_path[key[1]]
+        keys.discard(key)
+        if not keys:
+            del self._by_path[key[1]]
+            self._paths.pop(bisect.bisect_left(self._paths, key[1]))
     conflicts: list[Conflict] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # instances planned to change the host, in order
 
@@ -160,13 +189,13 @@ class Overlay:
             self._check_conflict(by, key, state)
             if key[0] == "path" and (eff.tree or isinstance(state, Unknown)):
                 prefix = key[1].rstrip("/") + "/"
-                for k in [k for k in self._entries if k[0] == "path" and k[1].startswith(prefix)]:
+                for k in self._below(prefix):
                     if not isinstance(state, Unknown):  # what a step made below goes with the folder
                         self._check_conflict(by, k, ABSENT)
-                    del self._entries[k]
+                    self._drop(k)
             if key[0] == "path" and isinstance(state, PathState) and state.type != "absent":
                 self._imply_parents(by, key[1])
-            self._entries[key] = _Entry(state, by, eff.exact, eff.goal)
+            self._put(key, _Entry(state, by, eff.exact, eff.goal))
 
     def _imply_parents(self, by: str, path: str) -> None:
         for parent in parents(path):
@@ -176,7 +205,7 @@ class Overlay:
             if current is None:
                 if self.identity is None:
                     return
-                self._entries[("path", parent)] = _Entry(
+                self._put(("path", parent), _Entry(
                     PathState(
                         "directory",
                         mode=self.identity.new_dir_mode(),
@@ -186,12 +215,12 @@ class Overlay:
                     ),
                     by,
                     False,
-                )
+                ))
                 continue
             # absent (removed or below a removed folder): made again, empty
             self._check_conflict(by, ("path", parent), PathState("directory"))
             ident = self.identity
-            self._entries[("path", parent)] = _Entry(
+            self._put(("path", parent), _Entry(
                 PathState(
                     "directory",
                     mode=ident.new_dir_mode() if ident else None,
@@ -201,7 +230,7 @@ class Overlay:
                 ),
                 by,
                 False,
-            )
+            ))
 
     def _check_conflict(self, by: str, key: Key, state: Any) -> None:
         entry = self._entries.get(key)

@@ -84,7 +84,8 @@ def plan_instance(
 
     def make(change: Change, fingerprint: dict[str, str] | None = None) -> StepPlan:
         return StepPlan(
-            inst.host.name, step.id, inst.key, step.title, step.kind, change, fingerprint or {}, inst.conditional_on
+            inst.host.name, step.id, inst.key, step.title, step.kind, change, fingerprint or {}, inst.conditional_on,
+            step.source,
         )
 
     if inst.skip:
@@ -161,7 +162,7 @@ class StepDecider:
                 change = Change("blocked", f"blocked by safety rule '{rule}'",
                                 reason=f"rule '{rule}' forbids steps to {verb} {path}")
                 return StepPlan(inst.host.name, inst.step.id, inst.key, inst.step.title, inst.step.kind, change, {},
-                                inst.conditional_on)
+                                inst.conditional_on, inst.step.source)
         return None
 
     def decide(
@@ -188,7 +189,7 @@ class StepDecider:
                 change = Change("unknown", f"decided at apply: {exc.reason}", reason=exc.reason)
                 sp = StepPlan(
                     inst.host.name, inst.step.id, inst.key, inst.step.title, inst.step.kind, change, {},
-                    inst.conditional_on,
+                    inst.conditional_on, inst.step.source,
                 )
                 self._record(inst, sp, {})
                 return sp
@@ -226,7 +227,7 @@ def expand_host(
     host = session.host(name)
     base = session.vars_for(name)
     pending = {s.id for s in steps}
-    registers = {str(s.register): s.id for s in steps if s.register}
+    registers = {s.id: str(s.register) for s in steps if s.register}
     pb = session.playbook
     out: list[Instance] = []
     for step in steps:
@@ -303,7 +304,8 @@ def _dependent_skips(
         readers = [sid for sid in running if reads_step(step, by_id[sid])]
         if readers:
             summary = f"skipped ({why}; it reads step '{readers[0]}', which runs: select it too to run it)"
-            out.append(StepPlan(host, step.id, step.id, step.title, step.kind, Change("skip", summary, reason=why)))
+            out.append(StepPlan(host, step.id, step.id, step.title, step.kind, Change("skip", summary, reason=why),
+                                source=step.source))
     return out
 
 
@@ -324,7 +326,8 @@ def make_plan(
             h: pool.submit(plan_host, session, h, tags, skip_tags, offline, errors_by_host[h]) for h in hosts
         }
         results = {h: f.result() for h, f in futures.items()}
-    errors = [d for h in hosts for d in errors_by_host[h]]
+    # an include's parameter that fails fails for each of its steps: said once
+    errors = list(dict.fromkeys(d for h in hosts for d in errors_by_host[h]))
     if errors:
         raise InvalidInput("the playbook cannot be rendered", errors)
     plan = Plan(
@@ -404,9 +407,9 @@ def conflict_diagnostics(playbook: Any, inventory: Any, cli_vars: dict[str, Any]
         step = by_id[second]
         out.append(
             Diagnostic(
-                playbook.file,
+                step.file or playbook.file,
                 step.line,
-                0,
+                step.col,
                 f"steps '{first}' and '{second}' both manage {what}: '{second}' changes what '{first}' sets, "
                 "so the playbook never converges (every run changes it again)",
                 f"steps[{step.index}]",

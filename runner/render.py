@@ -21,6 +21,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runner import scope as scopes
 from runner import secrets, shellquote
 from runner.errors import InvalidInput
 from runner.model import ShellCommand
@@ -75,18 +76,39 @@ class PendingRef:
 
 
 class StepResults(Mapping[str, Any]):
-    """`steps.<id>` in templates: known results, plus ids whose results are pending."""
+    """`steps.<id>` in templates: known results, plus ids whose results are pending.
 
-    def __init__(self, known: dict[str, Any], pending: set[str]) -> None:
+    `scope` is the include namespace of the template (runner/scope.py): `steps.conf` in "web"
+    is `web.conf` when that exists. An include's id gives its namespace (`steps.web.conf`),
+    whose `changed`, `failed` and `skipped` sum up its steps (when no step is named so)."""
+
+    def __init__(self, known: dict[str, Any], pending: set[str], scope: str = "", *, root: str | None = None) -> None:
         self._known = known
         self._pending = pending
+        self._scope = scope
+        self._root = root  # a namespace view: names are looked up inside it only
 
     def __getitem__(self, key: str) -> Any:
-        if key in self._known:
-            return self._known[key]
-        if key in self._pending:
-            raise PendingResult(key)
+        tries = [scopes.join(self._root, key)] if self._root is not None else scopes.candidates(self._scope, key)
+        for full in tries:
+            if full in self._known:
+                return self._known[full]
+            if full in self._pending:
+                raise PendingResult(full)
+            if scopes.is_namespace(full, self._known) or scopes.is_namespace(full, self._pending):
+                return StepResults(self._known, self._pending, root=full)
+        if self._root and key in ("changed", "failed", "skipped"):
+            return self._summary(key)
         raise KeyError(key)
+
+    def _summary(self, key: str) -> bool:
+        head = f"{self._root}."
+        if any(sid.startswith(head) for sid in self._pending):
+            raise PendingResult(str(self._root))  # decided once the include's steps ran
+        results = [v for k, v in self._known.items() if k.startswith(head) and isinstance(v, dict)]
+        if key == "skipped":
+            return bool(results) and all(bool(r.get("skipped")) for r in results)
+        return any(bool(r.get(key)) for r in results)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -97,10 +119,13 @@ class StepResults(Mapping[str, Any]):
             raise AttributeError(key) from None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._known)
+        if self._root is None:
+            return iter(self._known)
+        head = f"{self._root}."
+        return iter(sorted({k[len(head):].partition(".")[0] for k in self._known if k.startswith(head)}))
 
     def __len__(self) -> int:
-        return len(self._known)
+        return len(self._known) if self._root is None else sum(1 for _ in self)
 
 
 def quote(value: Any) -> str:
@@ -335,8 +360,10 @@ class _Environment(ImmutableSandboxedEnvironment):
             try:
                 return obj[attribute]
             except KeyError:
+                where = f"{obj._root}." if obj._root else ""
                 return self.undefined(
-                    hint=f"steps.{attribute} is undefined: no step with id '{attribute}' ran before this one",
+                    hint=f"steps.{where}{attribute} is undefined: no step with id '{where}{attribute}' "
+                         "ran before this one",
                     obj=obj,
                     name=attribute,
                 )

@@ -51,7 +51,7 @@ __all__ = [
     "validate_playbook",
 ]
 
-SCHEMA_NAMES = ("playbook", "inventory", "gateway")
+SCHEMA_NAMES = ("playbook", "inventory", "gateway", "steps")
 SCHEMA_DIRS = (
     Path(__file__).resolve().parent.parent / "schemas",  # a source checkout
     Path(__file__).resolve().parent / "_schemas",  # an installed wheel
@@ -84,6 +84,10 @@ def schema_text(name: str) -> str:
 
 @cache
 def _schema(name: str) -> dict[str, Any]:
+    if name == "steps":  # schemas/steps.schema.json points into the playbook schema's $defs
+        playbook = _schema("playbook")
+        return {"$schema": playbook["$schema"], "$id": "https://opsrun.dev/schemas/steps.schema.json",
+                "$defs": playbook["$defs"], "$ref": "#/$defs/steps_file"}
     path = schema_file(name)
     if path is None:
         raise RuntimeError(f"{name}.schema.json not found in {', '.join(map(str, SCHEMA_DIRS))}")
@@ -168,11 +172,12 @@ def _is_regex(value: object) -> bool:
 
 def detect(doc: Document | Any) -> str | None:
     """'playbook' (has steps), 'gateway' (has providers), 'inventory' (hosts mapping), or None.
-    A mapping with `name` or a string/list `hosts` but no steps counts as a playbook."""
+    A mapping with `name` or a string/list `hosts` but no steps counts as a playbook; so does a
+    step file (params:), which validate_playbook checks as one."""
     data = doc.data if isinstance(doc, Document) else doc
     if not isinstance(data, dict):
         return None
-    if "steps" in data:
+    if "steps" in data or ("params" in data and "hosts" not in data):
         return "playbook"
     if "providers" in data:
         return "gateway"
@@ -190,15 +195,23 @@ def validate_playbook(
     doc: Document, *, hosts: set[str] | None = None, groups: set[str] | None = None,
     scope: Scope | None = None, uses: list[Use] | None = None,
 ) -> list[Diagnostic]:
-    """Every problem of a playbook: schema errors, then ids, templates, step references,
-    (when `hosts`/`groups` are given) unknown host names and (with `scope`, the variable
-    names known per host) undefined variables. `uses` receives every template, parsed."""
-    diags = _schema_diagnostics(doc, "playbook")
-    semantics = _Semantics(doc)
-    diags += semantics.playbook(hosts, groups, scope)
+    """Every problem of a playbook (or step file), its includes, roles and vars files in place
+    (runner/reuse.py): schema errors of every file, include and parameter errors, then ids,
+    templates, step references, (when `hosts`/`groups` are given) unknown host names and (with
+    `scope`, the variable names known per host) undefined variables. `uses` receives every
+    template, parsed."""
+    from runner import reuse
+
+    tree = reuse.expand(doc)
+    root = tree.root or tree
+    diags = _schema_diagnostics(root, "steps" if tree.step_file else "playbook")
+    diags += tree.problems
+    semantics = _Semantics(tree)
+    # a step file alone: the names its steps read may come from any caller, so none is checked
+    diags += semantics.playbook(hosts, groups, None if tree.step_file else scope)
     if uses is not None:
         uses += semantics.uses
-    diags += _safety_entries(doc)
+    diags += _safety_entries(root)
     return _finish(diags)
 
 
@@ -258,25 +271,34 @@ def validate(
 
 
 def _finish(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen: set[tuple[int, int, str]] = set()
+    """Sorted (the file validated first, then included files) and without repeats."""
+    first = diags[0].file if diags else ""
+    seen: set[tuple[str, int, int, str]] = set()
     out = []
-    for d in sorted(diags, key=lambda d: (d.line, d.col)):
-        if (d.line, d.col, d.message) not in seen:
-            seen.add((d.line, d.col, d.message))
+    for d in sorted(diags, key=lambda d: (d.file != first, d.file if d.file != first else "", d.line, d.col)):
+        if (d.file, d.line, d.col, d.message) not in seen:
+            seen.add((d.file, d.line, d.col, d.message))
             out.append(d)
     return out
 
 
 
+def schema_diagnostics(doc: Document, name: str) -> list[Diagnostic]:
+    """The schema errors of one file (`name`: playbook, inventory, gateway or steps)."""
+    return _schema_diagnostics(doc, name)
+
+
 def _schema_diagnostics(doc: Document, name: str) -> list[Diagnostic]:
+    shown = "step file" if name == "steps" else name
     if doc.data is None:
-        return [Diagnostic(doc.file, 0, 0, f"the file is empty; expected a {name}",
+        return [Diagnostic(doc.file, 0, 0, f"the file is empty; expected a {shown}",
                            hint="start with `opsrun: 1`; see docs/playbooks.md")]
     if not isinstance(doc.data, dict):
         got = _describe(doc.data)
-        return [doc.diag((), f"a {name} must be a mapping of keys to values, got {got}",
-                         hint="see docs/playbooks.md for the format")]
-    translator = _Translator(doc, _schema(name), name)
+        return [doc.diag((), f"a {shown} must be a mapping of keys to values, got {got}",
+                         hint="see docs/reuse.md for step files" if name == "steps"
+                         else "see docs/playbooks.md for the format")]
+    translator = _Translator(doc, _schema(name), shown)
     for err in _validator(name).iter_errors(doc.data):
         translator.add(err)
     return translator.diagnostics()

@@ -30,6 +30,13 @@ _TYPE_WORDS = {
 }
 
 
+# Ansible's ways of reusing tasks, and the opsrun way to write each (docs/reuse.md)
+REUSE_KEYS: dict[str, tuple[str, str]] = {  # opsrun's own mix-ups; Ansible's keys: runner.ansible_hints
+    "params": ("params: belongs in a step file or role.yaml, not in a playbook",
+               "a playbook has vars:; a step file has params: and steps: and no hosts:"),
+}
+
+
 def _kinds_of(step_body: dict[str, Any]) -> list[str]:
     return [name for name, sub in step_body.get("properties", {}).items()
             if isinstance(sub, dict) and str(sub.get("$ref", "")).startswith(_KIND_REF)]
@@ -108,6 +115,11 @@ class _Translator:
                 self._emit(where, f"YAML reads the unquoted key '{written}' as {extra}",
                            f'quote it: "{written}":', key=True,
                            tag=("unknown", path, extra, written, False))
+                continue
+            reuse = REUSE_KEYS.get(extra) if is_step or (path == () and self.what != "inventory") else None
+            if reuse:
+                message, hint = reuse
+                self._emit(where, message, hint, key=True, tag=("unknown", path, extra, None, True))
                 continue
             at_top = schema is self.root and "steps" in props
             habit = ansible_hints.hint(extra, step=is_step) if is_step or at_top else None

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from runner import scope as scopes
 from runner.errors import Diagnostic
-from runner.load import Document, PathKey, json_path
+from runner.load import Document, Expanded, PathKey
 from runner.schema_messages import _suggest
 from runner.schema_semantics import LATE_PARAM_KEYS, LATE_STEP_KEYS, Scope, Use
 
@@ -55,13 +56,33 @@ def read_names(ast: Any) -> list[tuple[str, int]]:
     return out
 
 
-def registered(steps: list[Any]) -> dict[str, tuple[int, str]]:
-    """register: name -> (index, id) of the first step that registers it."""
-    out: dict[str, tuple[int, str]] = {}
+def registered(steps: list[Any]) -> dict[str, list[tuple[int, str]]]:
+    """register: name -> (index, id) of each step that registers it, in order."""
+    out: dict[str, list[tuple[int, str]]] = {}
     for i, step in enumerate(steps):
         if isinstance(step, dict) and isinstance(step.get("register"), str):
-            out.setdefault(step["register"], (i, str(step.get("id", f"step {i + 1}"))))
+            out.setdefault(step["register"], []).append((i, str(step.get("id", f"step {i + 1}"))))
     return out
+
+
+def visible_register(regs: dict[str, list[tuple[int, str]]], name: str, step_id: Any) -> tuple[int, str] | None:
+    """The registration of `name` a template of step `step_id` reads: registers are seen in
+    their include's namespace and the ones inside it; the innermost (then the first) wins."""
+    space = scopes.scope_of(step_id) if isinstance(step_id, str) else ""
+    best: tuple[int, str] | None = None
+    best_depth = -1
+    for index, sid in regs.get(name, []):
+        owner = scopes.scope_of(sid)
+        if scopes.sees(space, owner) and scopes.depth(owner) > best_depth:
+            best, best_depth = (index, sid), scopes.depth(owner)
+    return best
+
+
+def hidden_register(regs: dict[str, list[tuple[int, str]]], name: str) -> str:
+    """A hint for a name registered only inside includes the template cannot see."""
+    ids = [sid for _, sid in regs.get(name, [])]
+    return (f"'{name}' is registered by step '{ids[0]}' inside an include; from here read it as steps.{ids[0]}"
+            if ids else "")
 
 
 def undefined_names(doc: Document, uses: list[Use], scope: Scope, steps: list[Any],
@@ -88,18 +109,28 @@ def undefined_names(doc: Document, uses: list[Use], scope: Scope, steps: list[An
                 continue
             if use.path[-1] in LATE_PARAM_KEYS and name in RESULT_NAMES:
                 continue
-            if name in regs:
-                diag = _registered_use(doc, use, name, regs[name], late, position, lineno)
+            reg = visible_register(regs, name, step.get("id"))
+            if reg is not None:
+                diag = _registered_use(doc, use, name, reg, late, position, lineno)
                 if diag:
                     out.append(diag)
                 continue
             if field == "template" and name in _template_vars(step):
                 continue
+            if name in local_names(doc, use.step):
+                continue
             message, hint = _missing(name, scope, every)
             if message:
+                hint = hidden_register(regs, name) or hint
                 line, col = position(use.path, lineno)
-                out.append(Diagnostic(doc.file, line, col, message, json_path(use.path), hint))
+                out.append(doc.located(use.path, line, col, message, hint))
     return out
+
+
+def local_names(doc: Document, index: int) -> frozenset[str]:
+    """The variables the includes around step `index` define (their parameters and defaults)."""
+    origin = doc.origin(index) if isinstance(doc, Expanded) else None
+    return origin.names if origin is not None else frozenset()
 
 
 def _template_vars(step: dict[str, Any]) -> set[str]:
@@ -120,7 +151,7 @@ def _registered_use(doc: Document, use: Use, name: str, reg: tuple[int, str], la
         message = f"'{name}' is registered by step '{sid}', which runs after this one"
         hint = f"move step '{sid}' above this one"
     line, col = position(use.path, lineno)
-    return Diagnostic(doc.file, line, col, message, json_path(use.path), hint)
+    return doc.located(use.path, line, col, message, hint)
 
 
 def _missing(name: str, scope: Scope, every: frozenset[str]) -> tuple[str, str]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import TYPE_CHECKING, Any
 
+from runner import scope as scopes
 from runner.errors import Diagnostic
-from runner.load import Document, PathKey, json_path
+from runner.load import Document, Expanded, PathKey
 from runner.schema_messages import _suggest
 
 if TYPE_CHECKING:
@@ -51,12 +52,14 @@ class _Semantics:
         self._env: Environment | None = None
         self.uses: list[Use] = []  # every template of the playbook, parsed once
         self.ids: dict[str, int] = {}
-        self._text_lines: list[str] | None = None
+        self.ends: dict[str, int] = {}  # include id -> index of the last step inside it
+        self._text_lines: dict[str, list[str]] = {}
 
-    def _lines(self) -> list[str]:
-        if self._text_lines is None:
-            self._text_lines = self.doc.text.splitlines()
-        return self._text_lines
+    def _lines(self, path: PathKey) -> list[str]:
+        file = self.doc.file_at(path)
+        if file not in self._text_lines:
+            self._text_lines[file] = self.doc.text_at(path).splitlines()
+        return self._text_lines[file]
 
     @property
     def env(self) -> Environment:
@@ -96,6 +99,10 @@ class _Semantics:
             ids[sid] = i
             own_ids.append(sid)
         self.ids = ids
+        for sid, at in ids.items():
+            for outer in _outer_scopes(sid):
+                if outer in ids:
+                    self.ends[outer] = max(self.ends.get(outer, -1), at)
         for key, value in data.items():
             if key != "steps":
                 self._templates(value, (key,), None, -1)
@@ -207,9 +214,8 @@ class _Semantics:
 
         for lineno, reason, hint in render.shell_problems(source):
             line, col = self._position(path, lineno)
-            self.out.append(Diagnostic(self.doc.file, line, col,
-                                       f"{path[-1]}: a value inserted here would land {reason}",
-                                       json_path(path), hint))
+            self.out.append(self.doc.located(path, line, col,
+                                             f"{path[-1]}: a value inserted here would land {reason}", hint))
 
     def _filter_hint(self, exc: Exception) -> str:
         m = re.search(r"No (filter|test) named '([^']+)'", str(exc))
@@ -221,14 +227,14 @@ class _Semantics:
 
     def _jinja_error(self, path: PathKey, message: str, lineno: int | None, hint: str = "") -> None:
         line, col = self._position(path, lineno or 1)
-        self.out.append(Diagnostic(self.doc.file, line, col, message, json_path(path),
-                                   hint or "check the {{ }} and {% %} pairs and quotes"))
+        self.out.append(self.doc.located(path, line, col, message,
+                                         hint or "check the {{ }} and {% %} pairs and quotes"))
 
     def _position(self, path: PathKey, lineno: int) -> tuple[int, int]:
         """File position of line `lineno` of the string at `path` (block scalars start on the
         line after their | or > indicator)."""
         m = self.doc.mark(path)
-        lines = self._lines()
+        lines = self._lines(path)
         if not 0 < m.line <= len(lines):
             return m.line, m.col
         head = lines[m.line - 1][m.col - 1:m.col]
@@ -244,35 +250,67 @@ class _Semantics:
 
     def _step_refs(self, ast: Any, path: PathKey, own: str | None, index: int,
                    late: bool) -> None:
-        from jinja2 import nodes
-
-        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-            base = node.node
-            if not (isinstance(base, nodes.Name) and base.name == "steps"):
-                continue
-            if isinstance(node, nodes.Getattr):
-                ref = node.attr
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                ref = node.arg.value
-            else:
-                continue
-            at = self.ids.get(ref)
-            if at is not None and (at < index or (late and ref == own)):
-                continue
-            if ref == own:
-                message = f"step '{ref}' reads its own result before it runs"
-                hint = ("a step's own result is available in verify, undo, changed_when "
-                        "and failed_when")
-            elif at is not None:
-                message = f"step '{ref}' is used before it runs"
-                hint = f"move step '{ref}' above this one, or refer to an earlier step"
-            else:
+        """`steps.<id>...` read by a template of step `index`: the id must name a step above
+        it. Inside an include, ids resolve from its namespace outwards (runner/scope.py)."""
+        origin = self.doc.origin(index) if isinstance(self.doc, Expanded) else None
+        space = origin.scope if origin is not None else ""
+        broken = self.doc.broken if isinstance(self.doc, Expanded) else frozenset()
+        for parts, lineno in _chains(ast):
+            found = self._resolve(parts, space)
+            if found is None:
+                if any(c == b or c.startswith(b + ".") for b in broken
+                       for c in scopes.candidates(space, parts[0])):
+                    continue  # an include that could not be read: reported there
+                ref = parts[0]
+                guess = _suggest(ref, [i.rpartition(".")[2] if scopes.scope_of(i) == space else i
+                                       for i in self.ids])
                 message = f"no step '{ref}'"
-                guess = _suggest(ref, list(self.ids))
                 hint = f"did you mean '{guess}'?" if guess else (
                     "steps.<id> reads the result of an earlier step with that id")
-            line, col = self._position(path, node.lineno or 1)
-            self.out.append(Diagnostic(self.doc.file, line, col, message, json_path(path), hint))
+            else:
+                ref, rest = found
+                message, hint = self._order(ref, rest, own, index, late)
+                if not message:
+                    continue
+            line, col = self._position(path, lineno)
+            self.out.append(self.doc.located(path, line, col, message, hint))
+
+    def _resolve(self, parts: list[str], space: str) -> tuple[str, list[str]] | None:
+        """(full id, the parts after it) of `steps.<parts>` read in namespace `space`."""
+        for full in scopes.candidates(space, parts[0]):
+            if full not in self.ids:
+                continue
+            k = 1
+            while full in self.ends and k < len(parts) and scopes.join(full, parts[k]) in self.ids:
+                full, k = scopes.join(full, parts[k]), k + 1
+            return full, parts[k:]
+        return None
+
+    def _order(self, ref: str, rest: list[str], own: str | None, index: int, late: bool) -> tuple[str, str]:
+        """('', '') when step `index` may read `ref` (a step, or an include with `rest`)."""
+        at = self.ids[ref]
+        if ref in self.ends:  # an include: its namespace
+            if own is not None and own.startswith(ref + "."):
+                return (f"step '{own}' reads the include '{ref}' it is part of, which has not finished",
+                        f"read a step of '{ref}' above this one: steps.{ref}.<id>")
+            if rest and rest[0] not in ("changed", "failed", "skipped"):
+                kids = sorted({i[len(ref) + 1:].partition(".")[0] for i in self.ids if i.startswith(ref + ".")})
+                guess = _suggest(rest[0], kids)
+                space = scopes.scope_of(own) if own else ""
+                shown = ref[len(space) + 1:] if space and ref.startswith(space + ".") else ref
+                return (f"include '{shown}' has no step '{rest[0]}'",
+                        f"did you mean '{guess}'?" if guess else
+                        f"its steps: {', '.join(kids)}; or changed, failed, skipped (of all of them)")
+            if self.ends[ref] < index:
+                return "", ""
+            return (f"include '{ref}' is used before its steps run",
+                    f"move the include '{ref}' above this step")
+        if at < index or (late and ref == own):
+            return "", ""
+        if ref == own:
+            return (f"step '{ref}' reads its own result before it runs",
+                    "a step's own result is available in verify, undo, changed_when and failed_when")
+        return f"step '{ref}' is used before it runs", f"move step '{ref}' above this one, or refer to an earlier step"
 
     def _hosts(self, spec: Any, path: PathKey, known: set[str]) -> None:
         if isinstance(spec, list):
@@ -353,6 +391,43 @@ class _Semantics:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _chains(ast: Any) -> list[tuple[list[str], int]]:
+    """Every `steps.a.b.c` (or steps['a'].b) in a template, longest form only, with its line."""
+    from jinja2 import nodes
+
+    longest: dict[int, tuple[list[str], int]] = {}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        parts: list[str] = []
+        cur = node
+        while isinstance(cur, nodes.Getattr | nodes.Getitem):
+            if isinstance(cur, nodes.Getattr):
+                parts.append(cur.attr)
+            elif isinstance(cur.arg, nodes.Const) and isinstance(cur.arg.value, str):
+                parts.append(cur.arg.value)
+            else:
+                parts = []  # steps[x] with x computed: cannot be checked
+                if isinstance(cur.node, nodes.Name):
+                    break
+            inner = cur
+            cur = cur.node
+        if not (isinstance(cur, nodes.Name) and cur.name == "steps") or not parts:
+            continue
+        parts.reverse()
+        key = id(inner)
+        if key not in longest or len(parts) > len(longest[key][0]):
+            longest[key] = (parts, node.lineno or 1)
+    return list(longest.values())
+
+
+def _outer_scopes(step_id: str) -> list[str]:
+    out = []
+    space = scopes.scope_of(step_id)
+    while space:
+        out.append(space)
+        space = scopes.scope_of(space)
+    return out
 
 
 def _mapping(value: Any) -> dict[str, Any]:

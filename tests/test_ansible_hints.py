@@ -38,10 +38,11 @@ def test_step_examples_are_valid_opsrun(key: str) -> None:
         step = step[0]
     assert isinstance(step, dict), example
     body = {"id": "a", **step}
-    if not any(k in body for k in ("run", "file", "line", "template", "copy", "package", "service")):
+    if not any(k in body for k in ("run", "file", "line", "template", "copy", "package", "service", "include", "role")):
         body["run"] = "true"  # a key-only example (loop:, hosts:) beside a kind
     pb = {"opsrun": 1, "name": "t", "hosts": "local", "steps": [body]}
-    diags = [d for d in _diags(yaml.safe_dump(pb)) if d.severity == "error"]
+    # an include or role example names files this test does not write: only their absence may show
+    diags = [d for d in _diags(yaml.safe_dump(pb)) if d.severity == "error" and "not found" not in d.message]
     assert not diags, (example, [d.message for d in diags])
 
 
@@ -68,5 +69,5 @@ def test_playbook_examples_are_valid_opsrun(key: str) -> None:
         pb["steps"] += loaded
     else:
         pb.update(loaded)
-    diags = [d for d in _diags(yaml.safe_dump(pb)) if d.severity == "error"]
+    diags = [d for d in _diags(yaml.safe_dump(pb)) if d.severity == "error" and "not found" not in d.message]
     assert not diags, (example, [d.message for d in diags])

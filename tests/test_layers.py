@@ -18,10 +18,11 @@ RUNNER = ROOT / "runner"
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
      "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk"),
-    ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote"),
+    ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
-     "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory"),
+     "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
+     "runner.reuse_params"),
     ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
     ("runner.planner",),

@@ -357,5 +357,7 @@ def test_every_example_is_covered() -> None:
         "web.yaml": "here and tests/test_ssh_e2e.py",
         "kiosk.yaml": "tests/test_adb.py",
         "proxmox-lab.yaml": "tests/test_proxmox_cli.py",
+        "shop.yaml": "tests/test_reuse.py",
+        "docs-site.yaml": "tests/test_reuse.py",
     }
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(covered)
