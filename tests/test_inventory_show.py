@@ -109,3 +109,25 @@ def test_opsrun_inventories_show_settings_as_variables_and_read_back(tmp_path: P
         assert again.hosts[name].settings == inv.hosts[name].settings, name
     assert set(again.groups["infra"]) == set(inv.groups["infra"])
     assert again.hosts["web1"].vars["tier"] == "front"  # --list gives every var to the hosts
+
+
+def test_the_inventory_command_shows_an_ansible_ini_as_opsrun_sees_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ini = tmp_path / "hosts.ini"
+    ini.write_text("[web]\nweb[01:03] ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
+                   "[web:vars]\nport=8080\n", encoding="utf-8")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runner", "inventory", "-i", str(ini), *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    graph = run("--graph")
+    assert graph.returncode == 0 and "|--@web:" in graph.stdout and "web03" in graph.stdout
+    assert "ansible_python_interpreter" in graph.stderr  # no opsrun equivalent: warned, once
+    listed = json.loads(run("--list").stdout)
+    assert listed["web"]["hosts"] == ["web01", "web02", "web03"]
+    assert listed["_meta"]["hostvars"]["web02"]["port"] == 8080
+    both = run("--list", "--graph")
+    assert both.returncode == 4 and "one of --list, --graph or --host" in both.stderr

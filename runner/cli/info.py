@@ -13,13 +13,13 @@ from runner.errors import InvalidInput
 
 
 def schema_cmd(
-    name: Annotated[str, typer.Argument(help="playbook | inventory | gateway")] = "playbook",
+    name: Annotated[str, typer.Argument(help="playbook | inventory | gateway | steps")] = "playbook",
 ) -> None:
     """Print a JSON Schema (for editors and LLMs)."""
     from runner import schema
 
-    if name not in ("playbook", "inventory", "gateway"):
-        raise InvalidInput(f"no schema '{name}'", hint="use playbook, inventory or gateway")
+    if name not in schema.SCHEMA_NAMES:
+        raise InvalidInput(f"no schema '{name}'", hint="use one of: " + ", ".join(schema.SCHEMA_NAMES))
     out(schema.schema_text(name))
 
 
