@@ -16,7 +16,9 @@ from runner.errors import EXIT_OK
 def inventory_cmd(
     group: Annotated[str | None, typer.Argument(help="With --graph: only this group.", show_default=False)] = None,
     inventory: InventoryOpt = None,
-    list_: Annotated[bool, typer.Option("--list", help="Groups and every host's variables as JSON (Ansible's format).")] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Groups and every host's variables as JSON (Ansible's format).")
+    ] = False,
     graph: Annotated[bool, typer.Option("--graph", help="The groups and their hosts as a tree.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="One host's variables as JSON.")] = None,
     playbook_dir: Annotated[
