@@ -5,7 +5,6 @@ rendered and prepared parameters. Reads local template/source files; never a tar
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from runner import config, render, reuse, reuse_params
@@ -14,24 +13,8 @@ from runner.errors import Diagnostic
 from runner.model import Host, IncludeLayer, Inventory, Playbook, Step
 from runner.params import coerce_params
 from runner.steps import base as steps_base
-from runner.steps.base import StepContext, StepKind
+from runner.steps.base import Instance, StepContext
 from runner.steps.shell import PrepareError
-
-
-@dataclass
-class Instance:
-    """One step (or one loop item of it) for one host, ready to probe and plan."""
-
-    host: Host
-    step: Step
-    key: str  # "id" or "id[2]"
-    kind: StepKind
-    ctx: StepContext
-    params: dict[str, Any] | None = None
-    skip: str | None = None  # reason the step does not apply (when false, ...)
-    pending: str | None = None  # id of an earlier step whose result decides the params
-    conditional_on: tuple[str, ...] = ()
-    vars: dict[str, Any] = field(default_factory=dict)
 
 
 def select_steps(playbook: Playbook, tags: tuple[str, ...], skip_tags: tuple[str, ...]) -> list[Step]:

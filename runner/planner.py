@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
-from runner.expand import Instance, expand, reads_step, run_scope, step_hosts, unselected_reason
+from runner.expand import expand, reads_step, run_scope, step_hosts, unselected_reason
 from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan, put_check
 from runner.overlay import Overlay
 from runner.session import Session
 from runner.steps import facts as F
-from runner.steps.base import OverlayUnknown
+from runner.steps.base import Instance, OverlayUnknown
 
 MAX_FORKS = 64
 

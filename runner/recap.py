@@ -11,7 +11,7 @@ from runner.model import ProbeResult, StepResult
 from runner.tally import STATUSES
 
 if TYPE_CHECKING:
-    from runner.expand import Instance
+    from runner.steps.base import Instance
 
 
 @dataclass

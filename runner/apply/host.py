@@ -14,13 +14,14 @@ from typing import Any
 from runner import policy as pol
 from runner import render
 from runner.errors import AuthError, Blocked, CommandTimeout, ConnectError, Diagnostic, OpsrunError, TransportError
-from runner.expand import Instance, expand
+from runner.expand import expand
 from runner.journal import Journal
 from runner.model import CommandResult, ProbeResult, ResultStatus, Step, StepResult
 from runner.planner import StepDecider, facts_for, probes_for
 from runner.recap import HostRun
 from runner.secrets import redact
 from runner.session import Session
+from runner.steps.base import Instance
 
 TAIL = 2000  # characters of stdout/stderr kept per attempt in the journal
 EventSink = Callable[[dict[str, Any]], None]

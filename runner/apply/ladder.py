@@ -11,9 +11,9 @@ from runner import policy as pol
 from runner.apply.host import HostActions, Try
 from runner.errors import Diagnostic, TransportError
 from runner.escalate import Evidence, FixAttempt, notify_webhook, report_markdown
-from runner.expand import Instance
 from runner.model import Step, StepPlan
 from runner.recap import HostRun
+from runner.steps.base import Instance
 
 
 class Ladder(HostActions):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runner.model import Change, CommandResult, Host, Probe, ProbeResult
+from runner.model import Change, CommandResult, Host, Probe, ProbeResult, Step
 from runner.overlay import Effect, Overlay
 from runner.transports import capabilities, offering
 
@@ -34,6 +34,22 @@ class StepContext:
     playbook_dir: str = "."
     run_dir: str | None = None  # the run folder (artifacts), only at apply time
     render: Callable[[str, dict[str, Any]], str] | None = None  # sandboxed text renderer
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Instance:
+    """One step (or one loop item of it) for one host, ready to probe and plan."""
+
+    host: Host
+    step: Step
+    key: str  # "id" or "id[2]"
+    kind: StepKind
+    ctx: StepContext
+    params: dict[str, Any] | None = None
+    skip: str | None = None  # reason the step does not apply (when false, ...)
+    pending: str | None = None  # id of an earlier step whose result decides the params
+    conditional_on: tuple[str, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
 
 
