@@ -183,14 +183,14 @@ def write(root: Path, contents: dict[str, str], *, force: bool = False) -> list[
         for rel, text in contents.items():
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent)
-            staged.append((Path(tmp), path))
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".init", dir=path.parent)
+            staged.append((Path(name), path))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-        for tmp, path in staged:
-            os.replace(tmp, path)
+        for staged_file, path in staged:
+            os.replace(staged_file, path)
     except OSError as exc:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+        for staged_file, _ in staged:
+            staged_file.unlink(missing_ok=True)
         raise OpsrunError(f"cannot write into {root}: {exc.strerror or exc}") from None
     return list(contents)

@@ -148,7 +148,7 @@ def test_shell_completion_works_without_heavy_imports(tmp_path: Path) -> None:
                        timeout=60)
     assert p.stdout.splitlines()[0] == "plan", p.stdout + p.stderr
     assert "HEAVY []" in p.stdout
-    env["COMP_WORDS"], env["COMP_CWORD"] = "opsrun runs l", "2"
+    env["COMP_WORDS"], env["COMP_CWORD"] = "opsrun runs m", "2"
     sub = subprocess.run([sys.executable, "-m", "runner"], cwd=tmp_path, capture_output=True, text=True, env=env,
                          timeout=60)
-    assert "list" in sub.stdout.split(), sub.stdout + sub.stderr
+    assert "merge" in sub.stdout.split(), sub.stdout + sub.stderr
