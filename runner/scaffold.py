@@ -93,7 +93,7 @@ repos:
 
 WORKFLOW = """\
 # Plans every pull request (the plan as the job summary, JUnit for the checks tab) and
-# applies the reviewed playbooks when they land on main.
+# applies the reviewed playbooks when they land on main. Reference: docs/ci.md.
 name: opsrun
 on:
   pull_request:
@@ -108,13 +108,21 @@ jobs:
         with: {{python-version: "3.11"}}
       - run: pip install opsrun
       - name: validate
-        run: opsrun validate . --junit validate.xml
+        run: opsrun validate . --junit reports/validate.xml
       - name: plan
         if: github.event_name == 'pull_request'
-        run: opsrun plan site.yaml --format markdown --junit plan.xml >> "$GITHUB_STEP_SUMMARY"
+        run: opsrun plan site.yaml --format markdown --junit reports/plan.xml >> "$GITHUB_STEP_SUMMARY"
       - name: apply
         if: github.event_name == 'push'
-        run: opsrun apply site.yaml --yes --junit apply.xml
+        run: opsrun apply site.yaml --yes --junit reports/apply.xml
+      - uses: actions/upload-artifact@v4
+        if: always()
+        with:
+          name: opsrun
+          path: |
+            reports/
+            .opsrun/runs/
+          include-hidden-files: true
 """
 
 README = """\
