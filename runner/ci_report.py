@@ -200,14 +200,15 @@ def _escape_property(text: str) -> str:
 
 
 def github_annotations(diags: Iterable[Diagnostic]) -> list[str]:
-    """Workflow commands that put each diagnostic on its file and line in a pull request."""
+    """Workflow commands that put each diagnostic on its file and line in a pull request
+    (one without a file, e.g. about a command-line option, is an annotation of the run)."""
     lines = []
     for d in diags:
         level = "error" if d.severity == "error" else "warning"
-        props = [f"file={_escape_property(d.file)}"]
-        if d.line:
+        props = [f"file={_escape_property(d.file)}"] if d.file else []
+        if d.file and d.line:
             props.append(f"line={d.line}")
-        if d.col:
+        if d.file and d.col:
             props.append(f"col={d.col}")
         props.append(f"title={_escape_property('opsrun ' + level)}")
         message = d.message + (f" (hint: {d.hint})" if d.hint else "")

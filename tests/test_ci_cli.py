@@ -105,6 +105,10 @@ def test_validate_bad_inventory_and_bad_var_are_documents(project: Path) -> None
     assert any("novalue" in e["message"] or "NAME=VALUE" in e["message"] + e["hint"] for e in doc["errors"])
     got = cases(project / "v.xml")
     assert got[("validate", "broken.yaml")] == [Failure] and got[("validate", "--var")] == [Failure]
+    gh = opsrun("validate", "site.yaml", "missing.yaml", "-e", "novalue", cwd=project, env={"GITHUB_ACTIONS": "true"})
+    lines = gh.stdout.splitlines()  # no file to point at: annotations of the run, saying where
+    assert "::error title=opsrun error::missing.yaml: no such file" in lines
+    assert any(line.startswith("::error title=opsrun error::--var: ") for line in lines), lines
 
 
 def test_plan_junit_one_case_per_host_and_step(project: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -52,7 +53,10 @@ def annotate(diags: Iterable[Diagnostic], *, machine_stdout: bool) -> None:
         return
     from runner.ci_report import github_annotations
 
-    lines = github_annotations(d for d in diags if d.file)
+    lines = github_annotations(
+        d if d.file and Path(d.file).is_file() else replace(d, file="", message=f"{d.where()}: {d.message}")
+        for d in diags
+    )
     if lines:
         (err if machine_stdout else out)("\n".join(lines) + "\n")
 
