@@ -41,8 +41,8 @@ def runs_show(
 def runs_merge(
     dirs: Annotated[
         list[Path],
-        typer.Argument(help="Each shard's run: a run folder (.opsrun/runs/ID), a .opsrun folder or a project "
-                            "folder (its last run)."),
+        typer.Argument(metavar="DIR", help="Each shard's run: a run folder (.opsrun/runs/ID), a .opsrun folder "
+                                           "or a project folder (its last run)."),
     ],
     as_json: JsonOpt = False,
     fmt: Annotated[str, typer.Option("--format", help=formats.choices_text("merged"))] = "text",
