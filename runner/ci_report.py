@@ -1,5 +1,6 @@
 """CI outputs: JUnit XML for validate, plan and apply (one test case per file, or per host x
-step), and GitHub Actions annotations. Pure: takes diagnostics and plain documents; no I/O."""
+step), GitHub Actions annotations, and the error document machine formats print when a command
+cannot run. Pure: takes diagnostics, errors and plain documents; no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runner.errors import Diagnostic
+from runner.errors import Diagnostic, OpsrunError
+from runner.secrets import redact
 
 _TAIL = 4000  # characters of a message kept in a failure element
 
@@ -100,6 +102,21 @@ def junit_apply(recap: Mapping[str, Any], planned: Iterable[tuple[str, str]] = (
     """One test case per (host, step instance) of an apply recap; failed steps fail, skipped
     ones are skipped, an unreachable host is an error. `planned` (host, instance) pairs that
     never ran (the host stopped, the run was cut) are skipped test cases saying so."""
+    return _document("opsrun apply", _apply_suites(recap, planned))
+
+
+def junit_merged(merged: Mapping[str, Any], planned: Iterable[tuple[str, str]] = ()) -> str:
+    """`runs merge`'s report: the shards' hosts as apply's, and an error case for each
+    shard that left no run (its hosts were never applied)."""
+    suites = _apply_suites(merged, planned)
+    missing = list(merged.get("missing_shards") or [])
+    if missing:
+        suites.append(_suite("shards", [_case("shards", f"shard {m}", error=f"shard {m}: no run to merge")
+                                        for m in missing]))
+    return _document("opsrun apply (merged)", suites)
+
+
+def _apply_suites(recap: Mapping[str, Any], planned: Iterable[tuple[str, str]]) -> list[ET.Element]:
     suites = []
     hosts = dict(recap.get("hosts") or {})
     missing: dict[str, list[str]] = {}
@@ -126,7 +143,49 @@ def junit_apply(recap: Mapping[str, Any], planned: Iterable[tuple[str, str]] = (
         if run.get("unreachable") and not any(s.get("status") == "unreachable" for s in run.get("steps", [])):
             cases.append(_case(f"apply.{host}", "connect", error="unreachable"))
         suites.append(_suite(host, cases, sum(float(s.get("duration") or 0.0) for s in run.get("steps", []))))
-    return _document("opsrun apply", suites)
+    return suites
+
+
+# ---------------------------------------------------------------- error documents
+
+
+def error_document(command: str, exc: OpsrunError) -> dict[str, Any]:
+    """What `--json` prints when the command could not produce its document: the error, its
+    exit code and every located diagnostic (`{"ok": false, "error": {...}}`)."""
+    diags: list[Diagnostic] = list(getattr(exc, "diagnostics", None) or [])
+    return {
+        "ok": False,
+        "command": command,
+        "error": {
+            "kind": type(exc).__name__,
+            "message": redact(exc.message),
+            "hint": redact(exc.hint),
+            "exit_code": exc.exit_code,
+            "diagnostics": [{**d.as_dict(), "message": redact(d.message), "hint": redact(d.hint)} for d in diags],
+        },
+    }
+
+
+def error_markdown(command: str, exc: OpsrunError) -> str:
+    """The same for a markdown comment: a short "failed" section with the errors."""
+    doc = error_document(command, exc)["error"]
+    out = [f"### opsrun {command} failed", "", _md(doc["message"]), ""]
+    for d in doc["diagnostics"]:
+        where = f"{d['file']}:{d['line']}" + (f":{d['col']}" if d["col"] else "") if d["line"] else d["file"]
+        hint = f" (hint: {_md(d['hint'])})" if d["hint"] else ""
+        out.append(f"- `{_md(where)}` {_md(d['message'])}{hint}")
+    if doc["hint"]:
+        out += ["", f"Hint: {_md(doc['hint'])}"]
+    out += ["", f"Nothing was {_DONE.get(command, 'done')} (exit code {doc['exit_code']})."]
+    return "\n".join(out) + "\n"
+
+
+_DONE = {"plan": "planned", "apply": "applied", "validate": "checked", "runs merge": "merged"}
+
+
+def _md(text: str) -> str:
+    """One line of markdown text: no raw HTML, pipes and backticks kept literal."""
+    return " ".join(text.split()).replace("<", "&lt;").replace("`", "'").replace("|", "\\|")
 
 
 # ---------------------------------------------------------------- GitHub Actions
@@ -141,14 +200,15 @@ def _escape_property(text: str) -> str:
 
 
 def github_annotations(diags: Iterable[Diagnostic]) -> list[str]:
-    """Workflow commands that put each diagnostic on its file and line in a pull request."""
+    """Workflow commands that put each diagnostic on its file and line in a pull request
+    (one without a file, e.g. about a command-line option, is an annotation of the run)."""
     lines = []
     for d in diags:
         level = "error" if d.severity == "error" else "warning"
-        props = [f"file={_escape_property(d.file)}"]
-        if d.line:
+        props = [f"file={_escape_property(d.file)}"] if d.file else []
+        if d.file and d.line:
             props.append(f"line={d.line}")
-        if d.col:
+        if d.file and d.col:
             props.append(f"col={d.col}")
         props.append(f"title={_escape_property('opsrun ' + level)}")
         message = d.message + (f" (hint: {d.hint})" if d.hint else "")

@@ -169,15 +169,21 @@ class MissingExtra(OpsrunError):
         )
 
 
+def resume_command(run_id: str, *, interactive: bool = True) -> str:
+    """The command that continues a run. Without a terminal nobody can confirm, so a resume
+    there needs --yes (as `apply PLAYBOOK` does): the hint says so, ready to paste into CI."""
+    return f"opsrun apply --resume {run_id}" + ("" if interactive else " --yes")
+
+
 class HumanNeeded(OpsrunError):
     """A run stopped because a human must decide; `run_id` lets them resume it."""
 
     exit_code = EXIT_HUMAN
 
-    def __init__(self, run_id: str, report_path: str, summary: str = "") -> None:
+    def __init__(self, run_id: str, report_path: str, summary: str = "", *, interactive: bool = True) -> None:
         super().__init__(
             f"stopped for a human decision: {summary}",
-            hint=f"read {report_path}, act, then: opsrun apply --resume {run_id}",
+            hint=f"read {report_path}, act, then: {resume_command(run_id, interactive=interactive)}",
         )
         self.run_id = run_id
         self.report_path = report_path

@@ -98,7 +98,8 @@ def report_markdown(ev: Evidence) -> str:
         "Fix the cause (on the host, or in the playbook), then continue the run; it re-runs",
         "this step and never re-runs the steps that already finished:",
         "",
-        f"    opsrun apply --resume {ev.run_id}",
+        f"    opsrun apply --resume {ev.run_id}          # at a terminal: shows the plan, asks first",
+        f"    opsrun apply --resume {ev.run_id} --yes    # without a terminal (CI): nobody can be asked",
         "",
     ]
     return redact("\n".join(lines))

@@ -81,6 +81,12 @@ def merge(runs: list[RunInfo]) -> dict[str, Any]:
     runs, two runs claiming the same shard. Missing shards are reported in `missing_shards`."""
     if not runs:
         raise InvalidInput("nothing to merge", hint="give the run folders of every shard")
+    seen: dict[Path, str] = {}
+    for r in runs:
+        where = r.dir.resolve()
+        if where in seen:
+            raise InvalidInput(f"run {r.run_id} is given twice", hint="give each shard's run once")
+        seen[where] = r.run_id
     starts = [next((e for e in r.events if e.get("type") == "run_start"), None) for r in runs]
     for r, s in zip(runs, starts, strict=True):
         if s is None:
@@ -132,6 +138,29 @@ def merge(runs: list[RunInfo]) -> dict[str, Any]:
         "totals": totals,
         "hosts": doc_hosts,
     }
+
+
+def planned(runs: list[RunInfo]) -> list[tuple[str, str]]:
+    """(host, step instance) of what every run planned (its plan.json): the JUnit report's
+    cases for steps that never ran. A run without a readable plan adds none."""
+    import json
+
+    out: list[tuple[str, str]] = []
+    for r in runs:
+        try:
+            plan = json.loads((r.dir / "plan.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        steps = plan.get("steps") if isinstance(plan, dict) else None
+        out += [(str(s.get("host")), str(s.get("instance"))) for s in steps or [] if isinstance(s, dict)]
+    return out
+
+
+def merged_markdown(doc: dict[str, Any]) -> str:
+    """The merged recap as a pull-request or job-summary comment."""
+    n = len(doc["runs"])
+    verdict = "ok" if doc["ok"] else "NOT OK"
+    return f"### opsrun apply: {n} shard run{'s' if n != 1 else ''} merged, {verdict}\n\n" + merged_text(doc)
 
 
 def merged_text(doc: dict[str, Any]) -> str:

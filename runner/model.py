@@ -345,6 +345,7 @@ class Plan:
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)  # e.g. two steps fighting over one path
+    shard: str | None = None  # "I/N" when the hosts are one shard of the selection (--shard)
 
     def counts(self) -> dict[str, int]:
         out = {"change": 0, "unchanged": 0, "read_only": 0, "unknown": 0, "blocked": 0}

@@ -44,6 +44,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             "skip_tags": list(plan.skip_tags),
             "offline": plan.offline,
         },
+        "shard": plan.shard,
         "hosts": plan.hosts,
         "unreachable": plan.unreachable,
         "steps": [sp.to_json() for sp in plan.steps],

@@ -108,7 +108,8 @@ def plan_record_lines(rec: dict[str, Any], *, color: bool = False) -> list[str]:
 def plan_text(plan: Plan, *, color: bool = False) -> str:
     pb = plan.playbook
     out = [
-        f"Plan for '{pb.name}' ({pb.file}) on {', '.join(plan.hosts)}"
+        f"Plan for '{pb.name}' ({pb.file}) on {', '.join(plan.hosts) or 'no host'}"
+        + (f"  [shard {plan.shard}]" if plan.shard else "")
         + ("  [offline: nothing probed]" if plan.offline else ""),
         "",
     ]
@@ -132,7 +133,8 @@ def plan_text(plan: Plan, *, color: bool = False) -> str:
 
 def plan_markdown(plan: Plan) -> str:
     pb = plan.playbook
-    out = [f"### opsrun plan: `{pb.name}`", "", f"`{pb.file}` on {len(plan.hosts)} host(s)", ""]
+    shard = f" (shard {plan.shard})" if plan.shard else ""
+    out = [f"### opsrun plan: `{pb.name}`", "", f"`{pb.file}` on {len(plan.hosts)} host(s){shard}", ""]
     out.append(f"**{summary_line(plan)}**")
     out.append("")
     for w in plan.warnings:

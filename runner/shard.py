@@ -18,7 +18,7 @@ MAX_SHARDS = 10_000
 class Shard:
     index: int  # 1-based, as GitLab's CI_NODE_INDEX and `--shard 1/4`
     total: int
-    source: str  # where it came from: "--shard", "GitLab CI", "Kubernetes Indexed Job"
+    source: str  # where it came from: "--shard", OPSRUN_SHARD, GitLab CI's or Kubernetes' variables
 
     def __str__(self) -> str:
         return f"{self.index}/{self.total}"
@@ -44,7 +44,7 @@ def from_env(env: Mapping[str, str]) -> Shard | None:
     if env.get("OPSRUN_SHARD"):
         return parse(env["OPSRUN_SHARD"], "OPSRUN_SHARD")
     if env.get("CI_NODE_INDEX") and env.get("CI_NODE_TOTAL"):
-        return parse(f"{env['CI_NODE_INDEX']}/{env['CI_NODE_TOTAL']}", "GitLab CI (CI_NODE_INDEX/CI_NODE_TOTAL)")
+        return parse(f"{env['CI_NODE_INDEX']}/{env['CI_NODE_TOTAL']}", "GitLab CI's CI_NODE_INDEX/CI_NODE_TOTAL")
     if env.get("JOB_COMPLETION_INDEX") is not None and env.get("JOB_COMPLETION_INDEX") != "":
         total = env.get("OPSRUN_SHARD_TOTAL")
         if not total:
@@ -55,7 +55,7 @@ def from_env(env: Mapping[str, str]) -> Shard | None:
         raw = env["JOB_COMPLETION_INDEX"].strip()
         if not raw.isdigit():
             raise InvalidInput(f"JOB_COMPLETION_INDEX={raw!r} is not a number")
-        return parse(f"{int(raw) + 1}/{total}", "Kubernetes Indexed Job (JOB_COMPLETION_INDEX)")
+        return parse(f"{int(raw) + 1}/{total}", "the Kubernetes Indexed Job's JOB_COMPLETION_INDEX")
     return None
 
 
@@ -81,3 +81,9 @@ def select(hosts: Iterable[str], shard: Shard | None) -> list[str]:
     if shard is None or shard.total == 1:
         return list(hosts)
     return [h for h in hosts if bucket(h, shard.total) == shard.index - 1]
+
+
+def note(shard: Shard, hosts: list[str], selected: list[str]) -> str:
+    """The console line: `shard 2/4: 3 of 10 hosts`."""
+    via = "" if shard.source == "--shard" else f" (from {shard.source})"
+    return f"shard {shard}: {len(hosts)} of {len(selected)} host{'s' if len(selected) != 1 else ''}{via}"

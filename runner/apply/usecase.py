@@ -8,17 +8,18 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner import journal as journals
 from runner import plan as planmod
 from runner import policy as pol
+from runner import shard as shards
 from runner.apply.engine import Executor
-from runner.errors import DriftError, HumanNeeded, InvalidInput, OpsrunError
+from runner.errors import DriftError, HumanNeeded, InvalidInput, OpsrunError, resume_command
 from runner.escalate import Evidence, FixAttempt
 from runner.journal import Journal, RunInfo, StateLock, new_run_id
 from runner.model import Plan
@@ -45,6 +46,9 @@ class ApplyRequest:
     forks: int | None = None
     allow_drift: bool = False
     resume: str | None = None
+    interactive: bool = True  # a person can confirm at a terminal; False: hints add --yes
+    shard: str | None = None  # --shard I/N, for a playbook only (a saved plan or a resumed run keeps its own)
+    env: Mapping[str, str] = field(default_factory=dict)  # where CI engines name the shard (GitLab, Kubernetes)
 
 
 class RunView(Protocol):
@@ -85,6 +89,7 @@ class ApplyOutcome:
     recap: Recap
     events: list[dict[str, Any]]
     waiting: Evidence | None = None
+    interactive: bool = True
 
     def human_needed(self) -> HumanNeeded | None:
         """The error that says which human decision the run waits for (None: it does not)."""
@@ -92,7 +97,8 @@ class ApplyOutcome:
             return None
         w = self.waiting
         report_path = journals.state_dir() / "runs" / self.run_id / "escalation.md"
-        return HumanNeeded(self.run_id, str(report_path), f"step '{w.instance}' on {w.host}: {w.reason}")
+        return HumanNeeded(self.run_id, str(report_path), f"step '{w.instance}' on {w.host}: {w.reason}",
+                           interactive=self.interactive)
 
 
 def apply(
@@ -106,14 +112,17 @@ def apply(
     saved: SavedPlan | None = None
     done: Done = {}
     limit, tags, skip_tags = req.limit, split_names(req.tags), split_names(req.skip_tags)
+    part: shards.Shard | None = None
+    keep: Collection[str] | None = None  # the hosts a saved plan or a resumed sharded run holds
     if req.resume:
-        if req.target or req.variables or req.limit or req.tags or req.skip_tags:
+        if req.target or req.variables or req.limit or req.tags or req.skip_tags or req.shard:
             raise InvalidInput(
                 "--resume continues a run with its own playbook, inventory and options",
                 hint=f"opsrun apply --resume {req.resume}",
             )
-        session, run_id, done, opts = resume_session(req.resume, req.inventory, ui)
+        session, run_id, done, opts = resume_session(req.resume, req.inventory, ui, req.interactive)
         limit, tags, skip_tags = opts.get("limit"), split_names(opts.get("tags")), split_names(opts.get("skip_tags"))
+        part, keep = _kept_shard(journals.get_run(run_id).start, f"run {run_id}")
     elif req.target is None:
         raise InvalidInput("apply needs a playbook, a saved plan file, or --resume RUN_ID")
     elif req.target.endswith(".json"):
@@ -123,9 +132,9 @@ def apply(
             raise InvalidInput(f"cannot read plan file {req.target}: {exc.strerror or exc}") from None
         saved = planmod.read_saved(text, req.target)
         opts = saved.data.get("options") or {}
-        if req.variables or req.limit or req.tags or req.skip_tags:
+        if req.variables or req.limit or req.tags or req.skip_tags or req.shard:
             raise InvalidInput(
-                "a saved plan is applied exactly as planned: --var, --limit, --tags "
+                "a saved plan is applied exactly as planned: --var, --limit, --shard, --tags "
                 "and --skip-tags are fixed by the plan",
                 hint="plan again with them",
             )
@@ -133,7 +142,9 @@ def apply(
         limit, tags, skip_tags = opts.get("limit"), split_names(opts.get("tags")), split_names(opts.get("skip_tags"))
         session = open_session(saved.playbook_file, inventory, None, saved.data.get("vars") or {})
         run_id = new_run_id()
+        part, keep = _kept_shard(saved.data, f"the saved plan {req.target}")
     else:
+        part = shards.resolve(req.shard, req.env)
         session = open_session(req.target, req.inventory, list(req.variables))
         run_id = new_run_id()
     lock = StateLock(run_id)
@@ -143,9 +154,19 @@ def apply(
         recap, waiting = _apply_locked(
             session, run_id, saved, done, lock, ui, make_fixer,
             target=req.target or "", limit=limit, tags=tags, skip_tags=skip_tags, forks=req.forks,
-            allow_drift=req.allow_drift,
+            allow_drift=req.allow_drift, interactive=req.interactive, shard=part, keep=keep,
         )
-    return ApplyOutcome(run_id, recap, journal_events(run_id), waiting)  # the recap counts fixes, undos from them
+    # the recap counts fixes and undos from the events
+    return ApplyOutcome(run_id, recap, journal_events(run_id), waiting, req.interactive)
+
+
+def _kept_shard(doc: Mapping[str, Any], what: str) -> tuple[shards.Shard | None, Collection[str] | None]:
+    """The shard a saved plan or a run was made for, and its hosts: applied again as they
+    are, never re-split (the environment of the job applying it names no shard here)."""
+    label = doc.get("shard")
+    if not label:
+        return None, None
+    return shards.parse(str(label), what), frozenset(str(h) for h in doc.get("hosts") or [])
 
 
 def journal_events(run_id: str) -> list[dict[str, Any]]:
@@ -156,7 +177,9 @@ def journal_events(run_id: str) -> list[dict[str, Any]]:
         return []
 
 
-def resume_session(run_id: str, inventory: str | None, ui: ApplyUI) -> tuple[Session, str, Done, dict[str, Any]]:
+def resume_session(
+    run_id: str, inventory: str | None, ui: ApplyUI, interactive: bool = True
+) -> tuple[Session, str, Done, dict[str, Any]]:
     """The session, run id, finished steps and options of a run to continue."""
     run = journals.get_run(run_id)
     start = run.start
@@ -166,7 +189,7 @@ def resume_session(run_id: str, inventory: str | None, ui: ApplyUI) -> tuple[Ses
         raise InvalidInput(f"run {run.run_id} finished ok: nothing to resume")
     inv = inventory or start.get("inventory_arg")
     session = open_session(str(start["playbook"]), inv, None, dict(start.get("vars") or {}))
-    refuse_if_still_running(run, session, ui)
+    refuse_if_still_running(run, session, ui, interactive)
     if session.playbook.digest != start.get("playbook_digest"):
         ui.note(f"note: {start['playbook']} changed since run {run.run_id} started; "
                 "the changed steps run as now written")
@@ -186,7 +209,7 @@ _REMOTE_GROUP_ALIVE = (
 )
 
 
-def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI) -> None:
+def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI, interactive: bool = True) -> None:
     """Resume never starts a step beside its earlier copy: a process the stopped run started
     for a step that never ended, and that still runs, stops the resume (exit 1)."""
     import socket
@@ -221,7 +244,7 @@ def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI) -> None
         raise OpsrunError(
             f"not resuming run {run.run_id}: the step it stopped in may still be running\n  "
             + "\n  ".join(alive),
-            hint=f"wait for it to end (or stop it), then: opsrun apply --resume {run.run_id}",
+            hint=f"wait for it to end (or stop it), then: {resume_command(run.run_id, interactive=interactive)}",
         )
 
 
@@ -240,10 +263,18 @@ def _apply_locked(
     skip_tags: tuple[str, ...],
     forks: int | None,
     allow_drift: bool,
+    interactive: bool = True,
+    shard: shards.Shard | None = None,
+    keep: Collection[str] | None = None,
 ) -> tuple[Recap, Evidence | None]:
-    """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human)."""
-    hosts = select_hosts(session.inventory, session.playbook, limit)
+    """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human).
+    `shard`: only its hosts of the selection (after --limit); `keep`: exactly these (a saved shard)."""
+    selected = select_hosts(session.inventory, session.playbook, limit)
+    hosts = [h for h in selected if h in keep] if keep is not None else shards.select(selected, shard)
+    if shard is not None:
+        ui.note(shards.note(shard, hosts, selected))
     the_plan, host_plans = make_plan(session, hosts, tags=tags, skip_tags=skip_tags, forks=forks, limit=limit)
+    the_plan.shard = str(shard) if shard else None
     if saved is not None:
         check_saved(saved, the_plan, session, target, allow_drift)
     ui.planned(the_plan)
@@ -281,6 +312,7 @@ def _apply_locked(
                 playbook_name=session.playbook.name,
                 playbook_digest=session.playbook.digest,
                 hosts=hosts,
+                shard=str(shard) if shard else None,
                 inventory=session.inventory.file,
                 inventory_arg=None if session.inventory.file.startswith("<") else session.inventory.file,
                 vars=session.cli_vars,
@@ -322,7 +354,7 @@ def _apply_locked(
     except KeyboardInterrupt:
         journal.event("run_end", outcome="interrupted")
         ui.note(f"interrupted: stopped at once (running commands were ended); go on with: "
-                f"opsrun apply --resume {run_id}")
+                f"{resume_command(run_id, interactive=interactive)}")
         raise
     finally:
         session.on_spawn = None

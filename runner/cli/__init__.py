@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -13,7 +14,7 @@ try:  # typer >= 0.20 vendors click; older versions use the click package
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
-from runner.cli import apply, author, gateway, info, inventory, plan, runs, validate
+from runner.cli import apply, author, gateway, info, init, inventory, plan, runs, validate
 from runner.cli.output import err, error_text
 from runner.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, OpsrunError
 
@@ -27,12 +28,22 @@ app = typer.Typer(
     help="Run declarative YAML playbooks on servers (SSH), Proxmox VE and Android (ADB): "
     "validate, plan (exact previews), apply (with retry and escalation).\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (typer's, no heavy import)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for topic in (validate, plan, apply, inventory, info, author, runs, gateway):  # the order `--help` lists them
+for topic in (init, validate, plan, apply, inventory, info, author, runs, gateway):  # the order `--help` lists them
     topic.register(app)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=info.print_version,
+                           help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options before the command (`opsrun --version`)."""
 
 
 def main(argv: list[str] | None = None) -> None:

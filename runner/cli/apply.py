@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from runner import formats
-from runner.cli.options import ForksOpt, InventoryOpt, LimitOpt, SkipTagsOpt, TagsOpt, VarOpt
+from runner.cli.ci import JunitOpt, failure_documents, write_junit
+from runner.cli.options import ForksOpt, InventoryOpt, LimitOpt, ShardOpt, SkipTagsOpt, TagsOpt, VarOpt
 from runner.cli.output import err, out
-from runner.errors import EXIT_ERROR, EXIT_OK, OpsrunError
+from runner.errors import EXIT_ERROR, EXIT_OK, OpsrunError, resume_command
 
 
 def apply(
@@ -23,6 +24,7 @@ def apply(
     inventory: InventoryOpt = None,
     var: VarOpt = None,
     limit: LimitOpt = None,
+    shard: ShardOpt = None,
     tags: TagsOpt = None,
     skip_tags: SkipTagsOpt = None,
     forks: ForksOpt = None,
@@ -37,12 +39,16 @@ def apply(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Stream events as JSON lines (for CI).")] = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Plan, confirm, then make the changes (or apply a saved plan exactly, or resume a run)."""
+    import os
+
     from runner import report
     from runner.apply.usecase import ApplyRequest
     from runner.apply.usecase import apply as apply_run
 
+    interactive = sys.stdin.isatty()
     request = ApplyRequest(
         target=target,
         inventory=inventory,
@@ -53,10 +59,20 @@ def apply(
         forks=forks,
         allow_drift=allow_drift,
         resume=resume,
+        interactive=interactive,
+        shard=shard,
+        env=dict(os.environ),
     )
     color = report.use_color(sys.stdout)
-    run = apply_run(request, _ApplyConsole(as_json=as_json, yes=yes, color=color), make_fixer=_make_fixer)
+    console = _ApplyConsole(as_json=as_json, yes=yes, color=color, resume=resume)
+    with failure_documents("apply", "json" if as_json else "text", junit, json_lines=True):
+        run = apply_run(request, console, make_fixer=_make_fixer)
     out(formats.recap(run.recap, run.run_id, "json" if as_json else "text", color=color, events=run.events))
+    if junit:
+        from runner.ci_report import junit_apply
+
+        recap = report.recap_json(run.recap, run.run_id, events=run.events)
+        write_junit(junit, junit_apply(recap, console.planned_steps))
     needed = run.human_needed()
     if needed is not None:
         raise needed
@@ -66,10 +82,12 @@ def apply(
 class _ApplyConsole:
     """The person's side of `opsrun apply` (runner.apply.usecase.ApplyUI) on the terminal."""
 
-    def __init__(self, *, as_json: bool, yes: bool, color: bool) -> None:
+    def __init__(self, *, as_json: bool, yes: bool, color: bool, resume: str | None = None) -> None:
         self.as_json = as_json
         self.yes = yes
         self.color = color
+        self.resume = resume
+        self.planned_steps: list[tuple[str, str]] = []  # (host, instance): the JUnit report's cases
 
     def note(self, text: str) -> None:
         err(text)
@@ -79,6 +97,7 @@ class _ApplyConsole:
             err(f"note: {note}")
 
     def planned(self, the_plan: Any) -> None:
+        self.planned_steps = [(sp.host, sp.instance) for sp in the_plan.steps]
         if not self.as_json:
             out(formats.plan(the_plan, "text", color=self.color))
 
@@ -86,9 +105,9 @@ class _ApplyConsole:
         if self.yes:
             return
         if not sys.stdin.isatty():
-            raise OpsrunError(
-                "not applying: no terminal to confirm on", hint="pass --yes (CI), or apply a reviewed plan file"
-            )
+            hint = (f"without a terminal a resume needs --yes: {resume_command(self.resume, interactive=False)}"
+                    if self.resume else "pass --yes (CI), or apply a reviewed plan file")
+            raise OpsrunError("not applying: no terminal to confirm on", hint=hint)
         if not typer.confirm("Apply these changes?", default=False):
             err("cancelled: nothing was changed")
             raise typer.Exit(EXIT_ERROR)

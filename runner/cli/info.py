@@ -30,6 +30,13 @@ def version() -> None:
     out(f"opsrun {__version__}\n")
 
 
+def print_version(value: bool) -> None:
+    """`opsrun --version`: the version, then exit before any command."""
+    if value:
+        version()
+        raise typer.Exit(0)
+
+
 def register(app: typer.Typer) -> None:
     app.command("schema")(schema_cmd)
     app.command()(version)

@@ -30,3 +30,10 @@ GatewayOpt = Annotated[
     typer.Option("--gateway", "-g", envvar="OPSRUN_GATEWAY", show_default=False,
                  help="gateway file [default: ./gateway.yaml if present, else the packaged one]"),
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", metavar="I/N", show_default=False,
+                 help="Only shard I of N of the selected hosts (a stable split for parallel CI workers; "
+                      "default: GitLab's CI_NODE_INDEX/CI_NODE_TOTAL, or JOB_COMPLETION_INDEX with "
+                      "OPSRUN_SHARD_TOTAL)."),
+]

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from runner import formats
-from runner.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, SkipTagsOpt, TagsOpt, VarOpt
-from runner.cli.output import out
+from runner.cli.ci import JunitOpt, failure_documents, write_junit
+from runner.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, ShardOpt, SkipTagsOpt, TagsOpt, VarOpt
+from runner.cli.output import err, out
 from runner.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, OpsrunError
 
 
@@ -21,6 +22,7 @@ def plan(
     inventory: InventoryOpt = None,
     var: VarOpt = None,
     limit: LimitOpt = None,
+    shard: ShardOpt = None,
     tags: TagsOpt = None,
     skip_tags: SkipTagsOpt = None,
     forks: ForksOpt = None,
@@ -33,28 +35,43 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none, 1 on error.")
     ] = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Dry run: what would change on each host, with the exact commands and diffs."""
+    import os
+
     from runner import report
+    from runner import shard as shards
     from runner.planner import make_plan
     from runner.session import open_session, select_hosts, split_names
 
     if as_json:
         fmt = "json"
     formats.check(fmt, "plan")
-    with open_session(playbook, inventory, var) as session:
-        hosts = select_hosts(session.inventory, session.playbook, limit)
-        the_plan, _ = make_plan(
-            session,
-            hosts,
-            tags=split_names(tags),
-            skip_tags=split_names(skip_tags),
-            offline=offline,
-            forks=forks,
-            limit=limit,
-        )
-    if out_file:
-        _save_plan(Path(out_file), report.plan_json(the_plan))
+    with failure_documents("plan", fmt, junit):
+        part = shards.resolve(shard, os.environ)
+        with open_session(playbook, inventory, var) as session:
+            selected = select_hosts(session.inventory, session.playbook, limit)
+            hosts = shards.select(selected, part)
+            if part is not None:
+                err(shards.note(part, hosts, selected))
+            the_plan, _ = make_plan(
+                session,
+                hosts,
+                tags=split_names(tags),
+                skip_tags=split_names(skip_tags),
+                offline=offline,
+                forks=forks,
+                limit=limit,
+            )
+            the_plan.shard = str(part) if part else None
+        if out_file:
+            _save_plan(Path(out_file), report.plan_json(the_plan))
+    if junit:
+        from runner.ci_report import junit_plan
+        from runner.plan import to_json
+
+        write_junit(junit, junit_plan(to_json(the_plan)))
     out(formats.plan(the_plan, fmt, color=report.use_color(sys.stdout)))
     if out_file and fmt == "text":  # the machine formats stay one document
         out(f"Saved plan to {out_file}; apply it exactly with: opsrun apply {out_file}\n")

@@ -1,16 +1,19 @@
-"""`opsrun runs list|show`: past runs recorded in .opsrun/runs/ (a typer sub-app).
-Reads the journal only; imports no apply, transport or llm module.
+"""`opsrun runs list|show|merge`: past runs recorded in .opsrun/runs/ (a typer sub-app), and the
+runs of a sharded apply as one recap. Reads journals only; imports no apply, transport or llm module.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from runner import formats
+from runner.cli.ci import JunitOpt, failure_documents, write_junit
 from runner.cli.options import JsonOpt
 from runner.cli.output import out
+from runner.errors import EXIT_ERROR, EXIT_OK
 
 app = typer.Typer(help="Past runs recorded in .opsrun/runs/.", no_args_is_help=True)
 
@@ -32,6 +35,35 @@ def runs_show(
     from runner import journal
 
     out(formats.run(journal.get_run(run_id), "json" if as_json else "text"))
+
+
+@app.command("merge")
+def runs_merge(
+    dirs: Annotated[
+        list[Path],
+        typer.Argument(metavar="DIR", help="Each shard's run: a run folder (.opsrun/runs/ID), a .opsrun folder "
+                                           "or a project folder (its last run)."),
+    ],
+    as_json: JsonOpt = False,
+    fmt: Annotated[str, typer.Option("--format", help=formats.choices_text("merged"))] = "text",
+    junit: JunitOpt = None,
+) -> None:
+    """The runs of a sharded apply (`--shard I/N` on N workers) as one recap. Exit 0 when every
+    shard ran and all went well, 1 on failures or missing shards, 4 when the runs do not fit."""
+    from runner import merge
+
+    if as_json:
+        fmt = "json"
+    formats.check(fmt, "merged")
+    with failure_documents("runs merge", fmt, junit):
+        runs = [merge.find_run(d) for d in dirs]
+        doc = merge.merge(runs)
+    out(formats.merged(doc, fmt))
+    if junit:
+        from runner.ci_report import junit_merged
+
+        write_junit(junit, junit_merged(doc, merge.planned(runs)))
+    raise typer.Exit(EXIT_OK if doc["ok"] else EXIT_ERROR)
 
 
 def register(parent: typer.Typer) -> None:
