@@ -131,3 +131,23 @@ def test_the_inventory_command_shows_an_ansible_ini_as_opsrun_sees_it(tmp_path: 
     assert listed["_meta"]["hostvars"]["web02"]["port"] == 8080
     both = run("--list", "--graph")
     assert both.returncode == 4 and "one of --list, --graph or --host" in both.stderr
+
+
+def test_plan_warns_and_validate_checks_ansible_inventory_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+
+    (tmp_path / "h.ini").write_text("[l]\nlocalhost ansible_connection=local ansible_python_interpreter=/x\n")
+    (tmp_path / "pb.yaml").write_text("opsrun: 1\nname: t\nhosts: all\nsteps:\n  - id: a\n"
+                                      "    run: {command: 'echo hi', changed_when: false}\n")
+    plan = run("plan", "pb.yaml", "-i", "h.ini")
+    assert plan.returncode == 0 and "h.ini:2:" in plan.stderr and "ansible_python_interpreter" in plan.stderr
+    (tmp_path / "good.yml").write_text("all:\n  hosts:\n    w1: {ansible_host: 10.0.0.1}\n")
+    (tmp_path / "bad.yml").write_text("all:\n  hosts:\n    - w1\n")
+    assert run("validate", "good.yml").returncode == 0
+    bad = run("validate", "bad.yml")
+    assert bad.returncode == 4 and "bad.yml:2:" in bad.stderr

@@ -270,6 +270,8 @@ def _apply_locked(
     """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human).
     `shard`: only its hosts of the selection (after --limit); `keep`: exactly these (a saved shard)."""
     selected = select_hosts(session.inventory, session.playbook, limit)
+    for d in session.inventory.warnings:  # Ansible variables with no equivalent, Proxmox sources
+        ui.note(d.render())
     hosts = [h for h in selected if h in keep] if keep is not None else shards.select(selected, shard)
     if shard is not None:
         ui.note(shards.note(shard, hosts, selected))

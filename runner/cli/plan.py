@@ -52,6 +52,8 @@ def plan(
         part = shards.resolve(shard, os.environ)
         with open_session(playbook, inventory, var) as session:
             selected = select_hosts(session.inventory, session.playbook, limit)
+            for d in session.inventory.warnings:  # Ansible variables with no equivalent, Proxmox sources
+                err(d.render())
             hosts = shards.select(selected, part)
             if part is not None:
                 err(shards.note(part, hosts, selected))

@@ -73,13 +73,16 @@ def _check(
 ) -> tuple[Results, list[dict[str, Any]], list[Diagnostic]]:
     """Every file checked: its errors, the `files` entries of the JSON document, warnings."""
     from runner import config, load, offline, schema
+    from runner.inventory.ansible import looks_like_ansible_yaml
 
     files = load.yaml_files(paths)
     results: Results = []
     checked: list[dict[str, Any]] = []
     inv = None
+    warnings: list[Diagnostic] = []
     try:
         inv = config.load_inventory(inventory)
+        warnings += list(inv.warnings)
     except OpsrunError as exc:
         results.append((inventory or "inventory", _located(exc, inventory or "inventory")))
     cli_vars: dict[str, Any] = {}
@@ -88,7 +91,6 @@ def _check(
     except OpsrunError as exc:
         results.append(("--var", _located(exc, "--var")))
     explicit = {str(Path(p)) for p in paths if not Path(p).is_dir()}
-    warnings: list[Diagnostic] = []
     for f in files:
         if skip_other and _has_marker(f) is False:
             checked.append({"file": str(f), "kind": None, "valid": True, "skipped": True})
@@ -100,6 +102,13 @@ def _check(
             checked.append({"file": str(f), "kind": None, "valid": False})
             continue
         kind = schema.detect(doc)
+        if kind is None and looks_like_ansible_yaml(doc.data):  # an Ansible inventory: read as -i reads it
+            found = config.check_inventory(str(f))
+            errors = [d for d in found if d.severity == "error"]
+            warnings += [d for d in found if d.severity != "error"]
+            results.append((str(f), errors))
+            checked.append({"file": str(f), "kind": "inventory", "valid": not errors})
+            continue
         if kind is None:
             if str(f) in explicit:
                 results.append((str(f), [Diagnostic(
