@@ -34,7 +34,7 @@ MAX_OUTPUT = 8 * 1024 * 1024  # characters one render may produce (also `*` on t
 MAX_RENDER_S = 10.0  # wall time one render may take
 MAX_POWER_BITS = 4096  # bits of an integer `**` may produce
 
-_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*\Z", re.S)
 
 
 class Raw(str):
@@ -479,14 +479,18 @@ def evaluate(expression: str, variables: dict[str, Any]) -> Any:
 
 def render_value(value: Any, variables: dict[str, Any], *, shell: bool = False) -> Any:
     """Render nested data. A string that is exactly `{{ expr }}` keeps the native type
-    (a list stays a list) unless it is a shell field."""
+    (a list stays a list) unless it is a shell field; a text result keeps the whitespace
+    written around it."""
     if isinstance(value, str):
         if not has_template(value):
             return value
         if not shell:
             m = _SINGLE_EXPR.match(value)
             if m:
-                return evaluate(m.group("expr").strip(), variables)
+                result = evaluate(m.group("expr").strip(), variables)
+                if not (isinstance(result, str) and value != value.strip()):
+                    return result
+                # text with whitespace around (`content: "{{ motd }}\n"`, a `|` block): kept as written
         return render_text(value, variables, shell=shell)
     if isinstance(value, dict):
         return {k: render_value(v, variables, shell=shell) for k, v in value.items()}

@@ -55,7 +55,7 @@ def _step_lines(sp: StepPlan, color: bool, *, diff: bool = True) -> list[str]:
     table = str(c.data["table"]) if c.data.get("table") else ""
     return _change_lines(
         c.status, sp.instance, c.summary, c.reason, sp.conditional_on, actions, table, c.diff if diff else "",
-        c.changes, color,
+        c.changes, color, source=sp.source,
     )
 
 
@@ -70,13 +70,18 @@ def _change_lines(
     diff: str,
     changes: bool,
     color: bool,
+    *,
+    source: str = "",
 ) -> list[str]:
-    """A planned step as `opsrun plan` prints it: marker, summary, reason, exact actions, diff."""
+    """A planned step as `opsrun plan` prints it: marker, summary, reason, exact actions, diff,
+    and for a step from a step file or role (when it does something) where it is written."""
     marker = MARKERS.get(status, "?")
     head = f"  {_c(marker, _COLORS[marker], color)} {instance}: {redact(summary)}"
     if conditional_on:
         head += f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')"
     lines = [head]
+    if source and status not in ("noop", "skip"):
+        lines.append(f"      from: {source}")
     if reason and status in ("unknown", "blocked"):
         lines.append(f"      reason: {redact(reason)}")
     if status in ("create", "update", "delete", "run", "blocked"):
@@ -102,6 +107,7 @@ def plan_record_lines(rec: dict[str, Any], *, color: bool = False) -> list[str]:
     return _change_lines(
         status, str(rec.get("instance", "?")), str(rec.get("summary", "")), str(rec.get("reason") or ""),
         rec.get("conditional_on"), actions, "", str(rec.get("diff") or ""), status in CHANGING, color,
+        source=str(rec.get("source") or ""),
     )
 
 

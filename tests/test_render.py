@@ -302,3 +302,11 @@ def test_ssh_host_word_is_not_the_remote_command() -> None:
 
     ctx = shellquote.analyse(("ssh -o BatchMode=yes ", 0, " uptime")).contexts[0]
     assert (ctx.kind, ctx.layers) == ("word", ())
+
+
+def test_text_keeps_the_whitespace_written_around_a_single_expression() -> None:
+    # content: "{{ motd }}\n" and `|` blocks end with the newline the author wrote
+    assert render_value("{{ m }}\n", {"m": "hi"}) == "hi\n"
+    assert render_value("  {{ m }}", {"m": "hi"}) == "  hi"
+    assert render_value("{{ n }}\n", {"n": 3}) == 3  # a number, a list or a mapping keeps its type
+    assert render_value("{{ m }}", {"m": "hi"}) == "hi"

@@ -127,6 +127,9 @@ def test_plan_json_names_the_file_and_include_chain(project: Path) -> None:
     assert steps["shop.conf"]["source"] == "roles/site/role.yaml:12:5 (included by site.yaml:11:5)"
     assert steps["common.motd"]["source"] == "tasks/motd.yaml:5:5 (included by site.yaml:22:5)"
     assert "source" not in steps["root"]
+    text = opsrun("plan", "site.yaml", cwd=project).stdout  # the console names it too
+    at = text.index("shop.conf:")
+    assert "from: roles/site/role.yaml:12:5 (included by site.yaml:11:5)" in text[at:at + 300]
 
 
 def test_tags_when_and_hosts_of_an_include_reach_its_steps(project: Path) -> None:
