@@ -119,6 +119,12 @@ def merge(runs: list[RunInfo]) -> dict[str, Any]:
                                    hint="shards must not overlap: use the same --shard N and inventory on every worker")
             owner[host] = r.run_id
             doc_hosts[host] = {**h, "run_id": r.run_id, "shard": shard}
+    groups = {s.get("group") for s in starts if s}
+    if len(groups) > 1:
+        raise InvalidInput(
+            "the runs belong to different runs: " + ", ".join(
+                f"{r.run_id}: {s.get('group') or 'no run id'}" for r, s in zip(runs, starts, strict=True) if s),
+            hint="merge the shards of one run (apply --run-id, or the CI pipeline id, names it)")
     if len(totals_seen) > 1:
         raise InvalidInput("the runs were cut into different numbers of shards: "
                            + ", ".join(sorted(shards)), hint="merge the shards of one run")
@@ -131,6 +137,7 @@ def merge(runs: list[RunInfo]) -> dict[str, Any]:
         for k, v in h["counts"].items():
             totals[k] = totals.get(k, 0) + int(v)
     return {
+        "run_id": next(iter(groups)) if groups else None,
         "runs": [{"run_id": r.run_id, "dir": str(r.dir), "shard": s.get("shard") if s else None,
                   "outcome": r.outcome} for r, s in zip(runs, starts, strict=True)],
         "missing_shards": missing,
@@ -175,7 +182,8 @@ def merged_text(doc: dict[str, Any]) -> str:
                      + " | ".join(str(h["counts"].get(c, 0)).rjust(len(c)) for c in cols) + " |")
     t = doc["totals"]
     lines.append("")
-    lines.append(f"Merged {len(doc['runs'])} run(s): " + ", ".join(f"{c} {t.get(c, 0)}" for c in cols)
+    of = f" of run {doc['run_id']}" if doc.get("run_id") else ""
+    lines.append(f"Merged {len(doc['runs'])} run(s){of}: " + ", ".join(f"{c} {t.get(c, 0)}" for c in cols)
                  + (f"; missing shards: {', '.join(doc['missing_shards'])}" if doc["missing_shards"] else "")
                  + ("" if doc["ok"] else "; NOT OK"))
     return "\n".join(lines) + "\n"

@@ -64,6 +64,27 @@ def resolve(flag: str | None, env: Mapping[str, str]) -> Shard | None:
     return parse(flag) if flag else from_env(env)
 
 
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def run_group(flag: str | None, env: Mapping[str, str]) -> str | None:
+    """The run id the shards of one run share (`runs merge` checks it): `--run-id`, else
+    OPSRUN_RUN_ID, else the CI pipeline's id (GitHub Actions GITHUB_RUN_ID[-attempt],
+    GitLab CI_PIPELINE_ID); None outside CI without a flag."""
+    value = flag or env.get("OPSRUN_RUN_ID")
+    source = "--run-id" if flag else "OPSRUN_RUN_ID"
+    if not value and env.get("GITHUB_RUN_ID"):
+        value, source = f"gh-{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT') or '1'}", "GITHUB_RUN_ID"
+    if not value and env.get("CI_PIPELINE_ID"):
+        value, source = f"gl-{env['CI_PIPELINE_ID']}", "CI_PIPELINE_ID"
+    if not value:
+        return None
+    if not _GROUP.match(value):
+        raise InvalidInput(f"{source}: {value!r} is not a run id",
+                           hint="letters, digits and . _ : - (at most 128), starting with a letter or digit")
+    return value
+
+
 def bucket(name: str, total: int) -> int:
     """The 0-based shard of host `name`: jump consistent hashing (Lamping & Veach) of the
     name's SHA-256, so growing N moves only 1/N of the hosts and adding a host moves none."""

@@ -23,7 +23,8 @@ HOSTS = [f"h{i}" for i in range(1, 7)]
 def opsrun(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if k not in ("OPSRUN_STATE_DIR", "CI_NODE_INDEX", "CI_NODE_TOTAL", "JOB_COMPLETION_INDEX",
-                         "OPSRUN_SHARD", "OPSRUN_SHARD_TOTAL", "GITHUB_ACTIONS")}
+                         "OPSRUN_SHARD", "OPSRUN_SHARD_TOTAL", "GITHUB_ACTIONS", "GITHUB_RUN_ID",
+                         "GITHUB_RUN_ATTEMPT", "CI_PIPELINE_ID", "OPSRUN_RUN_ID")}
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=90, env={**base, **(env or {})}, stdin=subprocess.DEVNULL)
 
@@ -203,3 +204,21 @@ def test_a_resumed_shard_keeps_its_hosts(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "shard 2/2: " in r.stderr
     assert sorted((tmp_path / "applied.log").read_text().split()) == sorted(mine)
+
+
+def test_shards_share_the_pipelines_run_id_and_merge_refuses_another_run(fleet: Path) -> None:
+    def shard(i: int, where: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return opsrun("apply", str(fleet / "pb.yaml"), "-i", str(fleet / "inv.yaml"), "--yes", "--shard", f"{i}/2",
+                      cwd=fleet, env={"OPSRUN_STATE_DIR": str(fleet / where), **env})
+
+    assert shard(1, "a", CI_PIPELINE_ID="77").returncode == 0
+    assert shard(2, "b", CI_PIPELINE_ID="77").returncode == 0
+    assert shard(2, "c", GITHUB_RUN_ID="5", GITHUB_RUN_ATTEMPT="2").returncode == 0
+    assert events(fleet / "a")[0]["group"] == "gl-77" and events(fleet / "c")[0]["group"] == "gh-5-2"
+    doc = json.loads(opsrun("runs", "merge", "a", "b", "--json", cwd=fleet).stdout)
+    assert doc["run_id"] == "gl-77" and doc["ok"] is True
+    other = opsrun("runs", "merge", "a", "c", cwd=fleet)
+    assert other.returncode == 4 and "belong to different runs" in other.stderr
+    named = opsrun("apply", str(fleet / "pb.yaml"), "-i", str(fleet / "inv.yaml"), "--yes", "--run-id", "bad id!",
+                   cwd=fleet, env={"OPSRUN_STATE_DIR": str(fleet / "d")})
+    assert named.returncode == 4 and "--run-id" in named.stderr

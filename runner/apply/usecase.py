@@ -49,6 +49,7 @@ class ApplyRequest:
     interactive: bool = True  # a person can confirm at a terminal; False: hints add --yes
     shard: str | None = None  # --shard I/N, for a playbook only (a saved plan or a resumed run keeps its own)
     env: Mapping[str, str] = field(default_factory=dict)  # where CI engines name the shard (GitLab, Kubernetes)
+    run_group: str | None = None  # --run-id: the id the shards of one run share (default: the CI pipeline's)
 
 
 class RunView(Protocol):
@@ -155,6 +156,7 @@ def apply(
             session, run_id, saved, done, lock, ui, make_fixer,
             target=req.target or "", limit=limit, tags=tags, skip_tags=skip_tags, forks=req.forks,
             allow_drift=req.allow_drift, interactive=req.interactive, shard=part, keep=keep,
+            group=shards.run_group(req.run_group, req.env) if (part or req.run_group) else None,
         )
     # the recap counts fixes and undos from the events
     return ApplyOutcome(run_id, recap, journal_events(run_id), waiting, req.interactive)
@@ -265,6 +267,7 @@ def _apply_locked(
     allow_drift: bool,
     interactive: bool = True,
     shard: shards.Shard | None = None,
+    group: str | None = None,
     keep: Collection[str] | None = None,
 ) -> tuple[Recap, Evidence | None]:
     """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human).
@@ -315,6 +318,7 @@ def _apply_locked(
                 playbook_digest=session.playbook.digest,
                 hosts=hosts,
                 shard=str(shard) if shard else None,
+                group=group,
                 inventory=session.inventory.file,
                 inventory_arg=None if session.inventory.file.startswith("<") else session.inventory.file,
                 vars=session.cli_vars,

@@ -25,6 +25,12 @@ def apply(
     var: VarOpt = None,
     limit: LimitOpt = None,
     shard: ShardOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", metavar="ID", show_default=False,
+                     help="The run id every shard of this run shares, for `runs merge` "
+                          "(default with --shard: GITHUB_RUN_ID or GitLab's CI_PIPELINE_ID)."),
+    ] = None,
     tags: TagsOpt = None,
     skip_tags: SkipTagsOpt = None,
     forks: ForksOpt = None,
@@ -62,6 +68,7 @@ def apply(
         interactive=interactive,
         shard=shard,
         env=dict(os.environ),
+        run_group=run_id,
     )
     color = report.use_color(sys.stdout)
     console = _ApplyConsole(as_json=as_json, yes=yes, color=color, resume=resume)
