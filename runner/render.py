@@ -144,6 +144,7 @@ def quote(value: Any) -> str:
 # into Jinja's output for each value; render_text then lexes the literal text around the
 # placeholders and escapes each value for the context it landed in.
 _SLOTS: contextvars.ContextVar[tuple[str, list[Any]] | None] = contextvars.ContextVar("opsrun_slots", default=None)
+_SLOT_SIZE: contextvars.ContextVar[int] = contextvars.ContextVar("opsrun_slot_size", default=0)
 _MARK = "\ue000"
 _END = "\ue001"
 
@@ -157,6 +158,14 @@ def _shell_finalize(context: Context, value: Any) -> Any:
         return quote(value)
     nonce, values = slots
     values.append(value)
+    # the values are escaped and put in place after Jinja has run: bound what they add up to now,
+    # so a loop inserting 100 MB stops at the limit instead of after escaping all of it
+    size = len(value) if isinstance(value, str) else sum(len(str(v)) for v in value) \
+        if isinstance(value, list | tuple) else len(str(value))
+    total = _SLOT_SIZE.get() + size
+    if total > MAX_OUTPUT:
+        raise SecurityError(f"template output larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+    _SLOT_SIZE.set(total)
     return f"{_MARK}{nonce}:{len(values) - 1}{_END}"
 
 
@@ -431,13 +440,14 @@ def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) 
     context and returns a ShellCommand (secrets as variable references, values in .env)."""
     if not has_template(source):
         return source
-    token = None
+    token = size_token = None
     try:
         if not shell:
             return str(_template(source, shell).render(variables))
         nonce = _random.token_hex(4)
         values: list[Any] = []
         token = _SLOTS.set((nonce, values))
+        size_token = _SLOT_SIZE.set(0)
         output = str(_template(source, shell).render(variables))
         command = _assemble(output, nonce, values)
         if len(command) > MAX_OUTPUT:  # the escaped values are inserted after Jinja's own bound
@@ -456,6 +466,8 @@ def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) 
     finally:
         if token is not None:
             _SLOTS.reset(token)
+        if size_token is not None:
+            _SLOT_SIZE.reset(size_token)
 
 
 def evaluate(expression: str, variables: dict[str, Any]) -> Any:
