@@ -185,6 +185,8 @@ def test_a_task_can_use_another_model(fake_llm, make_gateway):
     gw.complete(Q, task="author", providers=["two"])
     assert [r.model for r in fake_llm.chats()] == ["third-model", "fake-model", "qwen2.5-coder:7b"]
     assert [p.model for p in gw.order("author")] == ["fake-model", "qwen2.5-coder:7b"]
+    gw.check(["one"])  # check and bench without a task: the provider's own model
+    assert fake_llm.chats()[-1].model == "fake-model"
 
 
 def test_a_task_model_for_an_unknown_provider_is_a_located_error(tmp_path):

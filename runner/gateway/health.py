@@ -114,5 +114,5 @@ class Gateway(Router):
     def _selected(self, names: Sequence[str] | None) -> list[ProviderConfig]:
         if not names:
             return list(self.config.providers.values())
-        return self.order(only=names)
+        return self.order(None, only=names)  # each provider's own model
 

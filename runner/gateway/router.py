@@ -112,11 +112,12 @@ class Router:
         return latency
 
     # -- routing ------------------------------------------------------------------------------
-    def order(self, task: str = "ask", only: Sequence[str] | None = None,
+    def order(self, task: str | None = "ask", only: Sequence[str] | None = None,
               answer_tokens: int | None = None) -> list[ProviderConfig]:
         """Providers to try for `task`, first to last, each with the model the task asks it
-        for (tasks.T.model). With routing.max_latency_ms, providers the bench predicts slower
-        than that for an answer of `answer_tokens` go last."""
+        for (tasks.T.model; task None: the providers' own models). With
+        routing.max_latency_ms, providers the bench predicts slower than that for an answer
+        of `answer_tokens` go last."""
         cfg, routing = self.config, self.config.routing
         if only:
             unknown = [n for n in only if n not in cfg.providers]
@@ -125,7 +126,7 @@ class Router:
                                    hint=f"providers in {cfg.source}: {', '.join(cfg.providers)}")
             names = list(only)
         else:
-            names = list(cfg.task(task).order or routing.order or cfg.providers)
+            names = list((cfg.task(task).order if task else ()) or routing.order or cfg.providers)
         tcfg = cfg.task(task) if task in TASKS else None
         provs = []
         for n in names:
