@@ -125,11 +125,12 @@ def test_valid_answer_is_written_with_header_and_offline_plan(fake_llm, tmp_path
     (req,) = fake_llm.chats()
     assert req.path == "/api/chat"
     fmt = req.body["format"]
-    assert "kind_package" in fmt["$defs"] and "kind_proxmox.lxc" not in fmt["$defs"]
-    assert "errorMessage" not in json.dumps(fmt)
+    assert "step_package" in fmt["$defs"] and "step_proxmox.lxc" not in fmt["$defs"]
+    assert "errorMessage" not in json.dumps(fmt) and "allow" not in fmt["properties"]
     system = req.body["messages"][0]["content"]
-    assert "- web1 (transport ssh)" in system and "- web: web1, web2" in system
-    assert "nobody-canary" not in req.raw and "kind_service" in system
+    assert "Hosts (ssh): web1, web2" in system and "Groups: web (web1, web2)" in system
+    assert "nobody-canary" not in req.raw and "\n- service: {name*: str" in system
+    assert "proxmox" not in system and "adb." not in system
     assert user_messages(req) == [f"Write a playbook for this request:\n{REQUEST}"]
 
 

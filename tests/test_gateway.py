@@ -450,9 +450,13 @@ def test_bench_stores_measurements(fake_llm, make_gateway, tmp_path):
     results = {m.provider: m for m in gw.bench(runs=2)}
     assert results["fast"].ok and results["fast"].runs == 2 and results["fast"].tokens_per_s > 0
     assert not results["nokey"].ok
+    assert (results["fast"].tokens_in, results["fast"].tokens_out) == (5, 30)
     stored = json.loads((tmp_path / ".opsrun" / "gateway-bench.json").read_text())
-    assert stored["providers"]["fast"]["latency_ms"] == results["fast"].latency_ms
-    assert stored["providers"]["fast"]["model"] == "fake-model"
+    assert stored["version"] == 2
+    entry = stored["providers"]["fast"]["fake-model"]  # per provider and model
+    assert entry["latency_ms"] == results["fast"].latency_ms
+    assert (entry["tokens_in"], entry["tokens_out"]) == (5, 30)
+    assert entry["tokens_per_s"] == results["fast"].tokens_per_s
 
 
 # -- the CLI ------------------------------------------------------------------------------------

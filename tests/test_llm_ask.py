@@ -235,3 +235,18 @@ steps:
     assert triage.data["json"] == {"severity": "high"} and triage.data["model"] == "fake-model"
     (req,) = fake_llm.chats()
     assert req.body["messages"][-1]["content"] == f"How bad is this? {LOG}"  # stdout without its trailing newline
+
+
+def test_the_documented_triage_example_lets_opsrun_quote_the_answer():
+    """docs/llm.md's llm.ask example: valid, and the model's answer reaches the shell only through
+    a template opsrun quotes by context (no quotes of its own around it, which would undo that)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "llm.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "id: triage" in b)
+    steps = yaml.safe_load(block)
+    doc = load.parse(yaml.safe_dump({"opsrun": 1, "name": "doc", "hosts": "local", "steps": steps}), "doc.yaml")
+    assert not schema.validate_playbook(doc)
+    page = next(s for s in steps if s["id"] == "page")
+    assert "{{ steps.triage.data.json.reason }}" in page["run"]
+    assert not re.search(r"""['"]\s*\{\{|\}\}\s*['"]""", page["run"]), page["run"]

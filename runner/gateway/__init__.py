@@ -4,6 +4,7 @@ deadline, with a circuit breaker, answer cache and rate limit, configured in gat
     router.py   routing, deadline, retries, breaker                adapter.py  the only litellm importer
     store.py    rate limiter and answer cache                      health.py   Gateway = router + check, bench
     config.py   gateway.yaml -> GatewayConfig                      results.py  Answer, Attempt, GatewayError
+    tokens.py   rough token counts for context_tokens
 
 Imports nothing above runner.errors, files, load, secrets (and schema, for gateway.yaml):
 steps (llm.ask) and the llm use cases (author, fixer) sit above it. One instance per file

@@ -5,6 +5,7 @@ above runner.errors, secrets and the gateway's own config and results.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import email.utils
 import importlib
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runner.errors import InvalidInput, MissingExtra
@@ -27,14 +28,38 @@ Message = dict[str, Any]
 
 _LOADED: dict[str, Any] = {}  # "litellm" -> the module, once imported
 _IMPORT_LOCK = threading.Lock()
-# modules litellm imports lazily inside its first call; importing them up front keeps that
-# cost (about a second) out of the first request's deadline
+# Modules litellm (1.106.2) imports lazily: inside its first calls (success and error paths, the
+# OpenAI and Ollama routes) and in the __del__ of its cached HTTP clients at interpreter
+# shutdown. Importing them up front keeps that cost out of the first request's deadline, and
+# keeps the import machinery out of request threads and out of finalization (see _settle).
+# tests/test_gateway.py checks that requests import nothing beyond this list.
 _WARM_MODULES = (
     "openai.resources",
     "litellm.proxy.openai_files_endpoints.common_utils",
     "litellm.llms.openai.openai",
     "litellm.llms.ollama.chat.transformation",
+    "litellm.llms.openai_like.dynamic_config",
+    "litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.output_params_utils",
+    "litellm.llms.edenai.common_utils",
+    "litellm.llms.fal_ai.chat.transformation",
+    "litellm.llms.fal_ai.image_generation",
+    "litellm.llms.custom_httpx.aiohttp_transport",
+    "litellm._service_logger",
+    "litellm.integrations.prometheus_services",
+    "litellm.proxy.guardrails.exception_utils",
+    "httpcore",
+    "h11",
+    "h2.connection",
 )
+# An abandoned request (we stopped waiting) still runs in its thread until litellm's own
+# timeout, the same budget, ends it. At exit we wait for such threads this long past their
+# budget: a thread left running Python code (litellm imports on its error path) while the
+# interpreter finalizes is frozen holding the import lock, and the next import (a litellm
+# HTTP client's __del__) waits on it forever.
+EXIT_GRACE_S = 2.0
+EXIT_WAIT_MAX_S = 5.0
+_INFLIGHT: dict[threading.Thread, float] = {}  # request thread -> when it should be over
+_INFLIGHT_LOCK = threading.Lock()
 
 
 def load_litellm() -> Any:
@@ -55,9 +80,62 @@ def load_litellm() -> Any:
                 importlib.import_module(module)
         with contextlib.suppress(Exception):
             litellm.main._get_encoding()
+        # registered after litellm's own exit handlers, so it runs before them (LIFO)
+        atexit.register(_settle)
         _LOADED["litellm"] = litellm
         return litellm
 
+
+def start_request(lib: Any, kwargs: dict[str, Any], budget: float, *, name: str,
+                  on_end: Callable[[], None]) -> tuple[threading.Event, dict[str, Any]]:
+    """Run one litellm.completion in a daemon thread; (done event, box with "response" or
+    "error"). The caller may stop waiting at any time; the thread is remembered until it ends
+    so that interpreter exit can wait for it (bounded, see _settle)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["response"] = lib.completion(**kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            try:
+                on_end()
+            finally:
+                with _INFLIGHT_LOCK:
+                    _INFLIGHT.pop(threading.current_thread(), None)
+                done.set()
+
+    thread = threading.Thread(target=run, daemon=True, name=name)
+    with _INFLIGHT_LOCK:
+        _INFLIGHT[thread] = time.monotonic() + budget + EXIT_GRACE_S
+    thread.start()
+    return done, box
+
+
+def in_flight() -> int:
+    """Request threads still running (answers nobody waits for any more included)."""
+    with _INFLIGHT_LOCK:
+        return sum(t.is_alive() for t in _INFLIGHT)
+
+
+def settle(limit: float = EXIT_WAIT_MAX_S) -> int:
+    """Wait, at most `limit` seconds and no longer than each thread's budget plus
+    EXIT_GRACE_S, for the request threads still running; return how many are left."""
+    end = time.monotonic() + limit
+    with _INFLIGHT_LOCK:
+        threads = list(_INFLIGHT.items())
+    for thread, by in threads:
+        thread.join(max(0.0, min(by, end) - time.monotonic()))
+    return in_flight()
+
+
+def _settle() -> None:
+    """At exit (atexit): before the interpreter finalizes, let abandoned requests finish. A
+    thread still blocked in a socket read past the bound holds no lock and is left alone."""
+    with contextlib.suppress(Exception):
+        settle()
 
 
 def clean_messages(messages: Sequence[Message]) -> list[Message]:
@@ -115,13 +193,20 @@ def call_kwargs(p: ProviderConfig, key: Secret | None, msgs: list[Message],
     return kw
 
 
-def content(response: Any) -> tuple[str, dict[str, int]]:
+def content(response: Any, max_tokens: int | None = None, *,
+            allow_cut: bool = False) -> tuple[str, dict[str, int]]:
+    """The answer's text and token usage. An answer the server cut at its token limit
+    (finish_reason `length`) is a failure unless allow_cut: a cut answer is never used as a
+    whole one."""
     try:
-        text = response.choices[0].message.content
+        choice = response.choices[0]
+        text = choice.message.content
     except (AttributeError, IndexError, TypeError):
-        text = None
+        choice, text = None, None
+    if getattr(choice, "finish_reason", None) == "length" and not allow_cut:
+        raise Failure(cut_message(max_tokens), answered=True)
     if not isinstance(text, str) or not text.strip():
-        raise Failure("empty answer", retryable=True, trip=False)
+        raise Failure("empty answer", retryable=True, answered=True)
     usage: dict[str, int] = {}
     u = getattr(response, "usage", None)
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
@@ -129,6 +214,13 @@ def content(response: Any) -> tuple[str, dict[str, int]]:
         if isinstance(value, int):
             usage[name] = value
     return text, usage
+
+
+def cut_message(max_tokens: int | None) -> str:
+    if max_tokens is None:
+        return ("the answer was cut at the server's output limit (finish_reason: length): "
+                "set max_tokens or raise context_tokens")
+    return f"the answer was cut at max_tokens={max_tokens}: raise max_tokens or context_tokens"
 
 
 def parse_json(text: str, schema: dict[str, Any] | None) -> tuple[str, Any]:
@@ -144,7 +236,7 @@ def parse_json(text: str, schema: dict[str, Any] | None) -> tuple[str, Any]:
         msg = getattr(exc, "msg", str(exc))
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise Failure(f"answer is not valid JSON ({msg}{where})", retryable=True,
-                       trip=False) from None
+                      answered=True) from None
     if schema is not None:
         import jsonschema
 
@@ -155,7 +247,7 @@ def parse_json(text: str, schema: dict[str, Any] | None) -> tuple[str, Any]:
             at = "/".join(map(str, first.absolute_path)) or "top level"
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
             raise Failure(f"answer does not match the schema: {first.message[:120]} (at {at})"
-                           f"{more}", retryable=True, trip=False)
+                          f"{more}", retryable=True, answered=True)
     return body, data
 
 

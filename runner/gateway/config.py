@@ -37,6 +37,7 @@ class ProviderConfig:
     timeout_s: float = 60.0
     max_concurrency: int = 4
     local: bool = False
+    context_tokens: int | None = None  # the model's context window as the server runs it
 
     @property
     def route(self) -> str:
@@ -92,6 +93,11 @@ class TaskConfig:
     order: tuple[str, ...] = ()
     temperature: float | None = None
     max_tokens: int | None = None
+    models: dict[str, str] = field(default_factory=dict)  # provider (or "*" for all) -> model
+
+    def model_for(self, provider: str) -> str | None:
+        """The model this task asks `provider` for, when it is not the provider's own."""
+        return self.models.get(provider) or self.models.get("*")
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,7 @@ def from_document(doc: load.Document, *, base_dir: Path) -> GatewayConfig:
             timeout_s=float(p.get("timeout_s", 60)),
             max_concurrency=int(p.get("max_concurrency", 4)),
             local=bool(p.get("local", kind == "ollama")),
+            context_tokens=p.get("context_tokens"),
         )
     r = data.get("routing") or {}
     routing = RoutingConfig(
@@ -187,7 +194,7 @@ def from_document(doc: load.Document, *, base_dir: Path) -> GatewayConfig:
     )
     tasks = {
         name: TaskConfig(order=tuple(t.get("order") or ()), temperature=t.get("temperature"),
-                         max_tokens=t.get("max_tokens"))
+                         max_tokens=t.get("max_tokens"), models=_task_models(t.get("model")))
         for name, t in (data.get("tasks") or {}).items()
     }
     c = data.get("cache") or {}
@@ -201,6 +208,13 @@ def from_document(doc: load.Document, *, base_dir: Path) -> GatewayConfig:
                          rate_limit=rate, source=doc.file, base_dir=base_dir)
 
 
+def _task_models(value: Any) -> dict[str, str]:
+    """tasks.T.model: one model for every provider of the task, or provider -> model."""
+    if isinstance(value, str):
+        return {"*": value}
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
 def cross_errors(doc: load.Document) -> list[Diagnostic]:
     """Checks the schema cannot express (run even when it failed, so all errors show at once)."""
     def mapping(value: Any) -> dict[str, Any]:
@@ -210,12 +224,15 @@ def cross_errors(doc: load.Document) -> list[Diagnostic]:
     providers = mapping(data.get("providers"))
     names = [str(n) for n in providers]
     orders: list[tuple[tuple[str | int, ...], Any]] = []
+    models: list[tuple[tuple[str | int, ...], list[Any]]] = []
     routing = mapping(data.get("routing"))
     orders.append((("routing", "order"), routing.get("order")))
     tasks = mapping(data.get("tasks"))
     for t, cfg in tasks.items():
         if isinstance(cfg, dict):
             orders.append((("tasks", t, "order"), cfg.get("order")))
+            if isinstance(cfg.get("model"), dict):  # provider names as keys
+                models.append((("tasks", t, "model"), list(cfg["model"])))
     out: list[Diagnostic] = []
     for path, order in orders:
         if not isinstance(order, list) or not names:
@@ -225,6 +242,12 @@ def cross_errors(doc: load.Document) -> list[Diagnostic]:
                 close = difflib.get_close_matches(name, names, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"providers are: {', '.join(names)}"
                 out.append(doc.diag((*path, i), f"unknown provider '{name}'", hint=hint))
+    for path, keys in models:
+        for name in keys:
+            if isinstance(name, str) and name not in providers and names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"providers are: {', '.join(names)}"
+                out.append(doc.diag((*path, name), f"unknown provider '{name}'", hint=hint, key=True))
     if routing.get("force_cloud") is True and names and all(
             isinstance(p, dict) and p.get("local", p.get("kind") == "ollama") for p in providers.values()):
         out.append(doc.diag(("routing", "force_cloud"), "force_cloud is set but every provider is local",

@@ -23,6 +23,8 @@ class Attempt:
     latency_s: float = 0.0
     skipped: bool = False
     label: str = ""  # e.g. "ollama (127.0.0.1:11434)"
+    answered: bool = False  # the provider answered, but not usably (not JSON, cut, off-schema)
+    unfit: bool = False  # passed over: the prompt does not fit its context_tokens
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,26 @@ class Answer:
 
 
 class GatewayError(OpsrunError):
-    """No provider answered; the message names every attempt and why it failed."""
+    """No usable answer; the message names every attempt and what happened to it. Its first
+    words say which case it is: a provider answered but not usably (not JSON, cut at
+    max_tokens, off-schema), the prompt fits no provider's context, or nobody answered."""
 
     def __init__(self, attempts: Sequence[Attempt], *, task: str = "ask", why: str = "") -> None:
         self.attempts = list(attempts)
         text = why or describe(self.attempts) or "no provider configured"
-        super().__init__(
-            redact(f"no LLM provider answered ({task}): {text}"),
-            hint="`opsrun gateway check` shows each provider's health; see docs/llm.md",
-        )
+        if self.answered:
+            head, hint = "no usable LLM answer", "the provider works; see docs/llm.md, Structured answers"
+        elif self.attempts and all(a.unfit for a in self.attempts):
+            head, hint = "the prompt fits no LLM provider", "see docs/llm.md, Context sizing"
+        else:
+            head, hint = "no LLM provider answered", \
+                "`opsrun gateway check` shows each provider's health; see docs/llm.md"
+        super().__init__(redact(f"{head} ({task}): {text}"), hint=hint)
+
+    @property
+    def answered(self) -> bool:
+        """Some provider answered (the answer was not usable)."""
+        return any(a.answered for a in self.attempts)
 
 
 def describe(attempts: Sequence[Attempt]) -> str:
@@ -84,7 +97,8 @@ class Health:
 
 @dataclass(frozen=True)
 class Measurement:
-    """`opsrun gateway bench` for one provider: median latency, mean output tokens per second."""
+    """`opsrun gateway bench` for one provider and model: median latency, mean tokens in and
+    out per request, mean output tokens per second."""
 
     provider: str
     model: str
@@ -93,16 +107,20 @@ class Measurement:
     tokens_per_s: float | None = None
     runs: int = 0
     error: str = ""
+    tokens_in: float | None = None
+    tokens_out: float | None = None
 
 
 class Failure(Exception):
-    """One failed attempt, already translated into words for a person."""
+    """One failed attempt, already translated into words for a person. `answered`: the
+    provider did answer, but the answer is unusable (the server works)."""
 
     def __init__(self, message: str, *, retryable: bool = False, trip: bool = True,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, answered: bool = False) -> None:
         super().__init__(message)
         self.message = redact(message)
         self.retryable = retryable
-        self.trip = trip
+        self.trip = trip and not answered
         self.retry_after = retry_after
+        self.answered = answered
 

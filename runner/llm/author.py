@@ -6,8 +6,9 @@ and never imports litellm (the gateway does, in a call).
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from runner import load
 from runner.errors import Diagnostic, InvalidInput, OpsrunError
+from runner.llm import grammar
 from runner.llm.gates import (
     Check,
     Judge,
     Message,
+    NotJSON,
     compact_json,
+    kind_hints,
     load_rules,
-    model_schema,
     numbered,
     repair_loop,
     safety_diagnostics,
@@ -36,10 +39,14 @@ if TYPE_CHECKING:
     from runner.gateway import Answer, Gateway
 
 DEFAULT_MAX_REPAIRS = 3
-_EXAMPLE_DIRS = (
-    Path(__file__).resolve().parent.parent.parent / "playbooks",  # a source checkout
-    Path(__file__).resolve().parent.parent / "_playbooks",  # an installed wheel
-)
+MIN_ANSWER_TOKENS = 256  # the shortest playbook worth asking for
+# a repair round holds the prompt, the last answer, its errors with the numbered YAML of it
+# (about 1.2 times the answer) and room for a new answer: 3.2 answers and FEEDBACK_TOKENS
+REPAIR_FACTOR = 3.2
+FEEDBACK_TOKENS = 150
+MAX_HOSTS_SHOWN = 20
+MAX_TARGETS_IN_SCHEMA = 64
+MAX_MEMBERS_SHOWN = 8
 SMALL_EXAMPLE = {
     "opsrun": 1,
     "name": "nginx on the web servers",
@@ -55,6 +62,35 @@ SMALL_EXAMPLE = {
          "run": {"command": "curl -fsS http://127.0.0.1/ >/dev/null", "changed_when": "false"}},
     ],
 }
+
+
+ADB_EXAMPLE = {
+    "opsrun": 1,
+    "name": "kiosk screen stays on",
+    "hosts": "kiosks",
+    "steps": [
+        {"id": "booted", "adb.wait": {"for": "boot_completed", "timeout": 180}},
+        {"id": "stay_awake", "adb.setting": {"namespace": "global", "key": "stay_on_while_plugged_in", "value": 7}},
+        {"id": "kiosk_app", "adb.app": {"package": "com.example.kiosk", "state": "started"}},
+    ],
+}
+PROXMOX_EXAMPLE = {
+    "opsrun": 1,
+    "name": "a test container",
+    "hosts": "pve",
+    "steps": [
+        {"id": "nodes", "proxmox.query": "nodes"},
+        {"id": "web", "proxmox.lxc": {"vmid": 201, "hostname": "web1", "cores": 1, "memory": 512,
+                                      "ostemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                                      "state": "running"}},
+    ],
+}
+EXAMPLES = (SMALL_EXAMPLE, ADB_EXAMPLE, PROXMOX_EXAMPLE)
+
+
+class ContextTooSmall(OpsrunError):
+    """The prompt leaves too little of a provider's context_tokens for an answer (and its
+    repairs); the message names the numbers."""
 
 
 # ---------------------------------------------------------------- the author
@@ -117,38 +153,112 @@ class Author:
         self.max_repairs = max(0, max_repairs)
         self.now = now or (lambda: datetime.now(UTC))
         transports = {h.transport for h in inventory.hosts.values()}
-        self.schema = model_schema(load_schema("playbook"), usable_kinds(transports))
+        self.kinds = usable_kinds(transports)
+        self.schema = grammar.model_schema(self.kinds, playbook=load_schema("playbook"))
+        self.shape = grammar.compact(self.schema, kind_notes(self.kinds))  # before hosts become names
+        targets = ["all", *inventory.groups, *inventory.hosts]
+        if len(targets) <= MAX_TARGETS_IN_SCHEMA:  # the grammar then writes only names that exist
+            names = {"enum": targets}
+            self.schema["properties"]["hosts"] = {"anyOf": [names, {"type": "array", "minItems": 1,
+                                                                     "items": names}]}
         self._checks: dict[tuple[tuple[str, ...], tuple[str, ...]], Check] = {}
 
     # ------------------------------------------------------------ prompt
     def messages(self, request: str) -> list[Message]:
-        hosts = "\n".join(f"- {h.name} (transport {h.transport})" for h in self.inventory.hosts.values())
-        groups = "\n".join(f"- {g}: {', '.join(members) or '(empty)'}"
-                           for g, members in self.inventory.groups.items()) or "(none)"
-        shown = "\n\n".join(f"Example ({name}):\n{compact_json(data)}" for name, data in examples())
-        system = (
-            "You write opsrun playbooks: declarative YAML files that bring hosts to a desired state. "
-            "Answer with ONE JSON object, the playbook, and nothing else. It must follow this JSON Schema:\n"
-            f"{compact_json(self.schema)}\n\n"
-            "Rules:\n"
-            "- `opsrun: 1`, a short `name`, `hosts` (only the hosts and groups listed below, or all), `steps`.\n"
-            "- Every step has a unique `id` (lowercase letters, digits, _) and exactly one step kind.\n"
-            "- Prefer the declarative kinds (file, line, template, package, service, ...) over `run`; give "
-            "`run` a guard (creates, removes, unless, only_if) or changed_when: \"false\" when it only reads.\n"
-            "- Use templates like {{ var }} only for variables defined in `vars`, inventory_hostname, or "
-            "earlier steps' results (steps.<id>.stdout).\n"
-            "- Secrets are never written out: use secret('NAME') in templates.\n"
-            "- Never add `allow:` and never run destructive commands: opsrun's safety rules refuse them.\n\n"
-            f"Hosts in the inventory:\n{hosts}\n\nGroups:\n{groups}\n\n{shown}"
-        )
+        """The prompt: the compact schema of the kinds the inventory's transports can run,
+        the rules, the inventory's names (never addresses, users or settings), one example."""
+        shell = {"file", "line", "package", "service", "run"} <= self.kinds
+        rules = ["- Every step has a unique id and exactly one kind."]
+        if shell:
+            rules.append('- Prefer file, line, package and service over run; give run a guard (creates, '
+                         'removes, unless, only_if), or changed_when: "false" when it only reads.')
+        rules += [
+            "- Templates {{ x }} may use vars, inventory_hostname and earlier steps' results "
+            "({{ steps.<id>.stdout }}); a secret only as {{ secret('NAME') }}.",
+            "- Never destructive commands: opsrun's safety rules refuse them.",
+        ]
+        if {"template", "copy"} & self.kinds:
+            rules.append("- template and copy need a file beside the playbook: write small files with "
+                         "file and content instead.")
+        system = "\n".join([
+            "You write opsrun playbooks: files that bring hosts to a desired state, given here as JSON. "
+            "Answer with ONE JSON object, the playbook, and nothing else.",
+            "",
+            "Its shape (* = required; name = letters, digits and _, not starting with a digit):",
+            self.shape,
+            "",
+            "Rules:",
+            *rules,
+            "",
+            *self.inventory_lines(),
+            "",
+            f"Example:\n{compact_json(self.example())}",
+        ])
         user = f"Write a playbook for this request:\n{request.strip()}"
         return [{"role": "system", "content": redact(system)}, {"role": "user", "content": redact(user)}]
 
+    def inventory_lines(self) -> list[str]:
+        """The hosts (by transport) and groups a playbook may target, names only, bounded."""
+        by_transport: dict[str, list[str]] = {}
+        for h in self.inventory.hosts.values():
+            by_transport.setdefault(h.transport, []).append(h.name)
+        lines = []
+        for transport, names in by_transport.items():
+            more = f", ... ({len(names) - MAX_HOSTS_SHOWN} more)" if len(names) > MAX_HOSTS_SHOWN else ""
+            lines.append(f"Hosts ({transport}): {', '.join(names[:MAX_HOSTS_SHOWN])}{more}")
+        groups = []
+        for g, members in list(self.inventory.groups.items())[:MAX_HOSTS_SHOWN]:
+            shown = ", ".join(members) if len(members) <= MAX_MEMBERS_SHOWN else f"{len(members)} hosts"
+            groups.append(f"{g} ({shown or 'empty'})")
+        hidden = len(self.inventory.groups) - MAX_HOSTS_SHOWN
+        tail = f"; ... ({hidden} more)" if hidden > 0 else ""
+        lines.append(f"Groups: {'; '.join(groups) if groups else '(none)'}{tail}")
+        lines.append("hosts: one of these names or groups, or all.")
+        return lines
+
+    def example(self) -> dict[str, Any]:
+        """An example for the inventory's own transports (the implicit `local` host aside),
+        aimed at its first group."""
+        def kinds_of(pb: dict[str, Any]) -> set[str]:
+            return {k for step in pb["steps"] for k in step if k not in ("id", "name")}
+
+        own = {h.transport for h in self.inventory.hosts.values() if h.name != "local"} or {"local"}
+        fitting = [e for e in EXAMPLES if kinds_of(e) <= usable_kinds(own)] or [SMALL_EXAMPLE]
+        target = next(iter(self.inventory.groups), None) or next(iter(self.inventory.hosts), "all")
+        return {**fitting[0], "hosts": target}
+
+    def budget(self, base: Sequence[Message]) -> int | None:
+        """max_tokens for each answer: the author task's own, lowered so that the answer and
+        its repair rounds fit the smallest context_tokens of the author providers. Raises
+        ContextTooSmall (naming the numbers) when not even MIN_ANSWER_TOKENS fit."""
+        from runner.gateway import tokens
+
+        configured = self.gateway.config.task("author").max_tokens
+        sized = [p for p in self.gateway.order("author") if p.context_tokens]
+        if not sized:
+            return configured
+        p = min(sized, key=lambda q: q.context_tokens or 0)
+        context = p.context_tokens or 0
+        prompt = tokens.message_tokens(base)
+        left = tokens.room(context, prompt)
+        cap = left if self.max_repairs == 0 else math.floor((left - FEEDBACK_TOKENS) / REPAIR_FACTOR)
+        if cap < MIN_ANSWER_TOKENS:
+            rounds = (f"an answer of {MIN_ANSWER_TOKENS} tokens" if self.max_repairs == 0 else
+                      f"an answer of {MIN_ANSWER_TOKENS} tokens and its repair rounds "
+                      f"(~{math.ceil(MIN_ANSWER_TOKENS * REPAIR_FACTOR) + FEEDBACK_TOKENS} tokens)")
+            raise ContextTooSmall(
+                f"the author prompt (~{prompt} tokens) and {rounds} do not fit context_tokens={context} "
+                f"of provider '{p.name}' (5% kept free)",
+                hint="raise context_tokens and the model server's context (llama.cpp -c N, "
+                     "OLLAMA_CONTEXT_LENGTH=N), or pass --max-repairs 0; see docs/llm.md, Context sizing")
+        return min(configured, cap) if configured else cap
+
     def feedback(self, verdict: Verdict, tries_left: int) -> str:
-        n = len(verdict.diagnostics)
+        diags = kind_hints(verdict.diagnostics, self.kinds)
+        n = len(diags)
         lines = [f"Your playbook has {n} problem{'s' if n != 1 else ''} "
                  f"(positions refer to this YAML form of your JSON):"]
-        lines += [d.render() for d in verdict.diagnostics]
+        lines += [d.render() for d in diags]
         if verdict.doc is not None:
             lines += ["", numbered(verdict.doc.text)]
         lines += ["", f"Fix every problem and answer with the whole corrected playbook as one JSON object "
@@ -192,6 +302,9 @@ class Author:
         """Schema and semantics, safety rules, then an offline plan (renders every template)."""
         from runner import schema
 
+        if isinstance(data, NotJSON):
+            return Verdict(None, [Diagnostic(self.file, 0, 0, f"the answer is not valid JSON ({data.error})",
+                                             hint="answer with one JSON object: the whole playbook")])
         if not isinstance(data, dict):
             got = type(data).__name__ if data is not None else "nothing"
             return Verdict(None, [Diagnostic(self.file, 0, 0, f"the answer must be one JSON object "
@@ -202,6 +315,7 @@ class Author:
         if "allow" in data:
             diags.append(doc.diag(("allow",), "an authored playbook cannot add exceptions to the safety rules",
                                   hint="remove `allow:`; a person may add one after review", key=True))
+        diags += self.kind_diagnostics(data, doc)
         checks, bad_rules = self.checks(data, doc)
         blocked = safety_diagnostics(doc, checks)
         diags += bad_rules + [d for d, _ in blocked]
@@ -216,6 +330,22 @@ class Author:
             unique.setdefault((d.line, d.col, d.message), d)
         verdict.diagnostics = sorted(unique.values(), key=lambda d: (d.line, d.col))
         return verdict
+
+    def kind_diagnostics(self, data: dict[str, Any], doc: load.Document) -> list[Diagnostic]:
+        """Steps of a kind no host of the inventory can run (a model without a grammar may
+        write one)."""
+        from runner import schema
+
+        known = set(schema.kind_names())
+        steps = data.get("steps")
+        out = []
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            for key in step if isinstance(step, dict) else ():
+                if key in known and key not in self.kinds:
+                    out.append(doc.diag(("steps", i, key), f"step kind '{key}' cannot run on the hosts of "
+                                        "this inventory", hint=f"step kinds here are: {', '.join(sorted(self.kinds))}",
+                                        key=True))
+        return out
 
     def offline_plan(self, doc: load.Document) -> Plan:
         """`opsrun plan FILE --offline`: renders every step, probes nothing, sends nothing."""
@@ -236,24 +366,31 @@ class Author:
         if not request.strip():
             raise InvalidInput("the request is empty", hint='opsrun author "install nginx on the web group"')
         tries = 1 + self.max_repairs
-        out = repair_loop(self.gateway, self.messages(request), Judge(self.check), schema=self.schema,
-                          task="author", tries=tries, feedback=self.feedback)
+        base = self.messages(request)
+        max_tokens = self.budget(base)
+        out = repair_loop(self.gateway, base, Judge(self.check), schema=self.schema, task="author",
+                          tries=tries, feedback=self.feedback, max_tokens=max_tokens,
+                          min_answer_tokens=min(MIN_ANSWER_TOKENS, max_tokens or MIN_ANSWER_TOKENS))
         verdict = out.verdict
+        asked = out.tries
         if verdict.ok:
             assert verdict.doc is not None
             header = self.header(request, out.answer, out.tries)
             return Draft(header + verdict.doc.text, verdict.doc.text, verdict.doc.data, out.answer, out.tries,
                          self.file, verdict.plan)
+        after = f"after {asked} tr{'ies' if asked != 1 else 'y'}"
+        if out.out_of_time:
+            after += (f" (the deadline of {self.gateway.config.routing.deadline_s:g}s for the whole run, "
+                      "routing.deadline_s, was reached)")
         if verdict.rules:
             rule = verdict.rules[0]
             raise AuthorError(
                 f"refused: the model's playbook still runs a command forbidden by safety rule '{rule}' "
-                f"after {tries} tr{'ies' if tries != 1 else 'y'}; nothing was written",
-                verdict.diagnostics, tries=tries, rule=rule,
+                f"{after}; nothing was written", verdict.diagnostics, tries=asked, rule=rule,
                 hint="reword the request, or write this step yourself")
         raise AuthorError(
-            f"the model's playbook is still not valid after {tries} tr{'ies' if tries != 1 else 'y'}; "
-            "nothing was written", verdict.diagnostics, tries=tries,
+            f"the model's playbook is still not valid {after}; nothing was written",
+            kind_hints(verdict.diagnostics, self.kinds), tries=asked,
             hint="try --max-repairs with a higher number, a clearer request, or a stronger model")
 
     def header(self, request: str, answer: Answer, tries: int) -> str:
@@ -281,16 +418,16 @@ def schema_ref(file: str) -> str:
         return path.resolve().as_uri()
 
 
-def examples() -> list[tuple[str, Any]]:
-    """Short example playbooks for the prompt: hello.yaml when installed, plus a small one."""
-    out: list[tuple[str, Any]] = []
-    for folder in _EXAMPLE_DIRS:
-        path = folder / "hello.yaml"
-        if path.is_file():
-            with contextlib.suppress(OSError, InvalidInput):
-                out.append(("playbooks/hello.yaml", load.read(path).data))
-            break
-    out.append(("a web group", SMALL_EXAMPLE))
+def kind_notes(kinds: set[str]) -> dict[str, str]:
+    """One short line per kind for the prompt: the first clause of its schema description."""
+    from runner.schema import load_schema
+
+    defs = load_schema("playbook").get("$defs", {})
+    out = {}
+    for kind in kinds:
+        text = str(defs.get(f"kind_{kind}", {}).get("description", ""))
+        text = re.split(r": |\. |, and ", text, maxsplit=1)[0].rstrip(".")
+        out[kind] = text if len(text) <= 60 else text[:60].rsplit(" ", 1)[0]
     return out
 
 

@@ -37,12 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from runner import load
 from runner.errors import Diagnostic, OpsrunError
+from runner.llm import grammar
 from runner.llm.gates import (
     Check,
     Judge,
+    NotJSON,
     as_check,
     compact_json,
-    model_schema,
+    kind_hints,
     numbered,
     one_line,
     repair_loop,
@@ -226,26 +228,26 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+FIX_STEP_KEYS = tuple(k for k in grammar.STEP_KEYS if k != "hosts")  # a fix runs on the failed host
+
+
 def fix_schema(transport: str) -> dict[str, Any]:
-    """The answer's JSON Schema: diagnosis, confidence and playbook steps (the playbook
-    schema's own step definition, with the kinds this host's transport can run)."""
+    """The answer's JSON Schema: diagnosis, confidence and playbook steps (one flattened
+    object per kind this host's transport can run, see runner.llm.grammar)."""
     from runner.schema import load_schema
 
-    pb = model_schema(load_schema("playbook"), usable_kinds({transport}))
+    defs = grammar.step_defs(load_schema("playbook"), usable_kinds({transport}), FIX_STEP_KEYS)
     return {
         "type": "object",
         "additionalProperties": False,
         "required": ["diagnosis", "confidence", "steps"],
         "properties": {
-            "diagnosis": {"type": "string", "minLength": 1,
-                          "description": "What went wrong and why, in one or two sentences."},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1,
-                           "description": "How sure you are that the steps fix it (0 to 1)."},
-            "steps": {"type": "array", "maxItems": MAX_FIX_STEPS, "items": {"$ref": "#/$defs/step"},
-                      "description": "Steps to run on the same host before the failed step is retried; "
-                                     "empty when nothing safe can be done."},
+            "diagnosis": {"type": "string", "minLength": 1},  # what went wrong and why
+            "confidence": {"type": "number"},  # 0 to 1 (checked by _check)
+            # steps to run before the failed step is retried; empty when nothing safe can be done
+            "steps": {"type": "array", "maxItems": MAX_FIX_STEPS, "items": {"$ref": "#/$defs/step"}},
         },
-        "$defs": pb.get("$defs", {}),
+        "$defs": defs,
     }
 
 
@@ -283,10 +285,12 @@ def prompt(evidence: FixEvidence, schema: dict[str, Any]) -> list[dict[str, str]
         "You are the fixer of opsrun, a tool that runs declarative playbooks on servers. A step failed "
         "after its retries. Diagnose the failure from the evidence and propose the smallest safe fix: "
         "playbook steps that run on the same host before the failed step is retried (not a replacement "
-        "of the failed step). Answer with ONE JSON object and nothing else, following this JSON Schema:\n"
-        f"{compact_json(schema)}\n\n"
+        "of the failed step). Answer with ONE JSON object and nothing else, of this shape (* = required; "
+        "name = letters, digits and _):\n"
+        f"{grammar.compact(schema, label='Answer')}\n\n"
         "Rules:\n"
         "- Step ids start with fix_ and are unique; no `hosts` key (a fix runs on the failed host only).\n"
+        f"- confidence: a number from 0 to 1; at most {MAX_FIX_STEPS} steps.\n"
         "- Prefer declarative kinds (package, file, line, service) and guarded, idempotent commands.\n"
         "- Never destructive commands (deleting data, formatting disks, rebooting): opsrun refuses them.\n"
         "- If nothing safe can fix it (a typo in the playbook, a missing secret), return an empty steps "
@@ -314,6 +318,9 @@ def _check(data: Any, evidence: FixEvidence, checks: Sequence[Check], hosts: set
            groups: set[str]) -> _Verdict:
     from runner import schema
 
+    if isinstance(data, NotJSON):
+        return _Verdict([Diagnostic(FIX_FILE, 0, 0, f"the answer is not valid JSON ({data.error})",
+                                    hint="answer with one JSON object {diagnosis, confidence, steps}")], [], None)
     if not isinstance(data, dict):
         return _Verdict([Diagnostic(FIX_FILE, 0, 0, "the answer must be one JSON object "
                                                      "{diagnosis, confidence, steps}")], [], None)
@@ -362,9 +369,11 @@ def propose_fix(gateway: Gateway, evidence: FixEvidence, *, rules: Check | Any, 
     prompt_chars = sum(len(m["content"]) for m in base)
     tries = 1 + max(0, max_repairs)
 
+    kinds = usable_kinds({evidence.transport})
+
     def feedback(verdict: _Verdict, tries_left: int) -> str:
         lines = [f"Your fix has {len(verdict.diagnostics)} problem(s) (positions refer to the steps "
-                 "wrapped in a playbook, as YAML):", *[d.render() for d in verdict.diagnostics]]
+                 "wrapped in a playbook, as YAML):", *[d.render() for d in kind_hints(verdict.diagnostics, kinds)]]
         if verdict.doc is not None:
             lines += ["", numbered(verdict.doc.text)]
         lines += ["", "Answer again with the whole corrected JSON object."]

@@ -1,12 +1,14 @@
 """The gates an LLM's output must pass before anyone may use it, shared by `author` and the
-fixer: YAML for located messages, the shell commands a step holds, the safety rules, the
-schema a model is given, and one judge-and-repair loop. Prints nothing, runs nothing, and
-imports the gateway only for types.
+fixer: YAML for located messages, the shell commands a step holds, the safety rules, the kinds
+a model may use, and one judge-and-repair loop under one deadline (the schema a model is
+given is runner/llm/grammar.py). Prints nothing, runs nothing, and imports the gateway only
+for types (and its token counter, inside the loop).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
 Check = Callable[[str], str | None]  # a command -> the name of the rule forbidding it, or None
 Message = dict[str, Any]
 
-# schema keywords for our validator's messages, not for a model
-SCHEMA_NOISE = frozenset({"$comment", "errorMessage", "patternErrorMessage", "x-hint", "$id", "$schema",
-                          "title"})
 _KEY_ORDER = ("opsrun", "name", "description", "hosts", "vars", "policy", "strategy", "serial", "forks",
               "max_fail_percentage", "on_failure", "forbid", "steps")
 _STEP_ORDER = ("id", "name", "description", "hosts", "when", "loop", "register", "tags")
@@ -167,27 +166,7 @@ def safety_diagnostics(doc: load.Document, checks: Sequence[Check], *, commands:
     return out
 
 
-# ---------------------------------------------------------------- schema for a model
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in SCHEMA_NOISE}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
-def _refs(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        ref = value.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            yield ref[len("#/$defs/"):]
-        for v in value.values():
-            yield from _refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _refs(v)
+# ---------------------------------------------------------------- kinds for a model
 
 
 def usable_kinds(transports: set[str]) -> set[str]:
@@ -198,29 +177,23 @@ def usable_kinds(transports: set[str]) -> set[str]:
             if any(kind.runs_on(t) for t in transports)}
 
 
-def model_schema(schema: dict[str, Any], kinds: set[str] | None = None) -> dict[str, Any]:
-    """The playbook schema for a model: without our validator's message keywords and, when
-    `kinds` is given, with only those step kinds (and the $defs they still use)."""
-    out: dict[str, Any] = _strip(schema)
-    defs: dict[str, Any] = out.get("$defs", {})
-    body = defs.get("step_body")
-    if kinds is not None and isinstance(body, dict):
-        props = body.get("properties", {})
-        gone = {name for name, sub in props.items()
-                if isinstance(sub, dict) and str(sub.get("$ref", "")).startswith("#/$defs/kind_")
-                and name not in kinds}
-        body["properties"] = {k: v for k, v in props.items() if k not in gone}
-        body["oneOf"] = [b for b in body.get("oneOf", []) if b.get("required", [None])[0] not in gone]
-        # keep only the $defs still reachable from the root
-        keep: set[str] = set()
-        todo = list(_refs({k: v for k, v in out.items() if k != "$defs"}))
-        while todo:
-            name = todo.pop()
-            if name in keep or name not in defs:
-                continue
-            keep.add(name)
-            todo.extend(_refs(defs[name]))
-        out["$defs"] = {k: v for k, v in defs.items() if k in keep}
+def kind_hints(diags: Sequence[Diagnostic], usable: set[str]) -> list[Diagnostic]:
+    """Diagnostics for a model, naming only the kinds it may use: the validator's lists of
+    every step kind ("add exactly one of: ...", "step kinds are: ...") become the usable
+    ones, and a "did you mean" pointing at an unusable kind lists the usable ones instead."""
+    from dataclasses import replace
+
+    from runner import schema
+
+    every = ", ".join(sorted(schema.kind_names()))
+    mine = ", ".join(sorted(usable))
+    out = []
+    for d in diags:
+        hint, message = d.hint.replace(every, mine), d.message.replace(every, mine)
+        guess = re.fullmatch(r"did you mean '([^']+)'\?", hint)
+        if guess and guess.group(1) in schema.kind_names() and guess.group(1) not in usable:
+            hint = f"step kinds here are: {mine}"
+        out.append(replace(d, hint=hint, message=message))
     return out
 
 
@@ -239,8 +212,30 @@ class Verdict(Protocol):
 V = TypeVar("V", bound=Verdict)
 
 
+@dataclass(frozen=True)
+class NotJSON:
+    """An answer that does not parse as JSON, and what the parser said."""
+
+    error: str
+
+
+def parse_answer(text: str) -> Any:
+    """The JSON value of an answer (a surrounding ``` fence removed), or NotJSON."""
+    body = text.strip()
+    if body.startswith("```"):
+        lines = body.splitlines()
+        if len(lines) >= 2 and lines[-1].strip() == "```":
+            body = "\n".join(lines[1:-1]).strip()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        return NotJSON(f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+    except ValueError as exc:
+        return NotJSON(str(exc))
+
+
 class Judge(Generic[V]):
-    """Checks answers, once per distinct text: `check(parsed JSON or None) -> verdict`."""
+    """Checks answers, once per distinct text: `check(parsed JSON, or NotJSON) -> verdict`."""
 
     def __init__(self, check: Callable[[Any], V]) -> None:
         self.check = check
@@ -248,24 +243,20 @@ class Judge(Generic[V]):
 
     def __call__(self, text: str, data: Any = None) -> V:
         if text not in self._seen:
-            if data is None:
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    data = None
-            self._seen[text] = self.check(data)
+            self._seen[text] = self.check(parse_answer(text) if data is None else data)
         return self._seen[text]
 
 
 @dataclass
 class Outcome(Generic[V]):
-    """The last answer, its verdict, how many tries it took, and the characters the repair
-    rounds added to the prompt."""
+    """The last answer, its verdict, how many tries it took, the characters the repair
+    rounds added to the prompt, and whether the run's deadline stopped the repairs."""
 
     answer: Answer
     verdict: V
     tries: int
     repair_chars: int = 0
+    out_of_time: bool = False
 
     @property
     def ok(self) -> bool:
@@ -273,21 +264,35 @@ class Outcome(Generic[V]):
 
 
 def repair_loop(gateway: Gateway, base: list[Message], judge: Judge[V], *, schema: dict[str, Any], task: str,
-                tries: int, feedback: Callable[[V, int], str]) -> Outcome[V]:
-    """Ask; judge the answer with our own gates; feed the problems back (`feedback(verdict,
-    tries_left)`) and ask again, up to `tries` in all. Only answers the judge accepts are
-    cached by the gateway. Raises the gateway's errors when no model answered."""
+                tries: int, feedback: Callable[[V, int], str], max_tokens: int | None = None,
+                min_answer_tokens: int = 64, deadline: float | None = None) -> Outcome[V]:
+    """Ask; judge the answer with our own gates (an answer that is not JSON is judged too:
+    the parser's message goes back); feed the problems back (`feedback(verdict,
+    tries_left)`) and ask again, up to `tries` in all. One deadline (default: the
+    gateway's deadline_s from now) covers every request of the loop. A repair round needs
+    room for an answer as long as the last one. Only answers the judge accepts are cached.
+    Raises the gateway's errors when no model answered."""
+    from runner.gateway.tokens import estimate
+
+    deadline = gateway.deadline() if deadline is None else deadline
     messages = list(base)
     extra = 0
+    need = min_answer_tokens
     outcome: Outcome[V] | None = None
     for attempt in range(1, tries + 1):
+        if outcome is not None and gateway.out_of_time(deadline):
+            outcome.out_of_time = True
+            return outcome
         answer = gateway.complete(messages, schema=schema, task=task, validate_schema=False,
-                                  accept=lambda text: judge(text).ok)
+                                  accept_invalid_json=True, accept=lambda text: judge(text).ok,
+                                  max_tokens=max_tokens, min_answer_tokens=need, deadline=deadline,
+                                  answer_tokens=max_tokens)
         outcome = Outcome(answer, judge(answer.text, answer.data), attempt, extra)
         if outcome.ok or attempt == tries:
             return outcome
         messages = [*base, {"role": "assistant", "content": answer.text},
                     {"role": "user", "content": feedback(outcome.verdict, tries - attempt)}]
         extra += sum(len(m["content"]) for m in messages[len(base):])
+        need = max(min_answer_tokens, min(estimate(answer.text), max_tokens or estimate(answer.text)))
     assert outcome is not None  # tries >= 1
     return outcome

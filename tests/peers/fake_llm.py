@@ -1,6 +1,7 @@
 """A fake LLM server on loopback: the OpenAI chat API and the Ollama chat API, with scripted
 answers and injected faults (500, 429 + Retry-After, hangs, slow bodies, 401, 404, context too
-long, malformed bodies). It records every request. Test-only; it never leaves 127.0.0.1.
+long, malformed bodies, answers cut at max_tokens). It records every request. Test-only; it
+never leaves 127.0.0.1.
 
     python -m tests.peers.fake_llm --port 8089 --model qwen2.5-coder:7b --answer "hello"
 """
@@ -37,11 +38,17 @@ class Reply:
     seconds: float = 0.0  # hang: how long; slow: delay between pieces
     pieces: int = 1
     usage: tuple[int, int] | None = None  # (prompt_tokens, completion_tokens)
+    finish: str = "stop"  # finish_reason (OpenAI) / done_reason (Ollama)
 
 
 def text(answer: str, *, usage: tuple[int, int] | None = None) -> Reply:
     """A normal answer whose content is `answer`."""
     return Reply("text", text=answer, usage=usage)
+
+
+def truncated(answer: str, *, usage: tuple[int, int] | None = None) -> Reply:
+    """An answer the server cut at its token limit: finish_reason (done_reason) `length`."""
+    return Reply("text", text=answer, usage=usage, finish="length")
 
 
 def server_error(status: int = 500, message: str = "internal server error") -> Reply:
@@ -313,13 +320,13 @@ class _Handler(BaseHTTPRequestHandler):
         if req.api == OLLAMA:
             return {"model": req.model, "created_at": "2025-01-01T00:00:00Z",
                     "message": {"role": "assistant", "content": reply.text},
-                    "done": True, "done_reason": "stop", "total_duration": 1000000,
+                    "done": True, "done_reason": reply.finish, "total_duration": 1000000,
                     "prompt_eval_count": p, "eval_count": c, "eval_duration": 1000000}
         n = len(self.fake.requests)
         return {"id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()),
                 "model": req.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                             "finish_reason": "stop"}],
+                             "finish_reason": reply.finish}],
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
     def _stream(self, req: Request, reply: Reply) -> None:
@@ -335,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
                                   "message": {"role": "assistant", "content": ch}, "done": False})
             self._write_line({"model": req.model, "created_at": "2025-01-01T00:00:00Z",
                               "message": {"role": "assistant", "content": ""}, "done": True,
-                              "done_reason": "stop", "prompt_eval_count": p, "eval_count": c})
+                              "done_reason": reply.finish, "prompt_eval_count": p, "eval_count": c})
             return
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -345,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "delta": {"content": ch}, "finish_reason": None}]}
             self._write_raw(b"data: " + json.dumps(event).encode() + b"\n\n")
         last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                "model": req.model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "model": req.model, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish}],
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
         self._write_raw(b"data: " + json.dumps(last).encode() + b"\n\n")
         self._write_raw(b"data: [DONE]\n\n")
