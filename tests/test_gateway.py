@@ -505,7 +505,10 @@ def test_cli_check_and_bench_succeed_with_a_healthy_provider(fake_llm, tmp_path,
     assert "local" in result.stdout and "ok" in result.stdout
     result = CliRunner().invoke(app, ["bench", "--gateway", str(gw), "--runs", "1"])
     assert result.exit_code == 0, result.output
+    assert "tokens in/out" in result.stdout and re.search(r"\d+/\d+", result.stdout), result.stdout
     assert (tmp_path / ".opsrun" / "gateway-bench.json").is_file()
+    result = CliRunner().invoke(app, ["bench", "--gateway", str(gw), "--runs", "1", "--task", "author"])
+    assert result.exit_code == 0, result.output
 
 
 def test_the_network_audit_tells_loopback_from_elsewhere():

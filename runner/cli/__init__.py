@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -53,27 +54,42 @@ def main(argv: list[str] | None = None) -> None:
         code = command.main(args=argv, prog_name="opsrun", standalone_mode=False)
     except OpsrunError as exc:
         err(error_text(exc))
-        sys.exit(exc.exit_code)
+        _finish(exc.exit_code)
     except typer.Abort:
         err("aborted")
-        sys.exit(EXIT_ERROR)
+        _finish(EXIT_ERROR)
     except UsageError as exc:
         err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
-        sys.exit(EXIT_INVALID)
+        _finish(EXIT_INVALID)
     except ClickException as exc:
         err(f"error: {exc.format_message()}")
-        sys.exit(EXIT_INVALID)
+        _finish(EXIT_INVALID)
     except KeyboardInterrupt:
         err("interrupted")
-        sys.exit(130)
+        _finish(130)
     except BrokenPipeError:
-        sys.exit(EXIT_ERROR)
+        _finish(EXIT_ERROR)
     except RecursionError:  # last resort: the loaders bound depth, this must never show a traceback
         err("error: the input is nested too deeply to process\n  hint: flatten the data "
              "(docs/playbooks.md, Input limits)")
-        sys.exit(EXIT_INVALID)
+        _finish(EXIT_INVALID)
     except MemoryError:
         err("error: out of memory while processing the input\n  hint: the input is too large "
              "(docs/playbooks.md, Input limits)")
-        sys.exit(EXIT_INVALID)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+        _finish(EXIT_INVALID)
+    _finish(code if isinstance(code, int) else EXIT_OK)
+
+
+def _finish(code: int) -> NoReturn:
+    """Exit with `code`. When an abandoned LLM request thread is still running past its bound,
+    leave without interpreter finalization (which could wait on it forever, see
+    runner.gateway.adapter), after flushing what we printed."""
+    adapter = sys.modules.get("runner.gateway.adapter")
+    if adapter is not None and adapter.settle() > 0:
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

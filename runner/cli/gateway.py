@@ -63,23 +63,27 @@ def bench(
     gateway: GatewayOpt = None,
     provider: ProviderOpt = None,
     runs: Annotated[int, typer.Option(min=1, max=20, help="requests per provider")] = 3,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Measure the providers and models this task uses (tasks.<task>).")
+    ] = None,
 ) -> None:
-    """Measure latency and tokens per second per provider; store them in
-    .opsrun/gateway-bench.json (routing.max_latency_ms uses them)."""
+    """Measure latency, tokens in/out and tokens per second per provider and model; store them
+    in .opsrun/gateway-bench.json (routing.max_latency_ms uses them)."""
     with user_errors(prefix=""):
         from runner.gateway import Gateway
 
         gw = Gateway.from_file(gateway)
-        results = gw.bench(provider, runs=runs)
+        results = gw.bench(provider, runs=runs, task=task)
     from rich.table import Table
 
     table = Table(title=f"LLM bench ({runs} run{'s' if runs != 1 else ''} each)")
-    for column in ("provider", "model", "latency (median)", "tokens/s", "status"):
+    for column in ("provider", "model", "latency (median)", "tokens in/out", "tokens/s", "status"):
         table.add_column(column, overflow="fold")
     for m in results:
         table.add_row(
             markup_escape(m.provider), markup_escape(m.model),
             f"{m.latency_ms:.0f} ms" if m.latency_ms is not None else "-",
+            f"{m.tokens_in:.0f}/{m.tokens_out:.0f}" if m.tokens_in is not None and m.tokens_out is not None else "-",
             f"{m.tokens_per_s:.1f}" if m.tokens_per_s is not None else "-",
             "[green]ok[/green]" if m.ok else f"[red]{markup_escape(m.error)}[/red]",
         )
