@@ -467,6 +467,6 @@ def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
         hosts=set(inventory.hosts) if inventory else None,
         groups=set(inventory.groups) if inventory else None,
     )
-    if diags:
+    if any(d.severity == "error" for d in diags):  # warnings (a handler nobody notifies) are validate's
         raise InvalidInput("the playbook is not valid", diags)
     return build_playbook(tree, set(schema.kind_names()))
