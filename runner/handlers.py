@@ -1,6 +1,5 @@
-"""Handlers, shared by plan and apply: where a host's notified handlers run (at each flush step
-and at the end), the copy of a handler that runs there, and the plan's verdict from the
-planned markers of the steps that notify it. Pure; imports model, config and expand only.
+"""Handlers, shared by plan and apply: where a host's notified handlers run, the copy that runs
+there, and the plan's verdict from its notifiers' planned markers. Imports no planner or apply.
 
 A handler that runs at the end of the host's steps keeps its id; at a flush step `f` it runs
 as `<id>@f`, so a handler notified again after a flush has a plan entry (and a result) per run.

@@ -319,3 +319,44 @@ def test_ansible_handler_habits_get_the_opsrun_way(tmp_path: Path, flush: str) -
     p = opsrun(tmp_path, "validate", "site.yaml")
     assert p.returncode == 4
     assert "flush_handlers: true" in p.stderr or "notify: <id>" in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------- saved plans and resume
+
+
+def test_a_saved_plan_with_handlers_applies_as_reviewed(tmp_path: Path) -> None:
+    playbook(tmp_path, HANDLERS, """\
+        steps:
+          - id: a
+            file: {path: @T/a.conf, content: "a\\n"}
+            notify: restart
+          - id: now
+            flush_handlers: true
+        """)
+    assert opsrun(tmp_path, "plan", "site.yaml", "-o", "plan.json").returncode in (0, 2)
+    p = opsrun(tmp_path, "apply", "plan.json", "--yes")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "diverged" not in p.stdout
+    assert log(tmp_path) == ["restart"]
+
+
+def test_resume_notifies_again_from_the_steps_that_finished_before(tmp_path: Path) -> None:
+    """A run stopped for a human after `a` changed: `apply --resume` does not run `a` again,
+    but its change still notifies, so the handler runs at the end of the resumed run."""
+    playbook(tmp_path, HANDLERS, """\
+        steps:
+          - id: a
+            file: {path: @T/a.conf, content: "a\\n"}
+            notify: restart
+          - id: gate
+            run: test -f @T/go
+            policy: {escalate: [human]}
+        """)
+    first = opsrun(tmp_path, "apply", "site.yaml", "--yes", "--json")
+    assert first.returncode == 3, first.stdout + first.stderr
+    run_id = json.loads(first.stdout.splitlines()[-1])["run_id"]
+    assert log(tmp_path) == []
+    (tmp_path / "t" / "go").write_text("")
+    p = opsrun(tmp_path, "apply", "--resume", run_id, "--yes")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert log(tmp_path) == ["restart"]

@@ -1,6 +1,7 @@
 """Executes a plan: hosts in parallel (linear or free, serial batches), each step re-planned just
-before it runs, retried or escalated as policy.py decides; with host.py and ladder.py the only
-code that changes targets. Imports no cli or llm (the fixer and the human prompt are handed in).
+before it runs, tried again while its `until:` is false, retried or escalated as policy.py decides,
+notified handlers run at flush steps and at the end; with host.py and ladder.py the only code that
+changes targets. Imports no cli or llm (the fixer and the human prompt are handed in).
 """
 
 from __future__ import annotations
