@@ -38,10 +38,13 @@ STEP_KEYS: dict[str, tuple[str, str]] = {
     "with_list": ("loops are `loop` (the item is `item`)", "loop: [a, b]"),
     "with_dict": ("loops are `loop` over a list of mappings", "loop: [{name: a, port: 1}]"),
     "loop_control": ("the loop item is always `item`", "loop: [a, b]"),
-    "become": ("privilege is the host's `sudo: true` in the inventory",
-               "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
-    "become_user": ("privilege is the host's `sudo` in the inventory",
-                    "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
+    "become": ("a step's privilege is `sudo:` (true or false: it overrides the host's `sudo`)", "sudo: true"),
+    "become_user": ("opsrun's sudo runs as root; as another user, say so in the command",
+                    "run: sudo -u postgres psql -c 'select 1'"),
+    "become_method": ("opsrun's privilege is sudo (`sudo: true` on the step or the host)", "sudo: true"),
+    "listen": ("a handler is notified by its `id` (steps write `notify: <id>`)", "id: restart_nginx"),
+    "meta": ("`meta: flush_handlers` is a step of its own that runs the notified handlers now",
+             "flush_handlers: true"),
     "delegate_to": ("a step runs on other hosts with its own `hosts`", "hosts: db1"),
     "ignore_errors": ("a `run` that may fail has `failed_when: false`; for every step, the playbook's `on_failure`",
                       "run: {command: 'pkill -f old-agent', failed_when: false}"),
@@ -49,7 +52,10 @@ STEP_KEYS: dict[str, tuple[str, str]] = {
                      "run: {command: 'apply-config', changed_when: \"'updated' in stdout\"}"),
     "failed_when": ("`run` says when it failed with `failed_when`",
                     "run: {command: 'check', failed_when: \"rc > 1\"}"),
-    "retries": ("retries are a `policy`", "policy: {retry: {attempts: 3, delay: 5}}"),
+    "retries": ("`retries` goes with `until:` and counts the tries after the first; to retry a step that "
+                "fails, write a `policy`", "{until: rc == 0, retries: 5, delay: 2}"),
+    "delay": ("`delay` goes with `until:`: the seconds between its tries; to retry a step that fails, "
+              "write a `policy`", "{until: rc == 0, retries: 5, delay: 2}"),
     "include_tasks": ("a step file is included with `include:` (its steps become <id>.<their id>)",
                       "include: {file: tasks/web.yaml, with: {port: 8080}}"),
     "import_tasks": ("a step file is included with `include:` (always static, like import_tasks)",
@@ -65,16 +71,21 @@ PLAYBOOK: dict[str, tuple[str, str]] = {
     "pre_tasks": ("all steps are in `steps`, in order", "steps: [{id: first, run: echo hi}]"),
     "post_tasks": ("all steps are in `steps`, in order", "steps: [{id: last, run: echo bye}]"),
     "gather_facts": ("nothing to set: opsrun probes only what the steps read", "hosts: web"),
-    "become": ("privilege is the host's `sudo: true` in the inventory",
+    "become": ("privilege is the host's `sudo: true` in the inventory, or `sudo: true` on a step",
                "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
-    "handlers": ("a reaction to a change is a step with `when: steps.<id>.changed`",
-                 "- {id: reload, run: systemctl reload nginx, when: steps.conf.changed}"),
+    "become_user": ("opsrun's sudo runs as root; as another user, say so in a step's command",
+                    "- {id: query, run: \"sudo -u postgres psql -c 'select 1'\"}"),
     "roles": ("roles are steps, in order with the others", "- {id: web, role: roles/nginx}"),
     "import_playbook": ("no import_playbook: run each playbook, or share steps through a step file",
                         "opsrun apply base.yaml && opsrun apply web.yaml"),
     "vars_prompt": ("values come from `-e name=value` or `secret('NAME')`", "opsrun apply site.yaml -e port=8080"),
     "any_errors_fatal": ("failures across hosts are `max_fail_percentage`", "max_fail_percentage: 0"),
 }
+
+
+def with_until(key: str) -> str:
+    """The hint for `retries:` or `delay:` written without `until:` ("" for other keys)."""
+    return (hint(key, step=True) or "") if key in ("retries", "delay") else ""
 
 
 def hint(key: str, *, step: bool) -> str | None:

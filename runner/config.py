@@ -33,6 +33,11 @@ STEP_COMMON = frozenset(
         "tags",
         "sensitive",
         "description",
+        "notify",
+        "until",
+        "retries",
+        "delay",
+        "sudo",
     }
 )
 EMBEDDED_INVENTORY = """\

@@ -94,12 +94,14 @@ class Origin:
     names: frozenset[str] = frozenset()  # variables its includes define (parameters, defaults)
     dir: str = ""  # a role's folder: where its local sources resolve
     extra: Any = None  # what runner/reuse.py needs to build the step (layers, inherited keys)
+    handler: bool = False  # one of `handlers:` (path ("handlers", j)): they follow every step
 
 
 @dataclass(eq=False)
 class Expanded(Document):
     """A playbook (or step file) with its includes and roles in place (runner/reuse.py):
-    `data["steps"]` holds every step, each written in the file its Origin names; `vars`
+    `data["steps"]` holds every step, each written in the file its Origin names, then every
+    handler (of the playbook and of its step files and roles; Origin.handler); `vars`
     holds the vars files too. Positions, files and JSON paths answer for where a value is
     really written, so every check made on it points into the right file."""
 

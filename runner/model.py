@@ -28,6 +28,7 @@ MARKERS: dict[str, str] = {
     "skip": "=",
 }
 CHANGING = frozenset({"create", "update", "delete", "run"})
+FLUSH = "flush_handlers"  # the kind of a step that only runs the handlers notified so far
 
 
 # ---------------------------------------------------------------- inventory
@@ -109,6 +110,17 @@ class Step:
     dir: str = ""  # the folder its local sources (src) resolve in, when not the playbook's: a role's
     layers: tuple[IncludeLayer, ...] = ()  # the includes it sits in, outermost first
     host_filters: tuple[Any, ...] = ()  # `hosts:` of those includes: each narrows the step's hosts
+    notify: tuple[str, ...] = ()  # full ids of the handlers it notifies when it changes something
+    until: str | None = None  # apply tries it again until this expression over its result holds
+    retries: int = 3  # with until: tries after the first
+    delay: float = 5.0  # with until: seconds between tries
+    sudo: bool | None = None  # overrides the host's `sudo` for this step (None: the host's)
+    handler: bool = False  # a handler (playbook or step file `handlers:`): runs when notified
+
+    @property
+    def flush(self) -> bool:
+        """A `flush_handlers: true` step: the notified handlers run here, not at the end."""
+        return self.kind == FLUSH
 
     @property
     def title(self) -> str:
@@ -136,6 +148,10 @@ class Playbook:
     file: str = ""
     dir: str = "."
     digest: str = ""
+    handlers: tuple[Step, ...] = ()  # run once per host when notified, at a flush or at the end
+
+    def handler(self, handler_id: str) -> Step | None:
+        return next((h for h in self.handlers if h.id == handler_id), None)
 
 
 # ---------------------------------------------------------------- probes and actions
@@ -157,6 +173,7 @@ class Probe:
     key: str
     command: str | None = None
     api: tuple[str, str, tuple[tuple[str, Any], ...]] | None = None  # (method, path, params)
+    sudo: bool | None = None  # a step's own `sudo:` (None: as the host says)
 
 
 @dataclass(frozen=True)
@@ -219,7 +236,7 @@ class Action:
     method: str = ""  # api: GET/POST/PUT/DELETE
     params: dict[str, Any] = field(default_factory=dict)  # api params / extra options
     stdin: bytes | None = None  # cmd: data fed to the command
-    sudo: bool = False
+    sudo: bool | None = None  # cmd/put: a step's own `sudo:` overriding the host's (None: the host's)
     wait_task: bool = False  # api: wait for the UPID it returns
 
     @property
@@ -228,6 +245,9 @@ class Action:
         return command_env(self.command)
 
     def display(self) -> str:
+        return _SUDO_SHOWN[self.sudo] + self._display()
+
+    def _display(self) -> str:
         if self.kind == "cmd":
             return self.command
         if self.kind == "put":
@@ -258,6 +278,8 @@ class Action:
 
     def to_json(self, *, with_payload: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "display": self.display(), "digest": self.digest()}
+        if self.sudo is not None:
+            out["sudo"] = self.sudo
         if self.kind == "cmd":
             out["command"] = self.command
         if self.kind == "api":
@@ -267,6 +289,9 @@ class Action:
         if with_payload and self.content:
             out["content_b64"] = base64.b64encode(self.content).decode()
         return out
+
+
+_SUDO_SHOWN = {None: "", True: "sudo: ", False: "no sudo: "}  # a step's own `sudo:`, as plans show it
 
 
 def _short(value: Any) -> str:
@@ -308,6 +333,8 @@ class StepPlan:
     fingerprint: dict[str, str] = field(default_factory=dict)  # probe key -> answer hash
     conditional_on: tuple[str, ...] = ()  # step ids whose results decide it
     source: str = ""  # an included step: its file:line and the include chain (Step.source)
+    handler: str = ""  # a handler's run: where it runs ("end", or the id of the flush step)
+    notified_by: tuple[str, ...] = ()  # a handler's run: the steps that notify it there
 
     def to_json(self) -> dict[str, Any]:
         c = self.change
@@ -329,6 +356,8 @@ class StepPlan:
         }
         if self.source:
             out["source"] = self.source
+        if self.handler:
+            out["handler"] = {"at": self.handler, "notified_by": list(self.notified_by)}
         return out
 
 

@@ -89,7 +89,30 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
     diags += checker.vars(read | checker.template_reads)
     diags += checker.includes()
     diags += _names(doc, data)
+    diags += _sudo(doc, data, inventory)
     return _finish(doc, diags)
+
+
+def _sudo(doc: Document, data: dict[str, Any], inventory: Inventory | None) -> list[Diagnostic]:
+    """A step's own `sudo:` on hosts whose transport has no sudo (a Proxmox API host), which
+    plan would block: said once per step, naming those hosts."""
+    from runner.transports import capabilities, offering
+
+    hosts = targets(inventory, data.get("hosts"))
+    steps = data.get("steps")
+    out = []
+    for i, step in enumerate(steps if isinstance(steps, list) and inventory is not None else []):
+        if not isinstance(step, dict) or not isinstance(step.get("sudo"), bool) or inventory is None:
+            continue
+        mine = hosts if step.get("hosts") is None else [h for h in targets(inventory, step["hosts"]) if h in hosts]
+        bad = [h for h in mine if "sudo" not in capabilities(inventory.hosts[h].transport)]
+        if bad:
+            shown = ", ".join(f"{h} ({inventory.hosts[h].transport})" for h in bad[:5])
+            out.append(doc.diag(("steps", i, "sudo"), f"sudo: cannot be used on host{'s' if len(bad) > 1 else ''} "
+                                f"{shown}: plan blocks this step there", key=True,
+                                hint=f"only {' and '.join(offering(frozenset({'sudo'})))} hosts run commands through "
+                                     "sudo; remove `sudo:` or narrow the step's hosts"))
+    return out
 
 
 def _names(doc: Document, data: dict[str, Any]) -> list[Diagnostic]:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from runner import handlers as H
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
 from runner.expand import expand, reads_step, run_scope, step_hosts, unselected_reason
 from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan, put_check
@@ -20,6 +21,7 @@ from runner.overlay import Overlay
 from runner.session import Session
 from runner.steps import facts as F
 from runner.steps.base import Instance, OverlayUnknown
+from runner.transports import capabilities, offering
 
 MAX_FORKS = 64
 
@@ -48,14 +50,29 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
         return [], None
     if not inst.kind.runs_on(inst.host.transport):
         return [], None
+    if inst.step.sudo is not None and "sudo" not in capabilities(inst.host.transport):
+        return [], None  # refused by plan_instance
     out = []
     for p in inst.kind.probes(inst.params, inst.ctx):
         if p.command is not None and guard is not None:
             rule = guard(p.command)
             if rule:
                 return [], (p.command, rule)
-        out.append(replace(p, key=f"{inst.key}/{p.key}"))
+        out.append(replace(p, key=f"{inst.key}/{p.key}", sudo=inst.step.sudo))
     return out, None
+
+
+def with_step_keys(step: Step, change: Change) -> Change:
+    """What a step's own `sudo:` and `until:` do to its planned change: its commands and
+    uploads carry the step's sudo (shown, and covered by their digests); until is said."""
+    if step.sudo is not None and any(a.kind in ("cmd", "put") for a in change.actions):
+        actions = tuple(replace(a, sudo=step.sudo) if a.kind in ("cmd", "put") else a for a in change.actions)
+        change = replace(change, actions=actions)
+    if step.until and change.status in ("create", "update", "delete", "run", "unknown"):
+        tries = step.retries + 1
+        change = replace(change, summary=f"{change.summary}; until {step.until} "
+                         f"(up to {tries} tr{'ies' if tries != 1 else 'y'}, {step.delay:g}s apart)")
+    return change
 
 
 def facts_for(instance_key: str, facts: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
@@ -84,12 +101,21 @@ def plan_instance(
 
     def make(change: Change, fingerprint: dict[str, str] | None = None) -> StepPlan:
         return StepPlan(
-            inst.host.name, step.id, inst.key, step.title, step.kind, change, fingerprint or {}, inst.conditional_on,
-            step.source,
+            inst.host.name, step.id, inst.key, step.title, step.kind, with_step_keys(step, change), fingerprint or {},
+            inst.conditional_on, step.source,
         )
 
     if inst.skip:
         return make(Change("skip", f"skipped ({inst.skip})", reason=inst.skip))
+    if step.sudo is not None and "sudo" not in capabilities(inst.host.transport):
+        return make(
+            Change(
+                "blocked",
+                f"sudo: {str(step.sudo).lower()} cannot be used on a {inst.host.transport} host",
+                reason=f"only {' and '.join(offering(frozenset({'sudo'})))} hosts run commands through sudo; "
+                "remove `sudo:` from this step or narrow its hosts",
+            )
+        )
     if not inst.kind.runs_on(inst.host.transport):
         return make(
             Change(
@@ -223,16 +249,19 @@ def expand_host(
     session: Session, name: str, steps: list[Step], known: dict[str, Any], errors: list[Diagnostic],
     run_dir: str | None = None,
 ) -> list[Instance]:
-    """Every instance of `steps` on host `name`, results of the steps themselves pending."""
+    """Every instance of `steps` on host `name`, results of the steps themselves pending, with
+    the instances of the handlers they may notify where those run (runner/handlers.py)."""
     host = session.host(name)
     base = session.vars_for(name)
     pending = {s.id for s in steps}
     registers = {s.id: str(s.register) for s in steps if s.register}
     pb = session.playbook
+    mine = H.for_host(pb, session.inventory, name)
     out: list[Instance] = []
-    for step in steps:
-        out += expand(step, host, base, known, pending, pb.dir, errors, pb.file, run_dir=run_dir,
-                      pending_registers=registers)
+    for segment, at in H.segments(steps):
+        for step in [*segment, *(H.copy_at(h, at) for h in H.notified_by(segment, mine))]:
+            out += expand(step, host, base, known, pending, pb.dir, errors, pb.file, run_dir=run_dir,
+                          pending_registers=registers)
     return out
 
 
@@ -282,11 +311,39 @@ def plan_host(
     hp.overlay.identity = F.read_identity(hp.facts.get(F.IDENTITY_KEY))
     decider = StepDecider(session, name, None if offline else hp.overlay)
     grouped = by_instance(hp.facts)
+    notices: dict[str, list[H.Notice]] = {}  # handler id -> the planned steps that notify it
+    handling: tuple[str, list[H.Notice]] = ("", [])  # the handler copy being decided, its notices
     for inst in hp.instances:
         facts = None if offline else grouped.get(inst.key, {})
-        hp.steps.append(decider.decide(inst, facts, blocked.get(inst.key)))
+        if inst.step.handler:
+            if handling[0] != inst.step.id:
+                handling = (inst.step.id, notices.pop(H.origin_of(inst.step)[0], []))
+            sp = _decide_handler(decider, inst, facts, blocked.get(inst.key), handling[1])
+        else:
+            sp = decider.decide(inst, facts, blocked.get(inst.key))
+        hp.steps.append(sp)
+        for hid in inst.step.notify:
+            notices.setdefault(hid, []).append(H.notice(inst.step, sp))
     hp.steps += _dependent_skips(session, name, tags, skip_tags, {i.step.id for i in hp.instances})
     return hp
+
+
+def _decide_handler(decider: StepDecider, inst: Instance, facts: dict[str, ProbeResult] | None,
+                    blocked: tuple[str, str] | None, notices: list[H.Notice]) -> StepPlan:
+    """A handler's run, decided from the planned markers of the steps that notify it: run when
+    one surely changes something, `?` when that is decided at apply, skipped when none does."""
+    at = H.origin_of(inst.step)[1]
+    who = H.notifier_ids(notices)
+    verdict = H.verdict(notices)
+    if verdict == "no":
+        step = inst.step
+        return StepPlan(inst.host.name, step.id, inst.key, step.title, step.kind, H.not_notified(notices),
+                        source=step.source, handler=at, notified_by=who)
+    if verdict == "maybe":
+        inst.conditional_on = inst.conditional_on or who  # what it leaves is uncertain for later steps
+    sp = decider.decide(inst, facts, blocked)
+    change = H.maybe(sp.change, notices) if verdict == "maybe" else sp.change
+    return replace(sp, change=change, handler=at, notified_by=who)
 
 
 def _dependent_skips(
@@ -295,6 +352,7 @@ def _dependent_skips(
     """Steps left out by --tags/--skip-tags that read a step that runs: said, not dropped silently."""
     out = []
     by_id = {s.id: s for s in session.playbook.steps}
+    running &= set(by_id)  # handlers' results are read by no step
     for step in session.playbook.steps:
         why = unselected_reason(step, tags, skip_tags)
         if not why or step.id in running:
@@ -340,14 +398,30 @@ def make_plan(
         tags=tags,
         skip_tags=skip_tags,
     )
-    # order: step by step, host by host (reads like the run will go)
-    order = {s.id: i for i, s in enumerate(session.playbook.steps)}
+    # order: step by step, host by host (reads like the run will go); handlers where they run
+    order = plan_order(session.playbook)
     collected = [sp for h in hosts for sp in results[h].steps]
-    collected.sort(key=lambda sp: (order[sp.step_id], hosts.index(sp.host)))
+    collected.sort(key=lambda sp: (*order(sp), hosts.index(sp.host)))
     plan.steps = collected
     plan.unreachable = {h: r.error for h, r in results.items() if r.error}
     plan.warnings = conflict_warnings({h: results[h].overlay for h in hosts}) + lifted_rules(session, hosts)
     return plan, results
+
+
+def plan_order(playbook: Any) -> Callable[[StepPlan], tuple[int, int]]:
+    """The sort key of a step plan: its step's place, a handler's after the flush step (or the
+    last step) it runs at, in the order the handlers are listed."""
+    steps = {s.id: 2 * i for i, s in enumerate(playbook.steps)}
+    listed = {h.id: i for i, h in enumerate(playbook.handlers)}
+    end = 2 * len(playbook.steps)
+
+    def key(sp: StepPlan) -> tuple[int, int]:
+        if not sp.handler:
+            return steps.get(sp.step_id, end), 0
+        hid = sp.step_id.partition("@")[0]
+        return (end if sp.handler == H.END else steps.get(sp.handler, end) + 1), listed.get(hid, 0)
+
+    return key
 
 
 def blank_answers(probes: Sequence[Probe]) -> dict[str, ProbeResult]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-OutcomeKind = Literal["ok", "nonzero", "timeout", "connection", "blocked", "verify"]
+OutcomeKind = Literal["ok", "nonzero", "timeout", "connection", "blocked", "verify", "until"]
 DEFAULT_ON = ("nonzero", "timeout", "connection")
 
 
@@ -173,4 +173,6 @@ def _describe(outcome: Outcome) -> str:
         return "connection lost"
     if outcome.kind == "verify":
         return "verify failed" + (f" (rc {outcome.rc})" if outcome.rc is not None else "")
+    if outcome.kind == "until":
+        return outcome.message or "until not met"
     return outcome.message or outcome.kind

@@ -28,6 +28,7 @@ class HostRun:
     results: list[StepResult] = field(default_factory=list)
     changed_steps: list[Instance] = field(default_factory=list)  # for undo, in the order they ran
     rolled_back: bool = False
+    notified: dict[str, list[str]] = field(default_factory=dict)  # handler id -> the steps that notified it
 
 
 @dataclass

@@ -9,12 +9,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from runner import report_conventions as conv
 from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
 from runner.recap import Recap
 from runner.secrets import redact, redact_data
-from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, host_summary, this_part
+from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, handler_runs, host_summary, this_part
 
 _COLORS = {"+": "32", "~": "33", "-": "31", ">": "36", "=": "2", "?": "35", "!": "1;31"}
 _STATUS_COLORS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "blocked": "1;31", "unreachable": "1;31"}
@@ -53,9 +54,10 @@ def _step_lines(sp: StepPlan, color: bool, *, diff: bool = True) -> list[str]:
     c = sp.change
     actions = [(a.kind, a.display()) for a in c.actions]
     table = str(c.data["table"]) if c.data.get("table") else ""
+    note = conv.handler_note(sp.handler, sp.notified_by) if sp.handler else sp.conditional_on
     return _change_lines(
-        c.status, sp.instance, c.summary, c.reason, sp.conditional_on, actions, table, c.diff if diff else "",
-        c.changes, color, source=sp.source,
+        c.status, sp.instance, c.summary, c.reason, note, actions, table, c.diff if diff else "", c.changes, color,
+        source=sp.source,
     )
 
 
@@ -77,7 +79,9 @@ def _change_lines(
     and for a step from a step file or role (when it does something) where it is written."""
     marker = MARKERS.get(status, "?")
     head = f"  {_c(marker, _COLORS[marker], color)} {instance}: {redact(summary)}"
-    if conditional_on:
+    if isinstance(conditional_on, str):  # a handler's note
+        head += conditional_on
+    elif conditional_on:
         head += f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')"
     lines = [head]
     if source and status not in ("noop", "skip"):
@@ -104,9 +108,11 @@ def plan_record_lines(rec: dict[str, Any], *, color: bool = False) -> list[str]:
         if isinstance(a, dict)
     ]
     status = str(rec.get("status", "unknown"))
+    h = rec.get("handler") if isinstance(rec.get("handler"), dict) else None
+    note = conv.handler_note(str(h.get("at")), h.get("notified_by")) if h else rec.get("conditional_on")
     return _change_lines(
         status, str(rec.get("instance", "?")), str(rec.get("summary", "")), str(rec.get("reason") or ""),
-        rec.get("conditional_on"), actions, "", str(rec.get("diff") or ""), status in CHANGING, color,
+        note, actions, "", str(rec.get("diff") or ""), status in CHANGING, color,
         source=str(rec.get("source") or ""),
     )
 
@@ -202,6 +208,10 @@ _LABELS = {  # event type -> (console label, colour)
     "step_done_earlier": ("done", "2"),
     "host_unreachable": ("unreachable", "1;31"),
     "plan_diverged": ("diverged", "1;33"),
+    "notify": ("notify", "36"),
+    "handler": ("handler", "36"),
+    "handlers_not_run": ("handlers", "33"),
+    "until": ("until", "33"),
 }
 _RUNGS = {"llm": "the LLM fixer", "human": "a human"}
 _WORD_LIMIT = 300
@@ -353,6 +363,8 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
         text = f"not as planned: {_s(ev.get('reason'))}"
     elif t == "batch_start":
         text = ", ".join(_s(h) for h in ev.get("hosts") or [])
+    elif t in ("notify", "handler", "handlers_not_run", "until"):
+        text = conv.convention_text(ev)
     else:  # a type this module does not know yet: every field, none hidden
         skip = {"seq", "ts", "type", "host", "step", "instance"}
         text = ", ".join(f"{k}={_s(v, 120)}" for k, v in ev.items() if k not in skip and v not in (None, ""))
@@ -422,10 +434,13 @@ def recap_text(recap: Recap, run_id: str, *, color: bool = False, events: list[d
             cells.append(_c(cell, _STATUS_COLORS.get(col, "33"), color and v > 0 and col != "ok"))
         out.append("  " + name.ljust(width) + "  " + "  ".join(cells))
     esc = escalations(this_part(events or []))
+    handled = handler_runs(this_part(events or []))
     for hr in recap.hosts.values():
         for rec in esc.get(hr.name, []):
             mark, line = _escalation_line(hr.name, rec)
             out.append(f"  {_c(mark, '32' if mark == '~' else '35', color)} {line}")
+        if handled.get(hr.name):
+            out.append(f"  {_c('*', '36', color)} {conv.handler_recap(hr.name, handled[hr.name])}")
         for r in hr.results:
             if r.status in ("failed", "blocked", "unreachable"):
                 out.append(f"  {_c('x', '31', color)} {hr.name} {r.instance}: {redact(r.message)}")
@@ -456,6 +471,7 @@ def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None
     events), each step's result, each escalation (rung, diagnosis, fix steps, what happened)."""
     extra = _extras(recap, events)
     esc = escalations(this_part(events or []))
+    handled = handler_runs(this_part(events or []))
     totals = recap.totals()
     for c in extra.values():
         for k, v in c.items():
@@ -471,6 +487,7 @@ def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None
                 "unreachable": h.unreachable,
                 "rolled_back": bool(extra[n]["rolled_back"]),
                 "escalations": redact_data(esc.get(n, [])),
+                "handlers": redact_data(handled.get(n, [])),
                 "steps": [
                     {
                         "step": r.step_id,

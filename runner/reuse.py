@@ -16,7 +16,7 @@ from typing import Any
 from runner import load, scope
 from runner.errors import Diagnostic, InvalidInput
 from runner.load import Document, Expanded, Origin, PathKey
-from runner.model import IncludeLayer, Inventory, Playbook, Step
+from runner.model import FLUSH, IncludeLayer, Inventory, Playbook, Step
 from runner.reuse_params import check_call, check_declarations, declarations
 
 MAX_DEPTH = 16  # includes inside includes
@@ -71,6 +71,7 @@ class _Inherited:
     policy: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     sensitive: bool = False
+    sudo: bool | None = None
     names: frozenset[str] = frozenset()
     dir: str = ""
     via: tuple[str, ...] = ()  # "file:line:col" of each include step, outermost first
@@ -89,6 +90,7 @@ class _Inherited:
             policy={**self.policy, **policy},
             timeout=timeout if timeout is not None else self.timeout,
             sensitive=self.sensitive or raw.get("sensitive") is True,
+            sudo=raw["sudo"] if isinstance(raw.get("sudo"), bool) else self.sudo,
             names=self.names | names,
             dir=role_dir or self.dir,
             via=(*self.via, layer.where),
@@ -104,6 +106,7 @@ class _Expander:
         self.problems: list[Diagnostic] = []
         self.steps: list[Any] = []
         self.origins: list[Origin] = []
+        self.handlers: list[tuple[Any, Origin]] = []  # they follow every step
         self.files: dict[str, Document | None] = {}  # real path -> parsed (None: unreadable)
         self.read_order: list[Document] = []
         self.broken: set[str] = set()
@@ -169,6 +172,13 @@ class _Expander:
                                        inherited.names, inherited.dir, inherited))
             if include and isinstance(full, str):
                 self._include(doc, j, raw, full, inherited)
+        handlers = data.get("handlers")
+        for j, raw in enumerate(handlers if isinstance(handlers, list) else []):
+            sid = raw.get("id") if isinstance(raw, dict) else None
+            entry = {**raw, "id": scope.join(space, sid)} if isinstance(sid, str) and space else raw
+            via = " <- ".join(reversed(inherited.via))
+            self.handlers.append((entry, Origin(doc, ("handlers", j), space, False, via, inherited.names,
+                                                inherited.dir, inherited, handler=True)))
 
     def _include(self, doc: Document, j: int, raw: dict[str, Any], full: str, inherited: _Inherited) -> None:
         kind = "include" if "include" in raw else "role"
@@ -337,6 +347,9 @@ def expand(doc: Document) -> Expanded:
         if os.path.basename(doc.file) == ROLE_FILE:
             role_dir = os.path.dirname(doc.file) or "."
     ex.walk(doc, _Inherited(names=names, dir=role_dir, chain=(os.path.realpath(doc.file),), shown=(doc.file,)), "")
+    if ex.handlers:
+        ex.steps += [entry for entry, _ in ex.handlers]
+        ex.origins += [origin for _, origin in ex.handlers]
     out_data: Any = data
     var_origins: dict[str, tuple[Document, PathKey]] = {}
     if data is not None:
@@ -354,45 +367,22 @@ def expand(doc: Document) -> Expanded:
 
 
 def build_playbook(doc: Document, kinds: set[str]) -> Playbook:
-    """The Playbook of a valid document: every step of every include in place, in order."""
-    from runner.config import STEP_COMMON
-
+    """The Playbook of a valid document: every step of every include in place, in order, and
+    every handler (`notify:` names resolved to the handlers' full ids)."""
     tree = expand(doc)
     data: dict[str, Any] = tree.data
     steps: list[Step] = []
+    handlers: list[Step] = []
     for i, raw in enumerate(data.get("steps") or []):
         origin = tree.origins[i]
-        if origin.include:
-            continue
-        inh: _Inherited = origin.extra
-        kind = next(k for k in raw if k not in STEP_COMMON and k in kinds)
-        m = tree.mark(("steps", i))
-        own_policy = dict(raw.get("policy") or {})
-        steps.append(Step(
-            id=raw["id"],
-            kind=kind,
-            params=raw[kind],
-            name=raw.get("name", ""),
-            hosts=raw.get("hosts"),
-            when=expression(raw.get("when")),
-            loop=raw.get("loop"),
-            register=raw.get("register"),
-            verify=raw.get("verify"),
-            undo=raw.get("undo"),
-            policy={**inh.policy, **own_policy} if inh.policy else own_policy,
-            timeout=raw.get("timeout", inh.timeout),
-            tags=tuple(dict.fromkeys([*inh.tags, *(raw.get("tags") or ())])),
-            sensitive=bool(raw.get("sensitive", False)) or inh.sensitive,
-            index=int(origin.path[1]),
-            line=m.line,
-            col=m.col if inh.layers else 0,
-            file=origin.doc.file if inh.layers else "",
-            dir=inh.dir,
-            layers=inh.layers,
-            host_filters=inh.hosts,
-        ))
+        if not origin.include:
+            (handlers if origin.handler else steps).append(_step(tree, i, raw, origin, kinds))
+    known = {h.id for h in handlers}
+    steps = [_notifying(s, known) for s in steps]
+    handlers = [_notifying(h, known) for h in handlers]
     settings: dict[str, Any] = {
-        k: data[k] for k in ("strategy", "serial", "forks", "max_fail_percentage", "on_failure") if k in data
+        k: data[k] for k in ("strategy", "serial", "forks", "max_fail_percentage", "on_failure", "force_handlers")
+        if k in data
     }
     return Playbook(
         name=data["name"],
@@ -406,7 +396,61 @@ def build_playbook(doc: Document, kinds: set[str]) -> Playbook:
         file=tree.file,
         dir=str(Path(tree.file).parent),
         digest=tree.digest,
+        handlers=tuple(handlers),
     )
+
+
+def _step(tree: Expanded, i: int, raw: dict[str, Any], origin: Origin, kinds: set[str]) -> Step:
+    from runner.config import STEP_COMMON
+
+    inh: _Inherited = origin.extra
+    flush = raw.get("flush_handlers") is True
+    kind = FLUSH if flush else next(k for k in raw if k not in STEP_COMMON and k in kinds)
+    m = tree.mark(("steps", i))
+    own_policy = dict(raw.get("policy") or {})
+    notify = raw.get("notify") or ()
+    return Step(
+        id=raw["id"],
+        kind=kind,
+        params=True if flush else raw[kind],
+        name=raw.get("name", ""),
+        hosts=raw.get("hosts"),
+        when=expression(raw.get("when")),
+        loop=raw.get("loop"),
+        register=raw.get("register"),
+        verify=raw.get("verify"),
+        undo=raw.get("undo"),
+        policy={**inh.policy, **own_policy} if inh.policy else own_policy,
+        timeout=raw.get("timeout", inh.timeout),
+        tags=tuple(dict.fromkeys([*inh.tags, *(raw.get("tags") or ())])),
+        sensitive=bool(raw.get("sensitive", False)) or inh.sensitive,
+        index=int(origin.path[1]),
+        line=m.line,
+        col=m.col if inh.layers else 0,
+        file=origin.doc.file if inh.layers else "",
+        dir=inh.dir,
+        layers=inh.layers,
+        host_filters=inh.hosts,
+        notify=(notify,) if isinstance(notify, str) else tuple(notify),
+        until=expression(raw.get("until")),
+        retries=int(raw.get("retries", 3)),
+        delay=float(raw.get("delay", 5)),
+        sudo=raw["sudo"] if isinstance(raw.get("sudo"), bool) else inh.sudo,
+        handler=origin.handler,
+    )
+
+
+def resolve_handler(name: str, space: str, known: set[str] | frozenset[str]) -> str | None:
+    """The full id of the handler `notify: name` means in namespace `space`: the innermost
+    (a step file's own handler first, then those of the files around it, then the playbook's)."""
+    return next((full for full in scope.candidates(space, name) if full in known), None)
+
+
+def _notifying(step: Step, known: set[str]) -> Step:
+    if not step.notify:
+        return step
+    space = scope.scope_of(step.id)
+    return replace(step, notify=tuple(dict.fromkeys(resolve_handler(n, space, known) or n for n in step.notify)))
 
 
 def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
@@ -423,6 +467,6 @@ def load_playbook(path: str, inventory: Inventory | None = None) -> Playbook:
         hosts=set(inventory.hosts) if inventory else None,
         groups=set(inventory.groups) if inventory else None,
     )
-    if diags:
+    if any(d.severity == "error" for d in diags):  # warnings (a handler nobody notifies) are validate's
         raise InvalidInput("the playbook is not valid", diags)
     return build_playbook(tree, set(schema.kind_names()))

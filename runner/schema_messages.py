@@ -230,7 +230,8 @@ class _Translator:
                 continue
             for need in needs:
                 if need not in inst:
-                    self._emit((*path, name), f"'{name}' needs '{need}' too",
+                    habit = ansible_hints.with_until(name) if need == "until" else ""
+                    self._emit((*path, name), f"'{name}' needs '{need}' too", habit or "",
                                key=True, tag=("missing", path, need))
 
     # ------------------------------------------------------------ values

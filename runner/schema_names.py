@@ -19,6 +19,8 @@ MAGIC_NAMES = frozenset({"inventory_hostname", "host", "groups", "playbook_dir"}
 GLOBAL_NAMES = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "secret", "steps"})
 # what changed_when/failed_when read besides variables (runner/steps/shell.py Run.outcome)
 RESULT_NAMES = frozenset({"rc", "stdout", "stderr", "stdout_lines"})
+# what `until:` reads besides variables: the result of the try (runner/apply/engine.py)
+UNTIL_NAMES = RESULT_NAMES | {"changed", "failed"}
 LOOP_NAMES = frozenset({"item", "loop_index"})
 # filters and tests that make a missing name fine
 GUARDS = frozenset({"default", "d", "defined", "undefined"})
@@ -108,6 +110,8 @@ def undefined_names(doc: Document, uses: list[Use], scope: Scope, steps: list[An
             if "loop" in step and field != "loop" and name in LOOP_NAMES:
                 continue
             if use.path[-1] in LATE_PARAM_KEYS and name in RESULT_NAMES:
+                continue
+            if field == "until" and name in UNTIL_NAMES:
                 continue
             reg = visible_register(regs, name, step.get("id"))
             if reg is not None:

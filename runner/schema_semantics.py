@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
 ALWAYS_KNOWN_HOSTS = frozenset({"all", "local", "localhost"})
-EXPRESSION_KEYS = frozenset({"when", "changed_when", "failed_when"})
+EXPRESSION_KEYS = frozenset({"when", "changed_when", "failed_when", "until"})
 # step fields evaluated after the step ran: they may read the step's own result
-LATE_STEP_KEYS = frozenset({"verify", "undo"})
+LATE_STEP_KEYS = frozenset({"verify", "undo", "until"})
 LATE_PARAM_KEYS = frozenset({"changed_when", "failed_when"})
 
 
@@ -91,9 +91,11 @@ class _Semantics:
                 continue
             if sid in ids:
                 first = self.doc.mark(("steps", ids[sid], "id")).line
+                this, other = (("handler" if self._handler(k) else "step") for k in (i, ids[sid]))
+                message = (f"duplicate {this} id '{sid}' (first used at line {first})" if this == other
+                           else f"{this} id '{sid}' is already the id of a {other} (line {first})")
                 self.out.append(self.doc.diag(
-                    ("steps", i, "id"), f"duplicate step id '{sid}' (first used at line {first})",
-                    hint="step ids must be unique; rename one of them"))
+                    ("steps", i, "id"), message, hint="step and handler ids must be unique together; rename one"))
                 own_ids.append(None)
                 continue
             ids[sid] = i
@@ -101,14 +103,17 @@ class _Semantics:
         self.ids = ids
         for sid, at in ids.items():
             for outer in _outer_scopes(sid):
-                if outer in ids:
+                if outer in ids and not self._handler(at):  # handlers run after every step
                     self.ends[outer] = max(self.ends.get(outer, -1), at)
         for key, value in data.items():
-            if key != "steps":
+            if key not in ("steps", "handlers"):
                 self._templates(value, (key,), None, -1)
         for i, step in enumerate(steps):
             if isinstance(step, dict):
                 self._templates(step, ("steps", i), own_ids[i], i)
+        from runner.schema_handlers import check_handlers
+
+        self.out += check_handlers(self.doc, steps, ids, self._handler)
         if scope is not None:
             from runner.schema_names import undefined_names
 
@@ -120,6 +125,11 @@ class _Semantics:
                 if isinstance(step, dict) and "hosts" in step:
                     self._hosts(step["hosts"], ("steps", i, "hosts"), known)
         return self.out
+
+    def _handler(self, index: int) -> bool:
+        """Whether entry `index` of the expanded steps is a handler (they follow the steps)."""
+        origin = self.doc.origin(index) if isinstance(self.doc, Expanded) else None
+        return origin is not None and origin.handler
 
     def _templates(self, value: Any, path: PathKey, own: str | None, index: int) -> None:
         """Parse every template under `path` (of step `index`, -1 outside steps) once; check
@@ -289,6 +299,9 @@ class _Semantics:
     def _order(self, ref: str, rest: list[str], own: str | None, index: int, late: bool) -> tuple[str, str]:
         """('', '') when step `index` may read `ref` (a step, or an include with `rest`)."""
         at = self.ids[ref]
+        if self._handler(at):
+            return (f"'{ref}' is a handler: no step reads a handler's result",
+                    "handlers run after the steps that notify them; read the result of a step instead")
         if ref in self.ends:  # an include: its namespace
             if own is not None and own.startswith(ref + "."):
                 return (f"step '{own}' reads the include '{ref}' it is part of, which has not finished",

@@ -94,3 +94,28 @@ def host_summary(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     for host, extra in event_counts(events).items():
         out.setdefault(host, dict.fromkeys(STATUSES, 0)).update(extra)
     return out
+
+
+def handler_runs(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per host, each handler's run: the handler, where it ran (`end` or a flush step's id), the
+    steps that notified it and how it ended; a handler a failed host did not run is `not run`."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    running: dict[tuple[str, str], dict[str, Any]] = {}
+    for ev in events:
+        t, host = ev.get("type"), ev.get("host")
+        if not isinstance(host, str):
+            continue
+        if t == "handler":
+            rec = {"handler": ev.get("handler"), "run": ev.get("step"), "at": ev.get("at"),
+                   "notified_by": list(ev.get("notified_by") or []), "status": ""}
+            out.setdefault(host, []).append(rec)
+            running[(host, str(ev.get("step")))] = rec
+        elif t == "handlers_not_run":
+            for hid in ev.get("handlers") or []:
+                out.setdefault(host, []).append({"handler": hid, "run": hid, "at": ev.get("at"), "notified_by": [],
+                                                 "status": "not run", "reason": ev.get("reason") or ""})
+        elif t == "step_end" and (host, str(ev.get("step"))) in running:
+            rec = running[(host, str(ev.get("step")))]
+            if rec["status"] not in ("failed", "blocked", "unreachable"):  # a loop: its worst item
+                rec["status"] = ev.get("status")
+    return out

@@ -38,7 +38,8 @@ def test_step_examples_are_valid_opsrun(key: str) -> None:
         step = step[0]
     assert isinstance(step, dict), example
     body = {"id": "a", **step}
-    if not any(k in body for k in ("run", "file", "line", "template", "copy", "package", "service", "include", "role")):
+    kinds = ("run", "file", "line", "template", "copy", "package", "service", "include", "role", "flush_handlers")
+    if not any(k in body for k in kinds):
         body["run"] = "true"  # a key-only example (loop:, hosts:) beside a kind
     pb = {"opsrun": 1, "name": "t", "hosts": "local", "steps": [body]}
     # an include or role example names files this test does not write: only their absence may show

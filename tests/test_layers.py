@@ -20,13 +20,14 @@ LAYERS: list[tuple[str, ...]] = [
      "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
-    ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics", "runner.plan",
+    ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
+     "runner.schema_handlers", "runner.plan",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params"),
     ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
-    ("runner.steps", "runner.expand", "runner.session", "runner.offline"),
+    ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.formats", "runner.escalate", "runner.merge"),
+    ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge"),
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output

@@ -320,6 +320,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "host_unreachable": {"error": "no route to host"},
     "batch_start": {"hosts": ["a", "b"]},
     "plan_diverged": {"planned": "noop", "now": "update", "reason": "planned '= x', now '~ x'"},
+    "notify": {"handlers": ["restart"]},
+    "handler": {"handler": "restart", "at": "end", "notified_by": ["conf", "site"]},
+    "handlers_not_run": {"at": "flush", "handlers": ["restart"], "reason": "a step failed on this host"},
+    "until": {"attempt": 2, "met": False, "tries": 2, "of": 4, "error": None, "delay": 0.5, "expression": "rc == 0"},
 }
 
 

@@ -293,7 +293,7 @@ def test_steps_schema_points_into_the_playbook_schema() -> None:
     inc = schema.load_schema("playbook")["$defs"]["include_step"]["properties"]
     used = {k for k, v in inc.items() if v.get("not") != {}}
     assert used == {"id", "name", "description", *reuse.INCLUDE_KEYS, "hosts", "when", "tags", "policy",
-                    "timeout", "sensitive"}
+                    "timeout", "sensitive", "sudo"}
 
 
 def test_the_example_modelines_name_existing_schemas() -> None:

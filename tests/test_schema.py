@@ -473,7 +473,7 @@ def test_docs_examples_validate() -> None:
             text = block
         elif body.startswith("  - id:"):
             text = head + "steps:\n" + block
-        elif body.startswith(("policy:", "vars:")):
+        elif body.startswith(("policy:", "vars:", "handlers:")):
             text = head + block + ("" if "steps:" in block else "steps:\n  - id: a\n    run: x\n")
         else:
             raise AssertionError(f"unrecognised docs example:\n{block}")

@@ -1,6 +1,7 @@
 """Executes a plan: hosts in parallel (linear or free, serial batches), each step re-planned just
-before it runs, retried or escalated as policy.py decides; with host.py and ladder.py the only
-code that changes targets. Imports no cli or llm (the fixer and the human prompt are handed in).
+before it runs, tried again while its `until:` is false, retried or escalated as policy.py decides,
+notified handlers run at flush steps and at the end; with host.py and ladder.py the only code that
+changes targets. Imports no cli or llm (the fixer and the human prompt are handed in).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from runner import handlers as H
 from runner import policy as pol
+from runner import render
 from runner.apply.host import EventSink, Try, compact, tail
 from runner.apply.ladder import Ladder
 from runner.errors import Diagnostic, TransportError
@@ -70,6 +73,7 @@ class Executor(Ladder):
         # apply decides each step on fresh answers from the host: the same decision as plan, no overlay
         self.deciders = {h: StepDecider(session, h, None) for h in plan.hosts}
         self.planned = {(sp.host, sp.instance): sp for sp in plan.steps}
+        self.handlers = {h: H.for_host(session.playbook, session.inventory, h) for h in plan.hosts}
         self.strict = strict  # a reviewed plan file: a step that would now do something else is refused
         for h, err in plan.unreachable.items():
             hr = self.hosts[h]
@@ -83,7 +87,7 @@ class Executor(Ladder):
         active = [h for h in self.plan.hosts if not self.hosts[h].unreachable]
         selected = {s.id for s in steps}
         for sp in self.plan.steps:  # left out by --tags but reading a step that runs: said, as planned
-            if sp.step_id not in selected and sp.host in active and sp.change.status == "skip":
+            if sp.step_id not in selected and sp.host in active and sp.change.status == "skip" and not sp.handler:
                 step = next(s for s in self.session.playbook.steps if s.id == sp.step_id)
                 self._finish(self.hosts[sp.host], step, StepResult(sp.host, sp.step_id, sp.instance, "skipped",
                                                                     message=sp.change.summary))
@@ -96,6 +100,8 @@ class Executor(Ladder):
                     list(pool.map(lambda h: self._run_host_all(h, steps), batch))
             else:
                 aborted = self._run_linear(batch, steps)
+                if not self.stop.is_set() and (not aborted or settings.get("force_handlers")):
+                    self._flush_handlers(batch, H.END)
             if not aborted:
                 aborted = self._check_fail_percentage(batch)
             if aborted or self.stop.is_set():
@@ -127,6 +133,9 @@ class Executor(Ladder):
             for step in steps:
                 if self.stop.is_set():
                     return "interrupted"
+                if step.flush:
+                    self._flush_handlers(step_hosts(self.session.inventory, batch, step), step.id, pool)
+                    continue
                 targets = [h for h in step_hosts(self.session.inventory, batch, step) if self._can_go_on(h)]
                 if not targets:
                     continue
@@ -139,9 +148,56 @@ class Executor(Ladder):
     def _run_host_all(self, name: str, steps: list[Step]) -> None:
         for step in steps:
             if self.stop.is_set() or not self._can_go_on(name):
-                return
+                break
             if name in step_hosts(self.session.inventory, [name], step):
-                self._run_step(self.hosts[name], step)
+                if step.flush:
+                    self._flush_handlers([name], step.id)
+                else:
+                    self._run_step(self.hosts[name], step)
+        if not self.stop.is_set():
+            self._flush_handlers([name], H.END)
+
+    # ------------------------------------------------------------ handlers
+    def _notify(self, hr: HostRun, step: Step) -> None:
+        """`step` changed something on the host: the handlers it names (that run there) are due."""
+        due = [hid for hid in step.notify if hid in self.handlers[hr.name]]
+        for hid in due:
+            hr.notified.setdefault(hid, []).append(step.id)
+        if due:
+            self.emit("notify", host=hr.name, step=step.id, handlers=due)
+
+    def _handlers_allowed(self, hr: HostRun) -> str:
+        """Why the host's notified handlers do not run ("" when they do)."""
+        if hr.unreachable:
+            return "the host is unreachable"
+        if hr.failed and not self.session.playbook.settings.get("force_handlers"):
+            return "a step failed on this host (force_handlers: true runs them anyway)"
+        return ""
+
+    def _flush_handlers(self, names: list[str], at: str, pool: ThreadPoolExecutor | None = None) -> None:
+        """Run the handlers notified on these hosts, each once, in the order they are listed
+        (a handler may notify later ones); a host that failed runs none (force_handlers)."""
+        live = [n for n in names if self.hosts[n].notified]
+        for handler in self.session.playbook.handlers if live else ():
+            if self.stop.is_set():
+                return
+            due = [self.hosts[n] for n in live if handler.id in self.hosts[n].notified]
+            targets = [hr for hr in due if not self._handlers_allowed(hr)]
+            copy = H.copy_at(handler, at)
+            for hr in targets:
+                by = hr.notified.pop(handler.id)
+                self.emit("handler", host=hr.name, step=copy.id, handler=handler.id, at=at, notified_by=by)
+            if pool is not None and len(targets) > 1:
+                list(pool.map(lambda hr, c=copy: self._run_step(hr, c), targets))
+            else:
+                for hr in targets:
+                    self._run_step(hr, copy)
+        for n in live:
+            hr = self.hosts[n]
+            if hr.notified:
+                self.emit("handlers_not_run", host=n, at=at, handlers=list(hr.notified),
+                          reason=self._handlers_allowed(hr) or "not run")
+                hr.notified.clear()
 
     def _can_go_on(self, name: str) -> bool:
         hr = self.hosts[name]
@@ -151,8 +207,12 @@ class Executor(Ladder):
 
     def _run_step(self, hr: HostRun, step: Step) -> None:
         if (hr.name, step.id) in self.done:  # resumed run: this step finished before
-            hr.known[step.id] = self.done[(hr.name, step.id)]
+            earlier = self.done[(hr.name, step.id)]
+            if not step.handler:
+                hr.known[step.id] = earlier
             self.emit("step_done_earlier", host=hr.name, step=step.id)
+            if step.notify and earlier.get("changed"):
+                self._notify(hr, step)
             return
         errors: list[Diagnostic] = []
         instances = self._expand(step, hr, self.session.vars_for(hr.name), errors)
@@ -171,7 +231,10 @@ class Executor(Ladder):
             if r.status in ("unreachable", "failed", "blocked"):
                 break
         registered = self._register(step, results)
-        hr.known[step.id] = registered
+        if not step.handler:  # no step reads a handler's result
+            hr.known[step.id] = registered
+        if step.notify and any(r.status == "changed" for r in results):
+            self._notify(hr, step)
         finished = (
             bool(results)
             and len(results) == max(1, len(instances))
@@ -188,6 +251,7 @@ class Executor(Ladder):
         timeout = step.timeout or policy.timeout
         start = time.monotonic()
         attempt = 0
+        tries = 0  # of `until:`: tries whose result it judged
         tried: tuple[str, ...] = ()
         history: list[dict[str, Any]] = []
         seen_fixes: set[str] = set()
@@ -225,6 +289,18 @@ class Executor(Ladder):
                 if run.outcome is None:
                     return self._unreachable(hr, step, inst, None, attempt, start)
                 outcome = run.outcome
+                if step.until and outcome.kind in ("ok", "nonzero", "verify"):
+                    tries += 1
+                    met = self._until(hr, inst, run, attempt, tries)
+                    if met is False and tries <= step.retries:
+                        self.sleep(step.delay)
+                        if not self.stop.is_set():
+                            continue
+                        return self._result(hr, inst, "failed", start, attempt, "interrupted", run)
+                    if met is not True:
+                        why = f"until: {met}" if isinstance(met, str) else (
+                            f"until not met after {tries} tr{'ies' if tries != 1 else 'y'}: {step.until}")
+                        outcome = pol.Outcome("until", run.rc, run.stdout, run.stderr, why)
             history.append(
                 {
                     "attempt": attempt,
@@ -280,11 +356,36 @@ class Executor(Ladder):
                 if not again:
                     decision = pol.decide(policy, attempt, outcome, tried=tried, run_failures=self.failures)
             if again:
-                attempt = 0  # a fix or a human decision starts a fresh round of tries
+                attempt = tries = 0  # a fix or a human decision starts a fresh round of tries
                 continue
             reason = decision.reason if isinstance(decision, pol.Fail) else outcome.kind
             fail_status: ResultStatus = "blocked" if outcome.kind == "blocked" else "failed"
             return self._result(hr, inst, fail_status, start, attempt, outcome.message or reason, run)
+
+    def _until(self, hr: HostRun, inst: Instance, run: Try, attempt: int, tries: int) -> bool | str:
+        """Whether the step's `until:` holds over this try's result (journaled); a message when
+        it cannot be evaluated. It reads what changed_when reads, changed, failed, the step's
+        register name and steps.<its id> (this try's result)."""
+        step = inst.step
+        outcome = run.outcome
+        status: ResultStatus = "failed" if outcome is None or outcome.kind != "ok" else (
+            "ok" if outcome.message == "ok-unchanged" else "changed")
+        result = StepResult(hr.name, step.id, inst.key, status, rc=run.rc, stdout=run.stdout, stderr=run.stderr,
+                            attempts=attempt).as_vars()
+        space = step.layers[-1].id if step.layers else ""
+        names = {**inst.vars, **{k: result[k] for k in ("rc", "stdout", "stderr", "stdout_lines", "changed", "failed")},
+                 "steps": render.StepResults({**hr.known, step.id: result}, set(), space)}
+        if step.register:
+            names[str(step.register)] = result
+        try:
+            met: bool | str = render.truthy(render.evaluate(str(step.until), names))
+        except (render.RenderError, render.PendingResult) as exc:
+            met = getattr(exc, "message", str(exc))
+        left = step.retries + 1 - tries
+        self.emit("until", host=hr.name, step=step.id, instance=inst.key, attempt=attempt, met=met is True,
+                  tries=tries, of=step.retries + 1, error=met if isinstance(met, str) else None,
+                  delay=step.delay if met is False and left > 0 else None, expression=step.until)
+        return met
 
     def _check_planned(self, hr: HostRun, inst: Instance, now: StepPlan) -> str:
         """Compare the decision just made with the plan shown (or reviewed). A difference is

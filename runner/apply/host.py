@@ -253,7 +253,7 @@ class HostActions:
         res = CommandResult(1)
         for i in range(retries + 1):
             t0 = time.monotonic()
-            res = self.session.transport(hr.name).run(command, timeout=timeout)
+            res = self.session.transport(hr.name).run(command, timeout=timeout, sudo=inst.step.sudo)
             self.emit(
                 "verify",
                 host=hr.name,

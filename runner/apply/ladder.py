@@ -151,6 +151,7 @@ class Ladder(HostActions):
                 name=str(frag.get("name", "")),
                 index=inst.step.index,
                 line=inst.step.line,
+                sudo=frag["sudo"] if isinstance(frag.get("sudo"), bool) else inst.step.sudo,
             )
             errors: list[Diagnostic] = []
             subs = self._expand(step, hr, inst.vars, errors)

@@ -406,6 +406,7 @@ def _fixer(session: Session, make_fixer: FixerFactory | None) -> Callable[[Evide
     """The LLM fixer for the escalation ladder, when some step's policy asks for it; the
     gateway itself loads only when a fix is first asked for."""
     pb = session.playbook
-    if make_fixer is None or not any("llm" in pol.merge(pb.policy, s.policy).escalate for s in pb.steps):
+    steps = (*pb.steps, *pb.handlers)
+    if make_fixer is None or not any("llm" in pol.merge(pb.policy, s.policy).escalate for s in steps):
         return None
     return make_fixer(session)

@@ -382,8 +382,8 @@ def _api_live(shell: Shell, path: str, params: tuple[tuple[str, Any], ...] = ())
 def _identity_of(probe: Probe) -> Hashable:
     """Probes with the same identity get one answer: a shared fact asked the same way."""
     fact = getattr(probe, "fact", None)
-    if isinstance(fact, Fact) and FACTS[fact.name].shared:
-        return ("fact", fact.name, str(probe.command), repr(probe.api))
+    if isinstance(fact, Fact) and FACTS[fact.name].shared:  # a step's own sudo asks it another way
+        return ("fact", fact.name, str(probe.command), repr(probe.api), probe.sudo)
     return ("key", probe.key)
 
 

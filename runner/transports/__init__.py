@@ -14,10 +14,10 @@ from runner.transports.base import CommandGuard, Transport
 # What each transport can do, known without importing its library; step kinds name what
 # they need (StepKind.needs) and run where it is offered. "posix": a POSIX shell with the
 # usual coreutils; "android": Android's shell and tools; "pve-api": the Proxmox VE API;
-# "shell"/"files": any shell / file transfer at all.
+# "shell"/"files": any shell / file transfer at all; "sudo": a step's own `sudo:` is honoured.
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "local": frozenset({"shell", "files", "posix"}),
-    "ssh": frozenset({"shell", "files", "posix"}),
+    "local": frozenset({"shell", "files", "posix", "sudo"}),
+    "ssh": frozenset({"shell", "files", "posix", "sudo"}),
     "proxmox": frozenset({"api", "pve-api"}),
     "adb": frozenset({"shell", "files", "android"}),
 }

@@ -386,7 +386,7 @@ class ADBTransport(Transport):
         return c
 
     # ------------------------------------------------------------ commands
-    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool) -> CommandResult:
+    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool | None) -> CommandResult:
         if not self._ready:
             self.open()
         if sudo:
@@ -477,7 +477,7 @@ class ADBTransport(Transport):
         return (int(rc_text) if rc_text.isdigit() else 255), out, b""
 
     # ------------------------------------------------------------ files
-    def _put(self, path: str, content: bytes, mode: str | None) -> None:
+    def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if not self._ready:
             self.open()
         folder, slash, name = path.rpartition("/")

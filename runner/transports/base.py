@@ -69,20 +69,25 @@ class Transport(ABC):
         *,
         timeout: float | None = None,
         stdin: bytes | None = None,
-        sudo: bool = False,
+        sudo: bool | None = None,
     ) -> CommandResult:
         """Run a shell command after the safety check; return its rc and output. Secrets the
-        command references (a ShellCommand's env) go to it on stdin, ahead of `stdin`."""
+        command references (a ShellCommand's env) go to it on stdin, ahead of `stdin`.
+        `sudo`: through sudo (True) or not (False), whatever the host says; None: as it says."""
         self.check(command)
         env = command_env(command)
         if env:
             command, stdin = with_secrets(str(command), env, stdin)
         return self._run(str(command), timeout=timeout, stdin=stdin, sudo=sudo)
 
-    def put(self, path: str, content: bytes, mode: str | None = None) -> None:
-        """Write `content` to `path` atomically (temp file + rename), then set `mode`."""
+    def put(self, path: str, content: bytes, mode: str | None = None, *, sudo: bool | None = None) -> None:
+        """Write `content` to `path` atomically (temp file + rename), then set `mode`; `sudo`
+        as for run() (only transports offering "sudo" take one)."""
         self.check(put_check(path))
-        self._put(path, content, mode)
+        if sudo is None:
+            self._put(path, content, mode)
+        else:
+            self._put(path, content, mode, sudo=sudo)
 
     def get(self, path: str) -> bytes:
         return self._get(path)
@@ -101,7 +106,11 @@ class Transport(ABC):
         if shell:
             for p in shell:
                 self.check(p.command or "")
-            out.update(self._probe_shell(shell))
+            groups: dict[bool | None, list[Probe]] = {}  # a step's own sudo: one more round trip
+            for p in shell:
+                groups.setdefault(p.sudo, []).append(p)
+            for sudo, group in groups.items():
+                out.update(self._probe_shell(group) if sudo is None else self._probe_shell(group, sudo=sudo))
         for p in api:
             assert p.api is not None
             method, path, params = p.api
@@ -118,7 +127,7 @@ class Transport(ABC):
             finally:
                 _acting.on = False
         if action.kind == "put":
-            self.put(action.path, action.content, action.mode)
+            self.put(action.path, action.content, action.mode, sudo=action.sudo)
             return CommandResult(0, duration=time.monotonic() - start)
         if action.kind == "api":
             data = self._call(action.method, action.path, dict(action.params))
@@ -135,13 +144,13 @@ class Transport(ABC):
             self.on_spawn({"host": self.host.name, "transport": self.kind, **info})
 
     # ------------------------------------------------------------ to implement
-    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool) -> CommandResult:
+    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool | None) -> CommandResult:
         raise OpsrunError(
             f"{self.host.name}: transport '{self.kind}' cannot run shell commands",
             hint="use a step kind made for this host's transport",
         )
 
-    def _put(self, path: str, content: bytes, mode: str | None) -> None:
+    def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot write files")
 
     def _get(self, path: str) -> bytes:
@@ -153,14 +162,14 @@ class Transport(ABC):
     def _probe_api(self, method: str, path: str, params: dict[str, Any]) -> ProbeResult:
         return ProbeResult(0, data=self._call(method, path, params))
 
-    def _probe_shell(self, probes: Sequence[Probe]) -> dict[str, ProbeResult]:
+    def _probe_shell(self, probes: Sequence[Probe], *, sudo: bool | None = None) -> dict[str, ProbeResult]:
         """Default batching: one script, one round trip, answers parsed back per key."""
         nonce = secrets.token_hex(8)
         script, stdin = probe_script(probes, nonce), None
         env = command_env(*(p.command for p in probes))
         if env:
             script, stdin = with_secrets(script, env, None)
-        result = self._run(script, timeout=None, stdin=stdin, sudo=False)
+        result = self._run(script, timeout=None, stdin=stdin, sudo=sudo)
         answers = parse_probe_output(result.stdout, nonce)
         missing = [p.key for p in probes if p.key not in answers]
         if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -30,9 +31,14 @@ class LocalTransport(Transport):
     kind: ClassVar[str] = "local"
     capabilities: ClassVar[frozenset[str]] = CAPABILITIES["local"]
 
-    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool) -> CommandResult:
+    def _sudo(self, sudo: bool | None) -> bool:
+        """Through sudo: a step's own `sudo:` when it has one, else the host's; never as root."""
+        wanted = bool(self.host.settings.get("sudo")) if sudo is None else sudo
+        return wanted and os.geteuid() != 0
+
+    def _run(self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool | None) -> CommandResult:
         shell = str(self.host.settings.get("shell") or "/bin/sh")
-        if sudo and os.geteuid() != 0:
+        if self._sudo(sudo):
             argv = ["sudo", "-n", "--", shell, "-c", command]
         else:
             argv = [shell, "-c", command]
@@ -65,7 +71,10 @@ class LocalTransport(Transport):
     def stop_running(self) -> None:
         _WATCHDOG.stop_all()
 
-    def _put(self, path: str, content: bytes, mode: str | None) -> None:
+    def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
+        if self._sudo(sudo):
+            self._put_sudo(path, content, mode)
+            return
         dest = Path(path)
         try:
             if mode is not None:
@@ -75,6 +84,26 @@ class LocalTransport(Transport):
             write_atomic(dest, content, mode=perms, make_parents=True)
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot write {path}: {exc.strerror or exc}") from exc
+
+    def _put_sudo(self, path: str, content: bytes, mode: str | None) -> None:
+        """Write as root: the bytes go to a root shell on stdin, into a temp file beside `path`
+        (an existing file's owner and mode kept), renamed over it."""
+        if mode is not None and not (3 <= len(mode) <= 4 and set(mode) <= set("01234567")):
+            raise OpsrunError(f"{self.host.name}: file mode must be an octal string like '0644', not {mode!r}")
+        script = "\n".join([
+            "set -e",
+            f"dest={shlex.quote(path)}",
+            'd=$(dirname -- "$dest"); mkdir -p -- "$d"',
+            't=$(mktemp "$d/.opsrun-put.XXXXXX"); trap \'rm -f -- "$t"\' EXIT',
+            'cat > "$t"',
+            'if [ -e "$dest" ]; then chown "$(stat -c %u:%g -- "$dest")" "$t"; chmod "$(stat -c %a -- "$dest")" "$t"; '
+            'else chmod "$(printf %o $((0666 & ~$(umask))))" "$t"; fi',
+            f'chmod {mode} "$t"' if mode is not None else ":",
+            'mv -f -- "$t" "$dest"; trap - EXIT',
+        ])
+        result = self._run(script, timeout=None, stdin=content, sudo=True)
+        if result.rc != 0:
+            raise OpsrunError(f"{self.host.name}: cannot write {path} (sudo): {result.err.strip()[-300:]}")
 
     def _get(self, path: str) -> bytes:
         try:

@@ -307,11 +307,11 @@ class SSHTransport(Transport):
         raise AssertionError("unreachable")
 
     def _run(
-        self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool
+        self, command: str, *, timeout: float | None, stdin: bytes | None, sudo: bool | None
     ) -> CommandResult:
         start = time.monotonic()
         chan = self._session()
-        use_sudo = (sudo or self._target.sudo) and self._conn_user() != "root"
+        use_sudo = (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root"
         self._running[id(chan)] = [chan, None]
         try:
             return self._exchange(chan, command, use_sudo=use_sudo, stdin=stdin, start=start,
@@ -463,12 +463,12 @@ class SSHTransport(Transport):
                 raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP")
         return self._sftp
 
-    def _put(self, path: str, content: bytes, mode: str | None) -> None:
+    def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if mode is not None:
             _check_mode(self.host.name, mode)
         self.open()  # so the login user is known before choosing the sudo path
         try:
-            if self._target.sudo and self._conn_user() != "root":
+            if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
                 self._put_sudo(path, content, mode)
             else:
                 self._put_sftp(path, content, mode)
