@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from runner.fact_names import fact_of
 from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
@@ -75,7 +76,9 @@ def _change_lines(
     marker = MARKERS.get(status, "?")
     head = f"  {_c(marker, _COLORS[marker], color)} {instance}: {redact(summary)}"
     if conditional_on:
-        head += f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')"
+        facts = [f for f in map(fact_of, conditional_on) if f]
+        head += (f"  (only if its 'when' holds for host fact {', '.join(facts)})" if facts
+                 else f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')")
     lines = [head]
     if reason and status in ("unknown", "blocked"):
         lines.append(f"      reason: {redact(reason)}")
