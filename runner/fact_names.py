@@ -231,15 +231,21 @@ SHAPE = _shape()  # root -> nested dicts whose leaves are paths
 def chains(source: str, expression: bool = False) -> tuple[tuple[tuple[str, ...], int], ...]:
     """Each fact name a template (or a bare expression) reads, with the attribute chain after
     it as far as it is written as constants: (("facts", "os", "family"), line)."""
-    from jinja2 import TemplateSyntaxError, nodes
+    from jinja2 import TemplateSyntaxError
 
     text = "{{ " + source + " }}" if expression else source
     if not expression and not render.has_template(source):
         return ()
     try:
-        ast = render.ENV_TEXT.parse(text)
+        return chains_in(render.ENV_TEXT.parse(text))
     except TemplateSyntaxError:
         return ()
+
+
+def chains_in(ast: Any) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """`chains` of a parsed template or expression."""
+    from jinja2 import nodes
+
     stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     found: dict[int, tuple[tuple[str, ...], int]] = {}
     inner: set[int] = set()
@@ -350,6 +356,6 @@ def problem(chain: tuple[str, ...], transports: Iterable[str]) -> tuple[str, str
     on = set(transports)
     if paths and not any(gathered(p, t) for p in paths for t in on):
         where = sorted({t for p in paths for t in BY_PATH[p].on})
-        return (f"host fact '{'.'.join(trail)}' is gathered on {'/'.join(where)} hosts only "
-                f"(here: {'/'.join(sorted(on))})", "read it in steps for those hosts only (hosts: ...)")
+        return (f"host fact '{'.'.join(trail)}' is gathered on {'/'.join(where)} hosts only",
+                "read it in steps for those hosts only (hosts: ...)")
     return None
