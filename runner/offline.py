@@ -101,8 +101,8 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
 def _fact_paths(doc: Document, uses: list[Use], checker: _Checker, inventory: Inventory | None,
                 hosts: list[str]) -> tuple[list[Diagnostic], set[PathKey]]:
     """Host facts read under a name opsrun does not gather (`facts.os.famly`), or on hosts
-    whose transport does not gather them (`facts.android.model` on an ssh host); and the
-    templates that read them (not rendered again to say the same)."""
+    whose transport does not gather them (`facts.android.model` on an ssh host, the step's
+    `hosts:` heeded); and the templates reading facts (rendered with stand-ins, they are only pending)."""
     out: list[Diagnostic] = []
     seen: set[PathKey] = set()
     any_host = next(iter(checker.resolvers.values())).raw
@@ -119,6 +119,7 @@ def _fact_paths(doc: Document, uses: list[Use], checker: _Checker, inventory: In
         for chain, _line in fact_names.chains_in(use.ast):
             if chain[0] in shadowed:
                 continue
+            seen.add(use.path)  # reads a fact: rendering it here could only be pending
             found = fact_names.problem(chain, fact_names.TRANSPORTS)
             if not found and inventory is not None:
                 lacking = [h for h in on if fact_names.problem(chain, {inventory.hosts[h].transport})]
@@ -127,7 +128,6 @@ def _fact_paths(doc: Document, uses: list[Use], checker: _Checker, inventory: In
                     shown = ", ".join(f"{h} ({inventory.hosts[h].transport})" for h in lacking[:5])
                     found = (f"{message}, not on host{'s' if len(lacking) > 1 else ''} {shown}", hint)
             if found:
-                seen.add(use.path)
                 out.append(doc.diag(use.path, found[0], hint=found[1]))
     return out, seen
 
