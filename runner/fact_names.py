@@ -1,7 +1,5 @@
-"""Host facts by name: the catalogue (`facts.*` per transport and Ansible's `ansible_*` names
-for them), their values as variables, the stand-ins used while they are unknown, and the facts
-a template reads (from its parsed form). Imports render and schema_messages; no host, no I/O.
-"""
+"""Host facts by name: the catalogue (facts.* per transport, Ansible's ansible_* names), their values as
+variables, stand-ins while unknown, the facts a template reads. Imports render, schema_messages; no host, no I/O."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Which host facts a host's steps read, found from the parsed templates (nothing rendered but a
-templated `src:`): `when`, loop, parameters, includes, template files and the variables they read.
-
-Reads the playbook's template files; never a host. Imports fact_names, render, reuse, variables.
-"""
+"""Which host facts a host's steps read, from parsed templates (when, loop, params, includes, template
+files, the vars they read). No host, no file (the caller reads). Imports fact_names, render, reuse, variables."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -15,8 +11,6 @@ from runner import fact_names as N
 from runner import render, reuse
 from runner.model import Step
 from runner.variables import template_names
-
-MAX_TEMPLATE = 1024 * 1024  # larger template files are not read for names (prepare refuses them)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -50,16 +44,8 @@ def _reads(value: Any, live: frozenset[str], expression: bool = False) -> tuple[
     return paths, names
 
 
-@lru_cache(maxsize=256)
-def _file_text(path: str, mtime: int, size: int) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read(MAX_TEMPLATE)
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _template_source(step: Step, playbook_dir: str, render_src: Callable[[str], str | None]) -> str:
+def _template_source(step: Step, playbook_dir: str, render_src: Callable[[str], str | None],
+                     read: Callable[[str, str], str]) -> str:
     params = step.params if isinstance(step.params, dict) else {}
     src = params.get("src") if step.kind == "template" else None
     if not isinstance(src, str) or not src:
@@ -69,14 +55,7 @@ def _template_source(step: Step, playbook_dir: str, render_src: Callable[[str], 
         if not src:
             return ""
     base = step.dir or playbook_dir
-    path = os.path.join(base, reuse.source_path(step.dir, step.kind, src) if step.dir else src)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    if st.st_size > MAX_TEMPLATE:
-        return ""
-    return _file_text(path, st.st_mtime_ns, st.st_size)
+    return read(base, reuse.source_path(step.dir, step.kind, src) if step.dir else src)
 
 
 def step_reads(
@@ -84,11 +63,13 @@ def step_reads(
     raw_vars: Mapping[str, Any],
     playbook_dir: str,
     render_src: Callable[[str], str | None] = lambda _s: None,
+    read: Callable[[str, str], str] = lambda _base, _src: "",
 ) -> dict[str, frozenset[str]]:
     """Step id -> the facts it reads (fact_names.canonical paths: "facts.os.family"), through
     the variables it reads too; steps that read none are left out. `raw_vars`: the host's
     variables as written (a name defined there is the playbook's own, not a fact);
-    `render_src`: renders a templated template `src:` (None when it cannot)."""
+    `render_src`: renders a templated template `src:` (None when it cannot); `read(folder,
+    src)`: a template file's text, as the step would read it ("" when it cannot)."""
     own = set(raw_vars)
     live = N.ALL_ROOTS - own
     memo: dict[str, set[str]] = {}
@@ -111,7 +92,7 @@ def step_reads(
         for layer in step.layers:
             parts += [(layer.when, True), (layer.given, False), (layer.defaults, False),
                       ([d.get("default") for d in layer.params.values() if isinstance(d, dict)], False)]
-        text = _template_source(step, playbook_dir, render_src)
+        text = _template_source(step, playbook_dir, render_src, read)
         if text:
             parts.append((text, False))
         paths: set[str] = set()

@@ -263,7 +263,17 @@ def fact_reads(session: Session, name: str, steps: list[Step]) -> dict[str, froz
         except (render.RenderError, render.PendingResult):
             return None
 
-    return fact_reads_of(steps, raw, session.playbook.dir, render_src)
+    return fact_reads_of(steps, raw, session.playbook.dir, render_src, _template_text)
+
+
+def _template_text(folder: str, src: str) -> str:
+    """A template file's text as the template kind reads it (contained, regular, bounded)."""
+    from runner.steps.sources import SourceError, read_source
+
+    try:
+        return read_source(folder, src, "template source").data.decode("utf-8")
+    except (SourceError, UnicodeDecodeError):
+        return ""  # the step says why when it is prepared
 
 
 def _texts(raw: dict[str, Any]) -> list[str]:

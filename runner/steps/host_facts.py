@@ -1,9 +1,5 @@
-"""Host facts gathered: the probes that ask what a host is (one POSIX or toybox shell snippet,
-or the Proxmox API's version and nodes) and the parser that reads their answers into the
-fact paths of runner/fact_names.py; a piece the host cannot tell is None, never an error.
-
-Imports model, fact_names and steps.facts only: never a step kind, a transport or the planner.
-"""
+"""Host facts gathered: the probes asking what a host is (a POSIX/toybox snippet, Proxmox /version and /nodes)
+and their parser (a piece the host cannot tell is None). Imports model, fact_names, steps.facts; no kind."""
 
 from __future__ import annotations
 
