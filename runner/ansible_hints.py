@@ -70,7 +70,9 @@ PLAYBOOK: dict[str, tuple[str, str]] = {
     "tasks": ("a playbook's steps are `steps`, each with an `id`", "steps: [{id: hello, run: echo hi}]"),
     "pre_tasks": ("all steps are in `steps`, in order", "steps: [{id: first, run: echo hi}]"),
     "post_tasks": ("all steps are in `steps`, in order", "steps: [{id: last, run: echo bye}]"),
-    "gather_facts": ("nothing to set: opsrun probes only what the steps read", "hosts: web"),
+    "gather_facts": ("nothing to set: host facts (facts.os.family, ansible_os_family...) are gathered when a "
+                     "template reads them, in the plan's one round trip",
+                     "- {id: apt, when: \"facts.os.family == 'Debian'\", run: apt-get update}"),
     "become": ("privilege is the host's `sudo: true` in the inventory, or `sudo: true` on a step",
                "inventory.yaml: hosts: {web1: {address: 10.0.0.5, sudo: true}}"),
     "become_user": ("opsrun's sudo runs as root; as another user, say so in a step's command",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +169,12 @@ def match_hosts(inventory: Inventory, spec: Any) -> list[str]:
 # ---------------------------------------------------------------- variables
 
 
-def host_vars(inventory: Inventory, host: Host, playbook: Playbook, cli_vars: dict[str, Any]) -> dict[str, Any]:
-    """inventory vars < group vars < group_vars/ files < playbook vars < host vars < host_vars/
-    files < --var, plus magic names (docs/playbooks.md#variables-and-precedence).
+def host_vars(inventory: Inventory, host: Host, playbook: Playbook, cli_vars: dict[str, Any],
+              facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """host facts < inventory vars < group vars < group_vars/ files < playbook vars < host vars <
+    host_vars/ files < --var, plus magic names (docs/playbooks.md#variables-and-precedence).
     Templated values are rendered (runner/variables.py); one that cannot be fails where used."""
-    return host_resolver(inventory, host, playbook, cli_vars).resolve_all()
+    return host_resolver(inventory, host, playbook, cli_vars, facts=facts).resolve_all()
 
 
 def host_resolver(
@@ -182,10 +183,12 @@ def host_resolver(
     playbook: Playbook,
     cli_vars: dict[str, Any],
     secret: Callable[[str], Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
 ) -> variables.Resolver:
-    """The host's variables, rendered on demand (validate reads them one by one)."""
+    """The host's variables, rendered on demand (validate reads them one by one). `facts`
+    (runner/fact_names.py: gathered values or stand-ins) are taken as they are, below all."""
     group_files, host_files = vars_files(inventory, host, playbook.dir)
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(facts or {})
     merged.update(host.group_vars)
     for layer in group_files:
         merged.update(layer)
@@ -196,7 +199,8 @@ def host_resolver(
     merged.update(cli_vars)
     magic = magic_vars(inventory, host, playbook)
     merged.update(magic)
-    return variables.Resolver(merged, literal=set(cli_vars) | set(magic), secret=secret)
+    given = {k for k in facts or {} if merged[k] is facts[k]} if facts else set()  # facts no var overrides
+    return variables.Resolver(merged, literal=set(cli_vars) | set(magic) | given, secret=secret)
 
 
 def vars_files(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner import config, params, render, reuse, reuse_params, schema, secrets
+from runner import config, fact_names, params, render, reuse, reuse_params, schema, secrets
 from runner.errors import Diagnostic
 from runner.load import Document, Expanded, PathKey
 from runner.model import Inventory, Playbook
@@ -19,6 +19,7 @@ from runner.schema_names import (
     GLOBAL_NAMES,
     LOOP_NAMES,
     MAGIC_NAMES,
+    NOT_RENDERED,
     _missing,
     local_names,
     read_names,
@@ -62,12 +63,14 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
     resolvers: dict[str, Resolver] = {}
     if inventory is not None:
         for name in targets(inventory, data.get("hosts")):
-            resolvers[name] = config.host_resolver(inventory, inventory.hosts[name], pb, cli_vars,
-                                                   secret=_no_secret)
+            host = inventory.hosts[name]  # its facts are known names, unknown values (pending)
+            resolvers[name] = config.host_resolver(inventory, host, pb, cli_vars, secret=_no_secret,
+                                                   facts=fact_names.stand_ins(host.transport))
     if resolvers:
         scope = Scope(hosts={h: frozenset(r.raw) | MAGIC_NAMES for h, r in resolvers.items()})
     else:
-        scope = Scope(names=frozenset({*pb.vars, *cli_vars, *(inventory.vars if inventory else {})}))
+        scope = Scope(names=frozenset({*pb.vars, *cli_vars, *(inventory.vars if inventory else {}),
+                                       *fact_names.ALL_ROOTS}))
     if doc.step_file:
         return schema.validate_playbook(doc, hosts=set(inventory.hosts) if inventory else None,
                                         groups=set(inventory.groups) if inventory else None)
@@ -80,12 +83,15 @@ def validate_playbook(doc: Document, inventory: Inventory | None = None,
         uses=uses,
     )
     if not resolvers:
-        resolvers = {"": Resolver({**(inventory.vars if inventory else {}), **pb.vars, **cli_vars},
-                                  literal=set(cli_vars), secret=_no_secret)}
+        stand_ins = fact_names.stand_ins(None)
+        resolvers = {"": Resolver({**stand_ins, **(inventory.vars if inventory else {}), **pb.vars, **cli_vars},
+                                  literal=set(cli_vars) | set(stand_ins), secret=_no_secret)}
     read = {n for u in uses if u.step >= 0 for n, _ in read_names(u.ast)}
     checker = _Checker(doc, data, pb, resolvers, scope)
+    facts, reading = _fact_paths(doc, uses, checker, inventory, list(resolvers) if inventory is not None else [])
+    diags += facts
     diags += checker.steps()
-    diags += checker.rendered(uses)
+    diags += checker.rendered([u for u in uses if u.path not in reading])
     diags += checker.vars(read | checker.template_reads)
     diags += checker.includes()
     diags += _names(doc, data)
@@ -113,6 +119,47 @@ def _sudo(doc: Document, data: dict[str, Any], inventory: Inventory | None) -> l
                                 hint=f"only {' and '.join(offering(frozenset({'sudo'})))} hosts run commands through "
                                      "sudo; remove `sudo:` or narrow the step's hosts"))
     return out
+
+
+def _fact_paths(doc: Document, uses: list[Use], checker: _Checker, inventory: Inventory | None,
+                hosts: list[str]) -> tuple[list[Diagnostic], set[PathKey]]:
+    """Host facts read under a name opsrun does not gather (`facts.os.famly`), or on hosts
+    whose transport does not gather them (`facts.android.model` on an ssh host, the step's
+    `hosts:` heeded); and the templates reading facts (rendered with stand-ins, they are only pending)."""
+    out: list[Diagnostic] = []
+    seen: set[PathKey] = set()
+    any_host = next(iter(checker.resolvers.values())).raw
+    shadowed = {n for n in fact_names.ALL_ROOTS if n in any_host and not _stand_in(any_host[n])}
+    for use in uses:
+        if use.step >= 0 and (len(use.path) < 3 or use.path[2] in NOT_RENDERED):
+            continue
+        if fact_names.ROOT not in use.source and "ansible_" not in use.source:
+            continue  # cheap: most templates name no fact
+        on = hosts
+        step = checker.raw_steps[use.step] if use.step >= 0 else None
+        if inventory is not None and isinstance(step, dict) and step.get("hosts") is not None:
+            on = [h for h in hosts if h in targets(inventory, step["hosts"])]
+        for chain, _line in fact_names.chains_in(use.ast):
+            if chain[0] in shadowed:
+                continue
+            seen.add(use.path)  # reads a fact: rendering it here could only be pending
+            found = fact_names.problem(chain, fact_names.TRANSPORTS)
+            if not found and inventory is not None:
+                lacking = [h for h in on if fact_names.problem(chain, {inventory.hosts[h].transport})]
+                if lacking:
+                    message, hint = fact_names.problem(chain, {inventory.hosts[lacking[0]].transport}) or ("", "")
+                    shown = ", ".join(f"{h} ({inventory.hosts[h].transport})" for h in lacking[:5])
+                    found = (f"{message}, not on host{'s' if len(lacking) > 1 else ''} {shown}", hint)
+            if found:
+                out.append(doc.diag(use.path, found[0], hint=found[1]))
+    return out, seen
+
+
+def _stand_in(value: Any) -> bool:
+    """A host fact's stand-in (or a tree of them), not a variable of the playbook's own."""
+    if isinstance(value, dict):
+        return bool(value) and all(_stand_in(v) for v in value.values())
+    return isinstance(value, fact_names.FactPending)
 
 
 def _names(doc: Document, data: dict[str, Any]) -> list[Diagnostic]:
@@ -372,6 +419,10 @@ class _Checker:
                                      if self.scope.hosts else self.scope.names)
             if message:
                 out.append(Diagnostic(str(path), lineno, 0, message, "", f"{hint} ({used_by})"))
+        for chain, lineno in fact_names.chains_in(ast):  # a host fact opsrun does not gather
+            found = fact_names.problem(chain, fact_names.TRANSPORTS) if chain[0] not in own else None
+            if found:
+                out.append(Diagnostic(str(path), lineno, 0, found[0], "", f"{found[1]} ({used_by})"))
         return out
 
     def _fields(self, i: int, step: dict[str, Any], kind: str, body: dict[str, Any]) -> list[Diagnostic]:

@@ -13,13 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from runner import fact_names as N
 from runner import handlers as H
+from runner import render
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
 from runner.expand import expand, reads_step, run_scope, step_hosts, unselected_reason
+from runner.fact_reads import step_reads as fact_reads_of
 from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan, put_check
 from runner.overlay import Overlay
 from runner.session import Session
 from runner.steps import facts as F
+from runner.steps import host_facts as HF
 from runner.steps.base import Instance, OverlayUnknown
 from runner.transports import capabilities, offering
 
@@ -124,6 +128,11 @@ def plan_instance(
                 reason=f"'{step.kind}' works on: {', '.join(inst.kind.runs_where())}",
             )
         )
+    fact = N.fact_of(inst.pending or "")
+    if fact:
+        return make(Change("unknown", f"decided with the host's facts ({fact})",
+                           reason=f"its parameters read host fact {fact}, gathered only when planning against "
+                                  "the host (not with --offline)"))
     if inst.pending:
         pending_change = getattr(inst.kind, "pending_change", None)
         if pending_change is not None:
@@ -149,7 +158,10 @@ def plan_instance(
             Change("blocked", f"blocked by safety rule '{rule}'", reason=f"rule '{rule}' forbids the check: {command}")
         )
     if facts is None:
-        return make(Change("unknown", "not probed (--offline)", reason="planned without probes"))
+        fact = next((f for f in map(N.fact_of, inst.conditional_on) if f), None)
+        reason = (f"its `when` reads host fact {fact}, gathered only when planning against the host"
+                  if fact else "planned without probes")
+        return make(Change("unknown", "not probed (--offline)", reason=reason))
     assert inst.params is not None
     change = inst.kind.plan(inst.params, facts, inst.ctx)
     if guard is not None:
@@ -247,22 +259,99 @@ class StepDecider:
 
 def expand_host(
     session: Session, name: str, steps: list[Step], known: dict[str, Any], errors: list[Diagnostic],
-    run_dir: str | None = None,
+    run_dir: str | None = None, facts: dict[str, Any] | None = None, pending: list[Step] | None = None,
 ) -> list[Instance]:
-    """Every instance of `steps` on host `name`, results of the steps themselves pending, with
-    the instances of the handlers they may notify where those run (runner/handlers.py)."""
+    """Every instance of `steps` on host `name`, results of the steps themselves (or of
+    `pending`) pending, with the instances of the handlers they may notify where those run
+    (runner/handlers.py); `facts`: the host facts' stand-ins, before they are gathered."""
     host = session.host(name)
-    base = session.vars_for(name)
-    pending = {s.id for s in steps}
-    registers = {s.id: str(s.register) for s in steps if s.register}
+    base = session.vars_for(name, facts)
+    pending_ids = {s.id for s in pending or steps}
+    registers = {s.id: str(s.register) for s in pending or steps if s.register}
     pb = session.playbook
     mine = H.for_host(pb, session.inventory, name)
     out: list[Instance] = []
     for segment, at in H.segments(steps):
         for step in [*segment, *(H.copy_at(h, at) for h in H.notified_by(segment, mine))]:
-            out += expand(step, host, base, known, pending, pb.dir, errors, pb.file, run_dir=run_dir,
+            out += expand(step, host, base, known, pending_ids, pb.dir, errors, pb.file, run_dir=run_dir,
                           pending_registers=registers)
     return out
+
+
+def fact_reads(session: Session, name: str, steps: list[Step]) -> dict[str, frozenset[str]]:
+    """Step id -> the host facts it reads (runner/fact_reads.py), on host `name`."""
+    from runner import config
+
+    raw = config.host_resolver(session.inventory, session.host(name), session.playbook, session.cli_vars).raw
+    if not any(N.chains(t) for t in _texts(raw)) and not any(_maybe_facts(s) for s in steps):
+        return {}
+
+    def render_src(src: str) -> str | None:
+        try:
+            return str(render.render_value(src, session.vars_for(name, N.stand_ins(session.host(name).transport))))
+        except (render.RenderError, render.PendingResult):
+            return None
+
+    return fact_reads_of(steps, raw, session.playbook.dir, render_src, _template_text)
+
+
+def _template_text(folder: str, src: str) -> str:
+    """A template file's text as the template kind reads it (contained, regular, bounded)."""
+    from runner.steps.sources import SourceError, read_source
+
+    try:
+        return read_source(folder, src, "template source").data.decode("utf-8")
+    except (SourceError, UnicodeDecodeError):
+        return ""  # the step says why when it is prepared
+
+
+def _texts(raw: dict[str, Any]) -> list[str]:
+    return [v for v in raw.values() if isinstance(v, str) and render.has_template(v)]
+
+
+def _maybe_facts(step: Step) -> bool:
+    """Cheap test before parsing: a fact name is written somewhere in the step (or it renders a file)."""
+    text = repr((step.when, step.loop, step.params, step.verify, step.undo, step.layers))
+    return step.kind == "template" or any(r in text for r in (N.ROOT, "ansible_"))
+
+
+def _gather(session: Session, hp: HostPlan, steps: list[Step], errors: list[Diagnostic]) -> list[Instance]:
+    """The host facts in the host's one round trip, with every check that does not wait for
+    them: steps whose `when` reads a fact (planned with stand-ins that are pending), and steps
+    whose parameters only insert facts (rendered with markers; a check naming a marker is left
+    for later). Then the steps are expanded again with the facts: the checks that now differ
+    (those decided by a fact's value) are the only ones asked afterwards."""
+    name, host = hp.name, session.host(hp.name)
+    guard = session.guard(name)
+    ask: list[Probe] = []
+    waiting: dict[str, Step] = {}
+    for inst in hp.instances:
+        if inst.pending and N.fact_of(inst.pending):
+            waiting.setdefault(inst.step.id, inst.step)
+        else:
+            ask += _quiet_probes(inst, guard)
+    if waiting:
+        unconditional = [replace(s, when=None, layers=tuple(replace(la, when=None) for la in s.layers))
+                         for s in waiting.values()]
+        for inst in expand_host(session, name, unconditional, hp.not_run, [], facts=N.markers(host.transport),
+                                pending=steps):
+            ask += [p for p in _quiet_probes(inst, guard) if not N.has_marker(f"{p.command} {p.api!r}")]
+    if any(i.kind.needs_identity for i in hp.instances):
+        ask.append(F.ask_host(host, "identity"))
+    hp.asked.want([*ask, *HF.probes(host)])
+    answers = hp.asked.answer(session.transport(name).probe)  # the host's one round trip
+    session.facts[name] = HF.values(host, answers)
+    hp.asked.restart()
+    return expand_host(session, name, steps, hp.not_run, errors)
+
+
+def _quiet_probes(inst: Instance, guard: Any) -> list[Probe]:
+    """An instance's probes for the first batch, or none when it cannot say them yet."""
+    try:
+        probes, blocked = probes_for(inst, guard)
+    except Exception:  # a stand-in decided on, or anything a speculative rendering trips on
+        return []
+    return [] if blocked else probes
 
 
 def plan_host(
@@ -274,12 +363,30 @@ def plan_host(
     errors: list[Diagnostic],
     answer: Callable[[Sequence[Probe]], dict[str, ProbeResult]] | None = None,
 ) -> HostPlan:
-    """Plan one host. `answer` stands in for the host's probes (validate's blank host)."""
+    """Plan one host. `answer` stands in for the host's probes (validate's blank host). Host
+    facts that the steps read are gathered in the same round trip (_gather); offline and on
+    the blank host they stay unknown (a step deciding on one is `?`)."""
     hp = HostPlan(name)
     steps, hp.not_run = run_scope(session.playbook, session.inventory, name, tags, skip_tags)
-    hp.instances = expand_host(session, name, steps, hp.not_run, errors)
+    reads = fact_reads(session, name, steps)
+    gather = bool(reads) and not offline and answer is None
+    stand_ins = N.stand_ins(session.host(name).transport) if reads else None
+    hp.instances = expand_host(session, name, steps, hp.not_run, [] if gather else errors, facts=stand_ins)
     if errors:
         return hp
+    if gather:
+        try:
+            hp.instances = _gather(session, hp, steps, errors)
+        except TransportError as exc:
+            hp.error = exc.detail
+            session.drop(name)
+            return hp
+        except OpsrunError as exc:
+            hp.error = exc.message
+            return hp
+        if errors:
+            return hp
+        hp.asked.want(HF.probes(session.host(name)))  # answered: kept with the plan's answers
     guard = session.guard(name)
     asked = hp.asked
     blocked: dict[str, tuple[str, str]] = {}
@@ -311,6 +418,7 @@ def plan_host(
     hp.overlay.identity = F.read_identity(hp.facts.get(F.IDENTITY_KEY))
     decider = StepDecider(session, name, None if offline else hp.overlay)
     grouped = by_instance(hp.facts)
+    gathered = session.facts.get(name) if gather else None
     notices: dict[str, list[H.Notice]] = {}  # handler id -> the planned steps that notify it
     handling: tuple[str, list[H.Notice]] = ("", [])  # the handler copy being decided, its notices
     for inst in hp.instances:
@@ -321,6 +429,9 @@ def plan_host(
             sp = _decide_handler(decider, inst, facts, blocked.get(inst.key), handling[1])
         else:
             sp = decider.decide(inst, facts, blocked.get(inst.key))
+        if gathered is not None and inst.step.id in reads:  # the facts that decide it: drift if they move
+            prints = {F.HOST_PREFIX + p: N.fingerprint(N.value_at(gathered, p)) for p in sorted(reads[inst.step.id])}
+            sp = replace(sp, fingerprint={**sp.fingerprint, **prints})
         hp.steps.append(sp)
         for hid in inst.step.notify:
             notices.setdefault(hid, []).append(H.notice(inst.step, sp))

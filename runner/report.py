@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runner import report_conventions as conv
+from runner.fact_names import fact_of
 from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
@@ -82,7 +83,9 @@ def _change_lines(
     if isinstance(conditional_on, str):  # a handler's note
         head += conditional_on
     elif conditional_on:
-        head += f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')"
+        facts = [f for f in map(fact_of, conditional_on) if f]
+        head += (f"  (only if its 'when' holds for host fact {', '.join(facts)})" if facts
+                 else f"  (only if its 'when' holds after step '{', '.join(conditional_on)}')")
     lines = [head]
     if source and status not in ("noop", "skip"):
         lines.append(f"      from: {source}")

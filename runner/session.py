@@ -31,12 +31,17 @@ class Session:
     _rules: dict[str, Rules] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_spawn: Any = None  # SpawnHook handed to every transport (the journal's process notes)
+    # host -> its gathered facts as variables (runner/fact_names.py), set by the planner when
+    # the playbook reads facts: apply renders with the same values as the plan
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         return self.inventory.hosts[name]
 
-    def vars_for(self, name: str) -> dict[str, Any]:
-        return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars)
+    def vars_for(self, name: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The host's variables, with its gathered facts (or `facts`: stand-ins while planning)."""
+        return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars,
+                                facts=self.facts.get(name) if facts is None else facts)
 
     def rules(self, name: str) -> Rules:
         """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists.

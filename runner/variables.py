@@ -1,5 +1,5 @@
 """Variable values for one host: templated values (`a: "{{ b }}-x"`) rendered lazily, in
-dependency order, with cycles reported as a chain. Imports render and secrets; no host, no I/O.
+dependency order, cycles reported as a chain. Imports render, secrets, fact_names; no host, no I/O.
 
 A value is rendered when it is first read, after the names it reads; a value that cannot be
 rendered (cycle, undefined name, unset secret) fails only where it is read.
@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined
 
-from runner import render, secrets
+from runner import fact_names, render, secrets
 from runner.errors import InvalidInput
 
 # read only while the run goes: playbook vars cannot use them (they are set before any step)
@@ -130,8 +130,8 @@ class Resolver:
             context["secret"] = self.secret
         try:
             return _marked(render.render_value(value, context))
-        except render.PendingResult as exc:  # pragma: no cover - steps is refused above
-            raise VarError(name, f"'{name}' reads steps.{exc.step_id}") from None
+        except render.PendingResult as exc:  # a host fact not known yet: the var waits for it too
+            return fact_names.FactPending(exc.step_id)
         except render.RenderError as exc:
             missing = _undefined_name(exc.message)
             if missing:
@@ -165,7 +165,8 @@ def _marked(value: Any) -> Any:
     if isinstance(value, secrets.Secret):
         return value
     if isinstance(value, str):
-        return secrets.mark(value) if secrets.redact(value) != value else value
+        text = str(value)  # a plain str: a fact's stand-in (runner/fact_names.py) compares as one
+        return secrets.mark(value) if secrets.redact(text) != text else value
     if isinstance(value, dict):
         return {k: _marked(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -72,3 +72,9 @@ def test_playbook_examples_are_valid_opsrun(key: str) -> None:
         pb.update(loaded)
     diags = [d for d in _diags(yaml.safe_dump(pb)) if d.severity == "error" and "not found" not in d.message]
     assert not diags, (example, [d.message for d in diags])
+
+
+def test_gather_facts_says_facts_are_gathered_when_read() -> None:
+    found = [d for d in _diags("opsrun: 1\nname: t\nhosts: local\ngather_facts: true\nsteps:\n  - {id: a, run: 'true'}\n")
+             if "gather_facts" in d.message]
+    assert found and "gathered when a template reads them" in found[0].hint and "facts.os.family" in found[0].hint

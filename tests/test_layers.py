@@ -23,8 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
      "runner.schema_handlers", "runner.plan",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
-     "runner.reuse_params"),
-    ("runner.steps.facts",),  # named probes: below every step kind, so host facts never reach up
+     "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
+    ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
     ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge"),

@@ -359,5 +359,6 @@ def test_every_example_is_covered() -> None:
         "proxmox-lab.yaml": "tests/test_proxmox_cli.py",
         "shop.yaml": "tests/test_reuse.py",
         "docs-site.yaml": "tests/test_reuse.py",
+        "host-info.yaml": "tests/test_host_facts.py",
     }
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(covered)

@@ -164,5 +164,5 @@ def load_all() -> dict[str, StepKind]:
 
 
 # helpers, not step kinds
-_NOT_KINDS = frozenset({"base", "facts", "paths", "names", "sources", "adb_overlay", "pve_overlay", "pve_values",
-                        "shell_content"})
+_NOT_KINDS = frozenset({"base", "facts", "host_facts", "paths", "names", "sources", "adb_overlay", "pve_overlay",
+                        "pve_values", "shell_content"})

@@ -384,7 +384,7 @@ def _identity_of(probe: Probe) -> Hashable:
     fact = getattr(probe, "fact", None)
     if isinstance(fact, Fact) and FACTS[fact.name].shared:  # a step's own sudo asks it another way
         return ("fact", fact.name, str(probe.command), repr(probe.api), probe.sudo)
-    return ("key", probe.key)
+    return ("key", probe.key, str(probe.command), repr(probe.api), probe.sudo)  # asked again otherwise: a new question
 
 
 @dataclass
@@ -404,6 +404,11 @@ class HostFacts:
 
     def __len__(self) -> int:
         return len(self._asked)
+
+    def restart(self) -> None:
+        """A new pass over the host (the planner's, once host facts are known): what is asked
+        starts again; answers are kept, so a question asked again is not sent again."""
+        self._asked.clear()
 
     def pending(self) -> list[Probe]:
         """The probes to send: one per distinct fact not answered yet."""
