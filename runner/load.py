@@ -414,3 +414,13 @@ def yaml_files(paths: list[str]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def strip_fence(text: str) -> str:
+    """Text without a surrounding ``` fence (LLMs put one around JSON)."""
+    body = text.strip()
+    if body.startswith("```"):
+        lines = body.splitlines()
+        if len(lines) >= 2 and lines[-1].strip() == "```":
+            body = "\n".join(lines[1:-1]).strip()
+    return body

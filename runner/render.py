@@ -435,6 +435,17 @@ def has_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+def holds_template(value: Any) -> bool:
+    """Whether a string anywhere in nested data (mappings, lists) is a template."""
+    if isinstance(value, str):
+        return has_template(value)
+    if isinstance(value, dict):
+        return any(holds_template(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(holds_template(v) for v in value)
+    return False
+
+
 def render_text(source: str, variables: dict[str, Any], *, shell: bool = False) -> str:
     """Render a template string. shell=True escapes every inserted value for its quoting
     context and returns a ShellCommand (secrets as variable references, values in .env)."""

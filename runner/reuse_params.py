@@ -203,7 +203,7 @@ def bind(layer: IncludeLayer, caller: dict[str, Any]) -> dict[str, Any]:
             raise ParamError(name, f"parameter '{name}': {exc.message}") from None
     late = {n: d["default"] for n, d in layer.params.items() if n not in values and "default" in d}
     defaults = {k: v for k, v in layer.defaults.items() if k not in caller}  # what the caller sees wins
-    if defaults or any(_has_template(v) for v in late.values()):
+    if defaults or any(render.holds_template(v) for v in late.values()):
         # defaults and templated parameter defaults may read each other and the given values
         resolver = Resolver({**defaults, **caller, **late, **values}, literal=set(caller) | set(values))
         for name in [*late, *defaults]:
@@ -230,12 +230,3 @@ def bind(layer: IncludeLayer, caller: dict[str, Any]) -> dict[str, Any]:
         values[name] = value
     return {**defaults, **caller, **values}
 
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return render.has_template(value)
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_template(v) for v in value)
-    return False

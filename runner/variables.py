@@ -95,7 +95,7 @@ class Resolver:
         if name not in self.raw:
             raise KeyError(name)
         value = self.raw[name]
-        if name in self.literal or not _has_template(value):
+        if name in self.literal or not render.holds_template(value):
             self.done[name] = value
             return value
         if name in self._stack:
@@ -149,15 +149,6 @@ class Resolver:
                                    exc=VarUnavailable)  # type: ignore[arg-type]  # any exception type works
         return out
 
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return render.has_template(value)
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_template(v) for v in value)
-    return False
 
 
 def _marked(value: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 from runner.errors import InvalidInput, MissingExtra
 from runner.gateway.config import ProviderConfig
 from runner.gateway.results import Failure
+from runner.load import strip_fence
 from runner.secrets import Secret, redact
 
 Message = dict[str, Any]
@@ -225,11 +226,7 @@ def cut_message(max_tokens: int | None) -> str:
 
 def parse_json(text: str, schema: dict[str, Any] | None) -> tuple[str, Any]:
     """The JSON inside the answer (a surrounding ``` fence is removed), checked against schema."""
-    body = text.strip()
-    if body.startswith("```"):
-        lines = body.splitlines()
-        if len(lines) >= 2 and lines[-1].strip() == "```":
-            body = "\n".join(lines[1:-1]).strip()
+    body = strip_fence(text)
     try:
         data = json.loads(body)
     except ValueError as exc:

@@ -17,6 +17,7 @@ import yaml
 
 from runner import load
 from runner.errors import Diagnostic
+from runner.load import strip_fence
 
 if TYPE_CHECKING:
     from runner.gateway import Answer, Gateway
@@ -221,11 +222,7 @@ class NotJSON:
 
 def parse_answer(text: str) -> Any:
     """The JSON value of an answer (a surrounding ``` fence removed), or NotJSON."""
-    body = text.strip()
-    if body.startswith("```"):
-        lines = body.splitlines()
-        if len(lines) >= 2 and lines[-1].strip() == "```":
-            body = "\n".join(lines[1:-1]).strip()
+    body = strip_fence(text)
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
