@@ -188,13 +188,14 @@ class Harness:
                 "tool": tool.name, "hosts": len(hosts), "phase": phase, "repeat": rep,
                 "seconds": round(out.seconds, 4), "cpu_seconds": round(out.cpu_seconds, 3),
                 "machine_busy_seconds": round(out.machine_busy, 2), "forks": out.forks,
+                "peak_rss_mib": round(out.peak_rss_mib, 1),
                 "ok": not bad, "problems": bad[:20],
             }
             self.records.append(rec)
             mark = "ok" if not bad else f"WRONG ({len(bad)} problems)"
             log(f"  {tool.name:17s} {len(hosts):3d} hosts {phase:5s} {out.seconds:7.2f}s "
                 f"cpu {out.cpu_seconds:6.2f}s machine {out.machine_busy:6.2f}s "
-                f"forks {out.forks:6d}  {mark}")
+                f"forks {out.forks:6d} rss {out.peak_rss_mib:5.0f}M  {mark}")
             if bad:
                 self.problems.append(f"{tool.name} {len(hosts)} hosts {phase} #{rep}: {bad[:3]}")
                 log("    " + "\n    ".join(bad[:5]))

@@ -47,6 +47,7 @@ class Outcome:
     rc: int
     stdout: str
     stderr: str
+    peak_rss_mib: float = 0.0  # the largest resident set of the tool or a child it waited for
 
 
 class Tool:
@@ -76,37 +77,52 @@ class Tool:
         raise NotImplementedError
 
     def run(self, hosts: list[HostInfo], timeout: float) -> Outcome:
-        import resource
+        import tempfile
+        import threading
         import time
 
         self.runs += 1
         argv, cwd = self.command(hosts)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy0, forks0 = machine_busy(), machine_forks()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except BaseException:
-            # Ctrl-C or timeout: end the tool and its process group (it is our child).
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=out_f, stderr=err_f, start_new_session=True)
+            # wait4 gives this run's own rusage: CPU of the tool and the children it waited
+            # for, and the peak resident memory of the largest of those processes
+            timer = threading.Timer(timeout, _kill_group, (proc.pid,))
+            timer.start()
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            self.after_run()
-            raise
-        seconds = time.perf_counter() - t0
-        busy, forks = machine_busy() - busy0, machine_forks() - forks0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                _, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:
+                # Ctrl-C: end the tool and its process group (it is our child).
+                _kill_group(proc.pid)
+                proc.wait()
+                self.after_run()
+                raise
+            finally:
+                timer.cancel()
+            seconds = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            busy, forks = machine_busy() - busy0, machine_forks() - forks0
+            out_f.seek(0)
+            err_f.seek(0)
+            stdout = out_f.read().decode("utf-8", "replace")
+            stderr = err_f.read().decode("utf-8", "replace")
+        cpu = usage.ru_utime + usage.ru_stime
         self.after_run()
-        return Outcome(seconds, cpu, busy, forks, proc.returncode, stdout, stderr)
+        return Outcome(seconds, cpu, busy, forks, proc.returncode, stdout, stderr,
+                       peak_rss_mib=usage.ru_maxrss / 1024)
 
     def root(self, host: str) -> str:
         return str(spec.root(self.name, host))
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def machine_busy() -> float:
@@ -158,6 +174,7 @@ class Opsrun(Tool):
 
     def command(self, hosts: list[HostInfo]) -> tuple[list[str], Path]:
         self.env["OPSRUN_STATE_DIR"] = str(self.state_dir())
+        self.env["PYTHONPATH"] = str(REPO)  # the checkout the harness is in, not the venv's install
         return ([str(OPSRUN), "apply", str(WORKLOAD / "opsrun.yaml"), "-i",
                  str(self.work / "inventory.yaml"), "--yes", "--forks", str(len(hosts))],
                 self.work)
