@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
-     "runner.schema_handlers", "runner.plan",
+     "runner.schema_handlers", "runner.plan", "runner.approval_policy",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
     ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge"),
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
+    ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
 HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko")
