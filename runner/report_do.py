@@ -72,7 +72,7 @@ def event_text(ev: dict[str, Any]) -> str | None:
     if t == "fix_result":
         return f"fix: {_s(ev.get('instance'))} on {_s(ev.get('host'))}: {'ran' if ev.get('ok') else 'did not complete'}"
     if t == "replan":
-        return f"replan {n}: after run {ev.get('after_run')}: {_s(ev.get('failed'))}"
+        return f"replan: draft {n} asked for, after run {ev.get('after_run')}: {_s(ev.get('failed'))}"
     if t == "do_end":
         why = f": {_s(ev.get('reason'), 400)}" if ev.get("reason") else ""
         return f"do end: {ev.get('outcome')} after {ev.get('passes')} pass(es){why}"

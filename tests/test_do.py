@@ -180,7 +180,7 @@ def test_a_failure_the_fix_does_not_mend_is_replanned(fake_llm, project):
     replay = cli(project).apply(kept)
     assert replay.call.rc == 0 and replay.recap["totals"].get("changed", 0) == 0, replay.call.show()
     text = cli(project).opsrun("runs", "show", run_id).stdout
-    assert "fix: check on local: the ready marker is missing" in text and "replan 2: after run" in text, text
+    assert "fix: check on local: the ready marker is missing" in text and "replan: draft 2 asked for, after run" in text, text
 
 
 def test_replans_exhausted_stop_for_a_human_with_the_evidence(fake_llm, project):
@@ -223,3 +223,69 @@ def test_one_deadline_covers_the_whole_run(fake_llm, project):
     assert "the deadline of 4s for the whole do run, do.deadline_s, was reached" in call.stderr
     assert len(fake_llm.chats()) == 2
     assert took < 4 + 4, took
+
+
+# ---------------------------------------------------------------- a person at the terminal
+
+
+class Person:
+    """The DoUI of a person at a terminal who answers `answer` to the approval prompt."""
+
+    interactive = True
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked: list[Any] = []
+        self.refusals: list[list[str]] = []
+
+    def note(self, text: str) -> None: ...
+    def begin(self, run_id: str) -> None: ...
+    def drafted(self, n: int, draft: Any, path: Path) -> None: ...
+    def planned(self, plan: Any) -> None: ...
+    def starting(self, run_id: str) -> None: ...
+    def applied(self, outcome: Any) -> None: ...
+
+    def refused(self, reasons: list[str]) -> None:
+        self.refusals.append(reasons)
+
+    def ask(self, plan: Any) -> bool:
+        self.asked.append(plan)
+        return self.answer
+
+    def approve_fix(self, fix: Any) -> bool:
+        return False
+
+    def running(self, plan: Any) -> Any:
+        import contextlib
+
+        class View:
+            human = None
+
+            def event(self, ev: dict[str, Any]) -> None: ...
+
+        return contextlib.nullcontext(View())
+
+
+@pytest.mark.parametrize("answer", [False, True])
+def test_beyond_the_limits_a_person_at_the_terminal_decides(fake_llm, make_gateway, project, monkeypatch, answer):
+    from runner.errors import OpsrunError
+    from runner.llm.do import DoLimits, DoRequest
+    from runner.llm.do import do as run_do
+
+    monkeypatch.chdir(project)
+    fake_llm.script("fake-model", pb(file_step(project, "greeting", "hello.txt", "hello\n"),
+                                     file_step(project, "motd", "motd.txt", "x\n")))
+    person = Person(answer)
+    req = DoRequest(REQUEST, inventory=str(project / "inventory.yaml"), yes=True)
+    if answer:
+        done = run_do(req, person, make_gateway(), limits=DoLimits(max_changes=1))
+        assert done.ok and (project / "out" / "hello.txt").exists()
+    else:
+        with pytest.raises(OpsrunError, match="cancelled: nothing was changed") as info:
+            run_do(req, person, make_gateway(), limits=DoLimits(max_changes=1))
+        assert info.value.exit_code == 1 and not (project / "out" / "hello.txt").exists()
+    assert len(person.asked) == 1
+    assert person.refusals == [["2 step(s) change or may change, more than the limit of 1"]]
+    doc = timeline(project, "last" if not answer else done.run_id)
+    approval = next(e for e in doc["events"] if e["type"] == "approval")
+    assert approval["decision"] == ("human" if answer else "declined")

@@ -131,7 +131,7 @@ class Failure:
 
     def lines(self) -> list[str]:
         out = [f"- FAILED: step '{self.instance}' on {self.host}: {self.status}: {one_line(self.message, 300)}"
-               + (f" (rc {self.rc})" if self.rc is not None else "")]
+               + (f" (rc {self.rc})" if self.rc is not None and f"rc {self.rc}" not in self.message else "")]
         if self.command:
             out.append(f"    $ {one_line(self.command, 300)}")
         for name, text in (("stderr", self.stderr), ("stdout", self.stdout)):
