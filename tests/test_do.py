@@ -139,6 +139,14 @@ def test_yes_is_refused_beyond_the_limits_and_nothing_is_applied(fake_llm, proje
     approval = next(e for e in doc["events"] if e["type"] == "approval")
     assert approval["decision"] == "refused" and doc["outcome"] == "waiting_for_human"
     assert not [e for e in doc["events"] if e["type"] == "apply"]
+    # without --yes and without a terminal nobody can approve: a human is needed too
+    fake_llm.script("fake-model", two)
+    call = do(project, REQUEST, "--gateway", str(gw))
+    assert call.rc == 3 and "nobody at a terminal to approve this plan" in call.stderr, call.show()
+    assert not (project / "out" / "hello.txt").exists()
+    listed = json.loads(cli(project).opsrun("runs", "list", "--json").stdout)
+    assert sorted(r["playbook"] for r in listed) == ["do: say danger", f"do: {REQUEST}", f"do: {REQUEST}"]
+    assert [r["outcome"] for r in listed] == ["waiting_for_human"] * 3
 
 
 # ---------------------------------------------------------------- failure -> fixes -> replan
@@ -289,3 +297,65 @@ def test_beyond_the_limits_a_person_at_the_terminal_decides(fake_llm, make_gatew
     doc = timeline(project, "last" if not answer else done.run_id)
     approval = next(e for e in doc["events"] if e["type"] == "approval")
     assert approval["decision"] == ("human" if answer else "declined")
+
+
+def test_secrets_in_a_failure_never_reach_the_replan_or_the_journal(fake_llm, project):
+    from runner import secrets
+
+    canary = "canary-Do-5e1f0c"
+    secrets.mark(canary)
+    (project / "out" / "token").write_text(f"token={canary}\n")
+    leak = {"id": "check", "run": {"command": f"cat {project / 'out' / 'token'} >&2; false", "changed_when": "false"}}
+    fake_llm.script("fake-model", pb(leak), pb(file_step(project, "ready", "ready", "ok\n")))
+    gw = gateway_file(project, fake_llm, max_fixes=0)
+    call = do(project, REQUEST, "--gateway", str(gw), "--yes")
+    assert call.rc == 0, call.show()
+    replan = fake_llm.chats()[1]
+    assert f"stderr: token={secrets.MASK}" in replan.body["messages"][-1]["content"]
+    assert all(canary not in r.raw for r in fake_llm.chats())
+    run_dir = project / ".opsrun" / "runs" / do_run_id(call)
+    for path in run_dir.iterdir():
+        assert canary not in path.read_text(), path
+
+
+def test_the_cli_asks_at_a_terminal(fake_llm, project):
+    """The real command in a pseudo-terminal: no --yes, so it asks; `y` applies."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    fake_llm.script("fake-model", pb(file_step(project, "greeting", "hello.txt", "hello\n")))
+    gw = gateway_file(project, fake_llm)
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "NO_COLOR": "1"}
+    env.pop("OPSRUN_STATE_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "do", REQUEST, "-i", str(project / "inventory.yaml"),
+                             "--gateway", str(gw)], cwd=project, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    seen, answered, deadline = b"", False, time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"Apply these changes?" in seen:
+                os.write(master, b"y\n")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        rc = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert answered and rc == 0, text
+    assert "+ greeting" in text and (project / "out" / "hello.txt").read_text() == "hello\n"
