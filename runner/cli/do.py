@@ -44,6 +44,16 @@ def do(
         int | None, typer.Option("--max-fixes", min=0, max=5, show_default=False,
                                  help="LLM fixes per failing step before a replan (default: do.max_fixes, 1).")
     ] = None,
+    allow_unknown: Annotated[
+        bool | None, typer.Option("--allow-unknown/--no-unknown", show_default=False,
+                                  help="Whether --yes may approve `?` steps (counted as changes) "
+                                       "(default: do.allow_unknown, true).")
+    ] = None,
+    deadline_s: Annotated[
+        float | None, typer.Option("--deadline", min=1, show_default=False, metavar="SECONDS",
+                                   help="One deadline for every model request of the run: drafts, repairs, fixes, "
+                                        "replans (default: do.deadline_s, else routing.deadline_s).")
+    ] = None,
     max_repairs: Annotated[
         int, typer.Option("--max-repairs", min=0, max=10,
                           help="How many times the model may repair a draft our checks rejected.")
@@ -65,7 +75,7 @@ def do(
             raise OpsrunError(f"{out_file} exists; nothing was written", hint="pass --force to overwrite it")
         gw = Gateway.from_file(gateway)
         limits = DoLimits.from_config(gw.config.do, max_changes=max_changes, max_replans=max_replans,
-                                      max_fixes=max_fixes)
+                                      max_fixes=max_fixes, allow_unknown=allow_unknown, deadline_s=deadline_s)
         req = DoRequest(request, inventory=inventory, limit=limit, out=out_file, yes=yes, max_repairs=max_repairs)
         done = run_do(req, console, gw, limits=limits)
     where = f"; kept {done.final}" if done.final is not None else ""
