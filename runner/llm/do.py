@@ -41,13 +41,17 @@ class DoLimits:
     max_fixes: int = 1
     auto_fix: bool = True
     deadline_s: float | None = None  # None: routing.deadline_s
+    deadline_from: str = "do.deadline_s"  # where deadline_s came from, for messages
 
     @classmethod
     def from_config(cls, cfg: DoConfig, **flags: Any) -> DoLimits:
         """The config's limits, each flag given (not None) replacing its value."""
         base = cls(max_changes=cfg.max_changes, allow_unknown=cfg.allow_unknown, max_replans=cfg.max_replans,
                    max_fixes=cfg.max_fixes, auto_fix=cfg.auto_fix, deadline_s=cfg.deadline_s)
-        return replace(base, **{k: v for k, v in flags.items() if v is not None})
+        given = {k: v for k, v in flags.items() if v is not None}
+        if "deadline_s" in given:
+            given.setdefault("deadline_from", "--deadline")
+        return replace(base, **given)
 
     def auto(self) -> approval_policy.AutoLimits:
         return approval_policy.AutoLimits(max_changes=self.max_changes, allow_unknown=self.allow_unknown)
@@ -235,7 +239,7 @@ class DoRun:
         self.run_id = new_run_id()
         self.journal = Journal(self.run_id)
         seconds = limits.deadline_s if limits.deadline_s is not None else gateway.config.routing.deadline_s
-        which = "do.deadline_s" if limits.deadline_s is not None else "routing.deadline_s"
+        which = limits.deadline_from if limits.deadline_s is not None else "routing.deadline_s"
         self.deadline_text = f"the deadline of {seconds:g}s for the whole do run, {which}"
         self.deadline = gateway.deadline(seconds)
         self._make_fixer = make_fixer
