@@ -87,7 +87,9 @@ def sse(event: dict[str, Any]) -> str:
                              "type, `data` = the event as JSON; last an `end` event with the job."},
                        **responses(404, 503, *AUTH)})
 async def job_events(job_id: JobId, request: Request, who: Reader,
-                     after: Annotated[int, Query(ge=0, description="Only events after this seq.")] = 0,
+                     after: Annotated[int, Query(ge=0, le=2**31, description="Only events after this seq.")] = 0,
+                     follow: Annotated[bool, Query(description="false: send the events so far, then end "
+                                                   "(no waiting for the job to end).")] = True,
                      last_event_id: Annotated[str | None, Header(max_length=32, description="Resume after "
                                                                  "this seq (sent by EventSource on reconnect).")
                                               ] = None,
@@ -101,11 +103,12 @@ async def job_events(job_id: JobId, request: Request, who: Reader,
     if last_event_id is not None and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))
     poll = request.app.state.serve_config.limits.sse_poll_s
-    return StreamingResponse(_stream(queue, job_id, start, poll, request), media_type="text/event-stream",
+    return StreamingResponse(_stream(queue, job_id, start, poll, request, follow), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _stream(queue: Any, job_id: str, seq: int, poll: float, request: Request) -> AsyncIterator[str]:
+async def _stream(queue: Any, job_id: str, seq: int, poll: float, request: Request,
+                  follow: bool = True) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
     yield "retry: 1000\n\n"
@@ -117,6 +120,8 @@ async def _stream(queue: Any, job_id: str, seq: int, poll: float, request: Reque
         if events:
             quiet_since = loop.time()
         job = await run_in_threadpool(queue.get, job_id)
+        if not follow:
+            return
         if job.state in DONE:
             tail = await run_in_threadpool(queue.events, job_id, seq)
             for event in tail:
