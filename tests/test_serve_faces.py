@@ -197,3 +197,17 @@ def test_the_v1_face_routes_through_the_gateway_with_one_shared_rate_limit(
         with pytest.raises(openai.RateLimitError) as limited:
             client.chat.completions.create(model="second", messages=[{"role": "user", "content": "eight"}])
         assert int(limited.value.response.headers["retry-after"]) >= 1
+
+
+def test_mcp_is_mounted_at_mcp_behind_the_same_tokens(tmp_path: Path) -> None:
+    pytest.importorskip("runner.mcp.http")
+    (tmp_path / "inventory.yaml").write_text("opsrun: 1\nhosts:\n  local:\n    transport: local\n")
+    serve_yaml(tmp_path)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with Served(tmp_path) as served, httpx.Client(base_url=served.url, timeout=10) as c:
+        assert c.get("/health").json()["mcp"] is True
+        assert c.post("/mcp", json=init, headers=accept).status_code == 401
+        r = c.post("/mcp", json=init, headers={**accept, **auth("reader")})
+        assert r.status_code == 200 and '"serverInfo"' in r.text, r.text

@@ -85,6 +85,20 @@ class WorkerThread:
         return self.queue
 
 
+class Prefix:
+    """Hand requests for `prefix` and below to `sub` (scope unchanged), the rest to the app."""
+
+    def __init__(self, app: Any, prefix: str, sub: Any) -> None:
+        self.app, self.prefix, self.sub = app, prefix, sub
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = str(scope.get("path", "")) if scope["type"] == "http" else ""
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            await self.sub(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def open_project(root: str | Path) -> Any:
     try:
         from runner.service.project import Project
@@ -161,8 +175,8 @@ def create_app(project_root: str | Path, cfg: ServeConfig | None = None, *, host
     app.include_router(routes.router)
     app.include_router(jobs.router)
     app.include_router(openai.router)
-    if mcp_app is not None:
-        app.mount("/mcp", mcp_app)
+    if mcp_app is not None:  # /mcp itself (a Mount would redirect it to /mcp/), inside the limits
+        app.add_middleware(Prefix, prefix="/mcp", sub=mcp_app)
     limits = cfg.limits
     app.add_middleware(RateLimit, bucket=TokenBucket(limits.requests_per_minute, limits.burst))
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
@@ -180,13 +194,15 @@ def create_app(project_root: str | Path, cfg: ServeConfig | None = None, *, host
 
 def _problem_media(doc: dict[str, Any]) -> dict[str, Any]:
     """Error responses are application/problem+json (but on the OpenAI face, which keeps
-    OpenAI's JSON errors)."""
+    OpenAI's JSON errors); the markdown route answers text/markdown only."""
+    problem = {problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, item in doc.get("paths", {}).items():
         if path.startswith("/v1/"):
             continue
         for op in item.values():
             for code, resp in (op.get("responses") or {}).items():
-                content = resp.get("content") or {}
-                if code[:1] in ("4", "5") and "application/json" in content:
-                    content[problems.PROBLEM] = content.pop("application/json")
+                if code[:1] in ("4", "5") and resp.get("content"):
+                    resp["content"] = dict(problem)
+                elif "text/markdown" in (resp.get("content") or {}):
+                    resp["content"].pop("text/plain", None)
     return doc

@@ -6,8 +6,9 @@ Imports fastapi and runner.service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -17,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from runner.secrets import redact, redact_data
 from runner.serve import models as m
 from runner.serve.auth import Operator, Reader
-from runner.serve.problems import responses
+from runner.errors import InvalidInput
+from runner.serve.problems import ApiProblem, not_found, responses
 from runner.serve.routes import AUTH
 
 router = APIRouter(tags=["jobs"])
@@ -41,7 +43,8 @@ def create_job(body: m.JobRequest, request: Request, who: Operator) -> m.JobOut:
     """Queue a job that applies an approved plan; the server's worker runs it (highest priority
     first, one at a time per project). Refused unless an approval bound to the plan's current
     digest exists. Follow it with GET /jobs/{id}/events or poll GET /jobs/{id}."""
-    job = queue_of(request).submit(body.plan_id, actor=who.name, priority=body.priority, retries=body.retries)
+    with refused_as_conflict():
+        job = queue_of(request).submit(body.plan_id, actor=who.name, priority=body.priority, retries=body.retries)
     return job_out(job)
 
 
@@ -69,7 +72,20 @@ def get_job(job_id: JobId, request: Request, who: Reader) -> m.JobOut:
 def cancel_job(job_id: JobId, request: Request, who: Operator) -> m.JobOut:
     """Cancel a job: a queued one never starts; a running one stops at the next safe point
     (between steps) and ends as cancelled."""
-    return job_out(queue_of(request).cancel(job_id, actor=who.name))
+    with refused_as_conflict():
+        return job_out(queue_of(request).cancel(job_id, actor=who.name))
+
+
+@contextlib.contextmanager
+def refused_as_conflict() -> Iterator[None]:
+    """The queue refuses a plan that is not approved, a job that already ended: 409, not 400
+    (the request is well formed; the state of the object does not allow it)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if not_found(exc) or exc.diagnostics:
+            raise
+        raise ApiProblem(409, exc.message, hint=exc.hint) from None
 
 
 def sse(event: dict[str, Any]) -> str:

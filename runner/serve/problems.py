@@ -19,7 +19,7 @@ from runner.secrets import redact, redact_data
 
 log = logging.getLogger("opsrun.serve")
 PROBLEM = "application/problem+json"
-_NOT_FOUND = re.compile(r"^(no|unknown) (plan|job|run|approval)\b", re.IGNORECASE)
+_NOT_FOUND = re.compile(r"^no (plan|job|run) '")  # how runner.service says an id is unknown
 
 
 class Problem(BaseModel):
@@ -64,11 +64,15 @@ class ApiProblem(Exception):
         self.headers = dict(headers or {})
 
 
+def not_found(exc: OpsrunError) -> bool:
+    return _NOT_FOUND.match(exc.message) is not None
+
+
 def status_of(exc: OpsrunError) -> int:
     from runner.gateway.results import GatewayError  # light: no litellm
 
     if isinstance(exc, InvalidInput):
-        return 404 if _NOT_FOUND.match(exc.message) else 400
+        return 404 if not_found(exc) else 400
     if isinstance(exc, GatewayError):
         return 502
     if isinstance(exc, MissingExtra):
