@@ -15,10 +15,10 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from runner.errors import InvalidInput
 from runner.secrets import redact, redact_data
 from runner.serve import models as m
 from runner.serve.auth import Operator, Reader
-from runner.errors import InvalidInput
 from runner.serve.problems import ApiProblem, not_found, responses
 from runner.serve.routes import AUTH
 
