@@ -100,13 +100,8 @@ class Prefix:
 
 
 def open_project(root: str | Path) -> Any:
-    try:
-        from runner.service.project import Project
-    except ImportError:  # TEMPORARY until runner.service lands
-        from types import SimpleNamespace
+    from runner.service.project import Project
 
-        r = Path(root).resolve()
-        return SimpleNamespace(root=r, state=r / ".opsrun")
     return Project.at(root)
 
 
