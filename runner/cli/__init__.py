@@ -33,7 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for topic in (init, validate, plan, apply, inventory, info, author, runs, gateway, serve):  # the order `--help` lists them
+# the order `--help` lists them
+for topic in (init, validate, plan, apply, inventory, info, author, runs, gateway, serve):
     topic.register(app)
 
 
