@@ -111,7 +111,7 @@ def test_validate_plan_approve_job_events_succeeded(tmp_path: Path) -> None:
     project = make_project(tmp_path, PLAYBOOK)
     serve_yaml(project)
     seen = Seen()
-    with Served(project) as served:
+    with Served(project, args=("--log-level", "info")) as served:  # access lines too, for the canary
         planner, reader = served.client("planner"), served.client("reader")
         approver, operator = served.client("approver"), served.client("operator")
         r = seen(planner.post("/validate", json={"path": "playbooks/site.yaml"}))
@@ -121,6 +121,11 @@ def test_validate_plan_approve_job_events_succeeded(tmp_path: Path) -> None:
 
         r = seen(reader.post("/plans", json={"path": "playbooks/site.yaml"}))
         assert r.status_code == 403
+        for escape in ("../outside.yaml", "/etc/passwd", "playbooks/../../x.yaml"):
+            r = seen(planner.post("/plans", json={"path": escape}))
+            assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", r.text
+        r = seen(planner.post("/plans", json={"text": "[" * 5000 + "]" * 5000}))
+        assert r.status_code == 400, r.text
         r = seen(planner.post("/plans", json={"path": "playbooks/site.yaml"}))
         assert r.status_code == 201, r.text
         plan = r.json()
@@ -191,6 +196,7 @@ def test_validate_plan_approve_job_events_succeeded(tmp_path: Path) -> None:
         for c in (planner, reader, approver, operator):
             c.close()
     log = served.output()
+    assert '"POST /plans HTTP/1.1" 201' in log  # the access log is there, and was searched below
 
     # the audit log: who planned, approved and applied, by token name
     audit = [json.loads(line) for line in (project / ".opsrun" / "audit.jsonl").read_text().splitlines()]

@@ -5,6 +5,7 @@ and the job worker, in one uvicorn process. fastapi and uvicorn are imported ins
 from __future__ import annotations
 
 import logging
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -23,10 +24,19 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from runner.secrets import redact
 
-        record.msg = redact(str(record.msg))
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):  # its formatter reads the args
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            return True
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)
+        if record.exc_info:  # a traceback's text may quote a value: redacted with the rest
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            record.exc_info = None
+            record.exc_text = None
+        record.args = None
+        record.msg = redact(text)
         return True
 
 

@@ -133,6 +133,11 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None,
                        openai=_openai(request))
 
+    @app.exception_handler(RecursionError)
+    async def _deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return problem(400, "the input is nested too deeply to process", hint="flatten the data "
+                       "(docs/playbooks.md, Input limits)", openai=_openai(request))
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__,
