@@ -122,7 +122,8 @@ class Served:
 
 def sse_events(client: httpx.Client, path: str, *, last_event_id: str | None = None,
                timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Read a server-sent event stream to its end: each event's id, event and data (parsed)."""
+    """Read a server-sent event stream to its end: each event's id, event, data (parsed) and
+    `at`, when it arrived (time.monotonic)."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     events: list[dict[str, Any]] = []
     with client.stream("GET", path, headers=headers, timeout=timeout) as resp:
@@ -133,6 +134,7 @@ def sse_events(client: httpx.Client, path: str, *, last_event_id: str | None = N
             if not line:
                 if "data" in current:
                     current["data"] = json.loads(current["data"])
+                    current["at"] = time.monotonic()
                     events.append(current)
                 current = {}
                 continue

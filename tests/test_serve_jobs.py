@@ -155,11 +155,12 @@ def test_validate_plan_approve_job_events_succeeded(tmp_path: Path) -> None:
         job = r.json()
         assert job["state"] in ("queued", "running") and job["actor"] == "operator"
         events = sse_events(reader, f"/jobs/{job['id']}/events")
-        seen.texts += [json.dumps(e) for e in events]
+        seen.texts += [json.dumps(e["data"]) for e in events]
         assert events[-1]["event"] == "end" and events[-1]["data"]["job"]["state"] == "succeeded", events[-1]
         first_job_states = [e["data"].get("state") for e in events if e["data"].get("source") == "job"]
         assert first_job_states and first_job_states[-1] == "succeeded"
-        assert any(e["data"].get("type") == "step_start" for e in events)  # seen while it ran
+        starts = [e for e in events if e["data"].get("type") == "step_start"]
+        assert starts and starts[0]["at"] < events[-1]["at"] - 1.0  # streamed while it ran (slow: 1.5 s)
         seqs = [int(e["id"]) for e in events[:-1]]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
