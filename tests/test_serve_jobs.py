@@ -250,3 +250,15 @@ def test_a_server_killed_mid_job_resumes_it_and_runs_nothing_twice(tmp_path: Pat
 def _events_now(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     """The events so far (follow=false: the stream ends at once), their data."""
     return [e["data"] for e in sse_events(client, f"/jobs/{job_id}/events?follow=false")]
+
+
+def test_one_worker_per_project_a_second_server_runs_none(tmp_path: Path) -> None:
+    project = make_project(tmp_path, KILL_PLAYBOOK)
+    serve_yaml(project)
+    with Served(project) as first, Served(project) as second:
+        assert httpx.get(first.url + "/health").json()["worker"] == "running"
+        deadline = time.monotonic() + 10
+        while httpx.get(second.url + "/health").json()["worker"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(second.url + "/health").json()["worker"] == "stopped"
+    assert "another worker runs the jobs" in second.output()

@@ -4,6 +4,7 @@ no 5xx, every status, content type, header and body as the document says."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,13 +12,14 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, given, settings
-from schemathesis import checks
+from hypothesis import strategies as st
+from schemathesis import GenerationMode, checks
 
 from tests.peers.fake_llm import FakeLLM
 from tests.serve_peer import ROOT, Served, auth, serve_yaml
 
 pytestmark = pytest.mark.peer
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 8
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_headers_conformance, checks.response_schema_conformance]
 
@@ -41,6 +43,25 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost"}
         with Served(project, env=env) as server:
             yield server
+
+
+@pytest.fixture(scope="module")
+def known(served: Served) -> dict[str, dict[str, str]]:
+    """A real plan, approved and applied (a job, a run): path parameters that exist."""
+    with served.client("operator") as c:
+        plan = c.post("/plans", json={"path": "playbooks/hello.yaml"})
+        assert plan.status_code == 201, plan.text
+        plan_id, digest = plan.json()["id"], plan.json()["digest"]
+        assert c.post(f"/plans/{plan_id}/approvals", json={"digest": digest}).status_code == 201
+        job_id = c.post("/jobs", json={"plan_id": plan_id}).json()["id"]
+        deadline = time.monotonic() + 30
+        while (job := c.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["state"] == "succeeded", job
+    return {"get_plan": {"plan_id": plan_id}, "get_plan_markdown": {"plan_id": plan_id},
+            "approve_plan": {"plan_id": plan_id}, "get_job": {"job_id": job_id}, "cancel_job": {"job_id": job_id},
+            "job_events": {"job_id": job_id}, "get_run": {"run_id": job["run_id"]}}
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +94,21 @@ def test_the_operations_listed_here_are_all_of_them(api: schemathesis.BaseSchema
 
 
 # schemathesis.pytest.from_fixture does not run under pytest 9 (its lazy items lack _nodeid): the
-# same property test by hand, one hypothesis run per operation
+# same property test by hand, one hypothesis run per operation; valid requests (positive) and
+# requests that break the schema (negative: they must get a 4xx, never a 5xx)
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
 @pytest.mark.parametrize("operation_id", OPERATIONS)
-def test_the_api_keeps_its_document(operation_id: str, api: schemathesis.BaseSchema, served: Served) -> None:
+def test_the_api_keeps_its_document(operation_id: str, mode: GenerationMode, api: schemathesis.BaseSchema,
+                                    served: Served, known: dict[str, dict[str, str]]) -> None:
+    if operation_id == "health" and mode == GenerationMode.NEGATIVE:
+        pytest.skip("no parameter and no body: no request can break its schema")
     operation = api.find_operation_by_id(operation_id)
 
-    @given(case=operation.as_strategy())
+    cases = operation.as_strategy(generation_mode=mode)
+    if operation_id in known and mode == GenerationMode.POSITIVE:  # ids that exist, as often as not
+        cases = st.one_of(cases, operation.as_strategy(generation_mode=mode, path_parameters=known[operation_id]))
+
+    @given(case=cases)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case: schemathesis.Case) -> None:

@@ -29,6 +29,21 @@ KEEPALIVE_S = 15.0
 STATES = "queued|running|succeeded|failed|cancelled|interrupted|human"
 
 
+SSE_EVENT = {  # one server-sent event, as OpenAPI tools read a text/event-stream
+    "type": "object",
+    "description": "One event: `id` its seq, `event` its type, `data` the event as JSON.",
+    "properties": {
+        "id": {"type": "string", "description": "The seq: send it back as Last-Event-ID to resume."},
+        "event": {"type": "string", "description": "job, run_start, step_start, attempt, step_end, "
+                  "run_end, ... and last `end`."},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "The event as JSON (with `seq`, `type`, `source`: job or run)."},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
+
+
 def queue_of(request: Request) -> Any:
     return request.app.state.queue()
 
@@ -98,7 +113,7 @@ def sse(event: dict[str, Any]) -> str:
 @router.get("/jobs/{job_id}/events", operation_id="job_events",
             summary="Follow a job: its events as server-sent events",
             response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
                              "description": "Server-sent events until the job ends: `id` = seq, `event` = "
                              "type, `data` = the event as JSON; last an `end` event with the job."},
                        **responses(404, 503, *AUTH)})

@@ -29,6 +29,14 @@ DEFAULT_LLM_RPM = 60.0
 AUTH = (400, 401, 403, 413, 422, 429)
 
 
+STREAM_EVENT = {
+    "type": "object",
+    "description": "With stream: true, OpenAI's chunks: `data` a chat.completion.chunk as JSON, last `[DONE]`.",
+    "properties": {"data": {"type": "string"}},
+    "required": ["data"],
+}
+
+
 class Face:
     """The one gateway of the server, made on first use, and its shared token bucket."""
 
@@ -90,7 +98,7 @@ def list_models(request: Request, who: Reader) -> m.ModelList:
 
 @router.post("/chat/completions", operation_id="chat_completions", response_model=m.ChatCompletion,
              summary="Chat completion through opsrun's LLM gateway",
-             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+             responses={200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}},
                               "description": "The answer (JSON, or server-sent chunks with stream: true)."},
                         **responses(404, 502, *AUTH, openai=True)})
 def chat_completions(body: m.ChatRequest, request: Request, who: Planner) -> Any:
