@@ -88,7 +88,8 @@ def test_token_bucket_refuses_with_the_wait() -> None:
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Served:
     project = tmp_path_factory.mktemp("limited")
     (project / "inventory.yaml").write_text("opsrun: 1\nhosts:\n  local:\n    transport: local\n")
-    serve_yaml(project, limits={"max_body_bytes": 2048, "requests_per_minute": 6, "burst": 12})
+    serve_yaml(project, limits={"max_body_bytes": 2048, "requests_per_minute": 6, "burst": 13},
+               extra={"cors_origins": ["http://localhost:3000"]})
     with Served(project) as served:
         yield served
 
@@ -120,6 +121,12 @@ def test_auth_limits_and_problem_documents(limited: Served) -> None:
         assert r.status_code == 422 and "exactly one" in r.text
         r = reader.get("/nowhere")
         assert r.status_code == 404 and r.json()["status"] == 404
+        preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"}
+        r = anon.options("/plans", headers=preflight)  # Open WebUI's origin (a user tool server) may call
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        r = anon.options("/plans", headers={**preflight, "Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
         # the bucket (12, refilled at 6/min) is shared: drain it from two clients
         codes = [c.get("/inventory").status_code for _ in range(8) for c in (reader, anon)]
         assert 429 in codes

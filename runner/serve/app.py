@@ -175,6 +175,12 @@ def create_app(project_root: str | Path, cfg: ServeConfig | None = None, *, host
     limits = cfg.limits
     app.add_middleware(RateLimit, bucket=TokenBucket(limits.requests_per_minute, limits.burst))
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if cfg.cors_origins:  # outermost, so a 413 or 429 reaches the browser too: Open WebUI user tool servers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type",
+                                                                        "Last-Event-ID"])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     gateway: str | None = None  # gateway.yaml for the /v1 face (relative to the config's folder)
     source: str = "<defaults>"
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (Open WebUI user tool servers)
 
     def principal(self, bearer: str | None) -> Principal | None:
         """The principal a bearer token names; without a token, the anonymous one (role
@@ -84,7 +85,7 @@ class ServeConfig:
                 f"refusing to listen on {host} without a token: anyone who reaches it could use the API",
                 hint=f"configure tokens in {CONFIG_NAME} (docs/serve.md, Tokens and roles), or bind 127.0.0.1",
             )
-        return ServeConfig(self.tokens, NONE, self.limits, self.gateway, self.source)
+        return replace(self, anonymous_role=NONE)
 
 
 def is_loopback(host: str) -> bool:
@@ -120,7 +121,7 @@ def _bad(source: str, message: str, hint: str = "") -> InvalidInput:
     return InvalidInput(f"{source}: {message}", hint=hint or "see docs/serve.md, Configuration")
 
 
-KEYS = {"opsrun", "tokens", "anonymous_role", "limits", "gateway"}
+KEYS = {"opsrun", "tokens", "anonymous_role", "limits", "gateway", "cors_origins"}
 LIMIT_KEYS = {"max_body_bytes", "requests_per_minute", "burst", "llm_requests_per_minute", "llm_burst"}
 
 
@@ -145,7 +146,11 @@ def from_data(data: Any, *, source: str = "<serve>", base_dir: str | Path = ".")
             raise _bad(source, "gateway: must be a path")
         g = Path(gateway).expanduser()
         gateway = str(g if g.is_absolute() else Path(base_dir) / g)
-    return ServeConfig(tokens, str(anon), limits, gateway, source)
+    origins = data.get("cors_origins") or []
+    if not isinstance(origins, list) or not all(isinstance(o, str) and o.startswith(("http://", "https://"))
+                                                for o in origins):
+        raise _bad(source, "cors_origins: must list origins like http://localhost:3000")
+    return ServeConfig(tokens, str(anon), limits, gateway, source, tuple(origins))
 
 
 def _tokens(raw: Any, source: str, base_dir: str | Path) -> tuple[Token, ...]:
