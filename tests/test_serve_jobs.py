@@ -139,6 +139,8 @@ def test_validate_plan_approve_job_events_succeeded(tmp_path: Path) -> None:
 
         # approvals: roles, and bound to the digest
         assert seen(planner.post(f"/plans/{plan['id']}/approvals", json={})).status_code == 403
+        assert seen(reader.post(f"/plans/{plan['id']}/approvals")).status_code == 403
+        assert seen(served.client().post(f"/plans/{plan['id']}/approvals")).status_code == 401
         r = seen(operator.post("/jobs", json={"plan_id": plan["id"]}))
         assert r.status_code == 409 and "not approved" in r.text, r.text
         r = seen(approver.post(f"/plans/{plan['id']}/approvals", json={"digest": "0" * 64}))
