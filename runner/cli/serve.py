@@ -1,5 +1,5 @@
-"""`opsrun serve`: the HTTP API (OpenAPI 3.1), the gateway's OpenAI-compatible face, MCP at /mcp
-and the job worker, in one uvicorn process. fastapi and uvicorn are imported inside the command.
+"""`opsrun serve`: the HTTP API, the OpenAI-compatible face, MCP at /mcp and the job worker in one uvicorn process.
+Must not import fastapi, uvicorn or runner.serve.app at module level (only inside the command).
 """
 
 from __future__ import annotations

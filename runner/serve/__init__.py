@@ -1,6 +1,5 @@
-"""`opsrun serve`: the HTTP face of runner.service (FastAPI: the typed routes give the OpenAPI 3.1
-document), the gateway's OpenAI-compatible /v1 face, MCP mounted at /mcp. Imports runner.service
-and below (runner.mcp.http only to mount it); fastapi/uvicorn only in app and the route modules.
+"""`opsrun serve`: the HTTP face of runner.service (FastAPI + uvicorn), the gateway's OpenAI face, MCP at /mcp.
+Must not import fastapi itself (app and the route modules do), nor runner.cli; runner.mcp only as runner.mcp.http.
 
     config.py   serve.yaml: tokens (env:/file:), roles, limits    limits.py  body size (413), token bucket (429)
     auth.py     bearer tokens -> Principal, role dependencies      problems.py errors as problem documents

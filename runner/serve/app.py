@@ -1,6 +1,5 @@
-"""The `opsrun serve` application: create_app() builds the FastAPI app (routes, auth, limits,
-problem documents, the OpenAPI 3.1 document), runs the job worker in a thread for as long as
-the app lives, and mounts MCP at /mcp when runner.mcp.http is there. Imports fastapi.
+"""The `opsrun serve` app: create_app() (routes, auth, limits, problems, OpenAPI 3.1), the worker thread, MCP.
+Must not import runner.cli; runner.mcp only as runner.mcp.http (optional).
 """
 
 from __future__ import annotations

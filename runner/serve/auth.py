@@ -1,5 +1,5 @@
-"""Bearer-token authentication for `opsrun serve`: a FastAPI dependency per role (read < plan <
-approve < apply) that yields the Principal (its name is the audit actor). Imports fastapi.
+"""Bearer tokens for `opsrun serve`: a FastAPI dependency per role (read < plan < approve < apply) giving the Principal.
+Must not import runner.service (who is asking, not what they may touch).
 """
 
 from __future__ import annotations

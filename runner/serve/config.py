@@ -1,5 +1,5 @@
-"""`opsrun serve` configuration (serve.yaml): bearer tokens by `env:`/`file:` reference with a
-role each, the anonymous role on loopback, request limits. Pure: imports no fastapi/uvicorn.
+"""`opsrun serve` configuration (serve.yaml): tokens by `env:`/`file:` reference with roles, anonymous role, limits.
+Pure: must not import fastapi, starlette, uvicorn or runner.service.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""The job routes of `opsrun serve`: create a job from an approved plan (apply role), list, get,
-cancel, and its events as server-sent events (resumable: Last-Event-ID is the last seq seen).
-Imports fastapi and runner.service.
+"""The job routes of `opsrun serve`: create (apply role), list, get, cancel, server-sent events (Last-Event-ID).
+Must not import runner.apply or the worker: jobs go through runner.service's queue.
 """
 
 from __future__ import annotations

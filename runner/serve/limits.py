@@ -1,5 +1,5 @@
-"""Request limits of `opsrun serve` as plain ASGI middleware: the body size (413) and one token
-bucket per server shared by every client (429 with Retry-After). Imports no fastapi/starlette.
+"""Request limits as plain ASGI middleware: body size (413), one token bucket per server for every client (429).
+Must not import fastapi, starlette or runner.service.
 """
 
 from __future__ import annotations

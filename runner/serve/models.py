@@ -1,5 +1,5 @@
-"""The request and response bodies of `opsrun serve` (pydantic): their field descriptions are
-what OpenAPI tool clients and models read. Imports pydantic only.
+"""The request and response bodies of `opsrun serve` (pydantic): descriptions OpenAPI tool clients and models read.
+Must not import fastapi or runner.service.
 """
 
 from __future__ import annotations

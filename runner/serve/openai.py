@@ -1,6 +1,5 @@
-"""The gateway's OpenAI-compatible face: POST /v1/chat/completions and GET /v1/models through
-runner.gateway (routing, deadline, cache, circuit breaker), behind one token bucket shared by
-every client of the server (429 with Retry-After). Imports fastapi and runner.gateway.
+"""The gateway's OpenAI-compatible face (/v1/chat/completions, /v1/models) over runner.gateway, one shared rate limit.
+Must not import litellm (the gateway loads it) or runner.service.
 """
 
 from __future__ import annotations

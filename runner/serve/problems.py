@@ -1,5 +1,5 @@
-"""Errors as JSON problem documents (RFC 9457; the OpenAI error shape on /v1): opsrun's error
-types mapped to HTTP statuses, never a traceback, every text redacted. Imports fastapi.
+"""Errors as problem documents (RFC 9457; OpenAI's shape on /v1): statuses for opsrun's errors, redacted, no traceback.
+Must not import runner.service.
 """
 
 from __future__ import annotations

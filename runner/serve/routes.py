@@ -1,5 +1,5 @@
-"""The HTTP routes over runner.service that change nothing on a target: validate, plans (create,
-get, markdown), approvals, runs, inventory, health. Imports fastapi and runner.service.
+"""The routes over runner.service that change nothing on a target: health, validate, plans, approvals, runs, inventory.
+Must not import runner.apply or runner.cli.
 """
 
 from __future__ import annotations
