@@ -15,6 +15,7 @@ from runner.cli.output import err, user_errors
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a token "
                                       "configured (serve.yaml).")]
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 PortOpt = Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")]
 
 
@@ -55,9 +56,12 @@ def serve(
     inventory, the gateway's OpenAI-compatible /v1 face and MCP at /mcp; the OpenAPI document is
     at /openapi.json. Binds 127.0.0.1 unless --host says otherwise (then a token is required).
     See docs/serve.md."""
+    from runner.errors import InvalidInput
     from runner.serve.config import load_file
 
     with user_errors():
+        if log_level not in LOG_LEVELS:
+            raise InvalidInput(f"--log-level {log_level!r} is not a level", hint=f"one of: {', '.join(LOG_LEVELS)}")
         cfg = load_file(project.resolve(), config).for_bind(host)  # refuses before importing the server
     with user_errors():
         try:
