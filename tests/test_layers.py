@@ -1,6 +1,7 @@
 """The layers of DESIGN.md §9, enforced: every import in runner/ (lazy ones inside functions
 included, type-only ones under `if TYPE_CHECKING:` left out) points to the same layer or
-one below. And the validate/plan paths never reach litellm, proxmoxer or adbutils."""
+one below. And the validate/plan paths (and --help) never reach litellm, proxmoxer, adbutils or the
+server libraries (fastapi, uvicorn, starlette, mcp)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
-HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko")
+HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko", "fastapi", "uvicorn", "starlette", "mcp")
 
 
 def _layer(module: str) -> int:
@@ -143,4 +144,22 @@ def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: 
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]])
+def test_help_never_imports_the_server_libraries(argv: list[str], tmp_path: Path) -> None:
+    """`opsrun --help` and `opsrun serve --help` import no fastapi, uvicorn, starlette or mcp
+    (nor the other heavy libraries): the serve command imports them inside."""
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "serve" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
