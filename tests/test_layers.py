@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
      "runner.schema_handlers", "runner.plan", "runner.approval_policy",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
-    ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
+    ("runner.steps.facts", "runner.steps.host_facts", "runner.steps.file_facts"),  # named probes (and their
+    # answers from file access): below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
     ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge"),

@@ -1,15 +1,17 @@
-"""SSH hosts: one Fabric/paramiko connection per host for the whole run, reused by everything.
+"""SSH hosts: one paramiko connection per host for the whole run, reused by everything.
 
 Host keys are checked against known_hosts (strict | accept-new | off) before any credential
-is sent; commands go straight to paramiko channels (never invoke's in_stream), files over
-SFTP with an atomic rename. No paramiko or socket exception escapes this module untranslated.
-Settings and the host-key policy are in ssh_config.py, channel helpers in ssh_channel.py.
+is sent; commands go straight to paramiko channels, files over SFTP with an atomic rename, and
+file probes and `sftp` actions as SFTP requests (ssh_files.py). No paramiko or socket exception
+escapes this module untranslated. Settings (inventory merged with ~/.ssh/config, as Fabric
+resolved them before) and the host-key policy are in ssh_config.py, channel helpers in ssh_channel.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import getpass
 import os
 import posixpath
 import secrets
@@ -20,7 +22,6 @@ import threading
 import time
 from typing import Any, ClassVar
 
-import fabric
 import paramiko
 
 from runner.errors import (
@@ -34,7 +35,7 @@ from runner.errors import (
 )
 from runner.model import CommandResult, Host
 from runner.transports import CAPABILITIES
-from runner.transports.base import CommandGuard, Transport
+from runner.transports.base import CommandGuard, FileAccess, Transport
 from runner.transports.ssh_channel import CHUNK, SUDO_HELLO, SUDO_PROMPT, _hello_pgid, _send_stdin, _signal
 from runner.transports.ssh_config import (
     _HostKeyPolicy,
@@ -43,7 +44,9 @@ from runner.transports.ssh_config import (
     _parsed_known_hosts,
     _resolve_settings,
     fingerprint,
+    shorthand,
 )
+from runner.transports.ssh_files import Names, SftpFiles, request
 
 KEEPALIVE = 30  # seconds; notices a dead peer during long quiet steps
 KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
@@ -57,9 +60,12 @@ class SSHTransport(Transport):
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         super().__init__(host, guard)
         self._target = _resolve_settings(host)
-        self._conn: fabric.Connection | None = None
+        self._client: paramiko.SSHClient | None = None
+        self._user = ""  # the login user of the connection made
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._no_sftp = False  # the host refused an SFTP session: probes go to the shell
+        self._names = Names()  # owner names for file probes, read once
         self._jump: SSHTransport | None = None
         self.label = f"{self._target.user or '?'}@{self._target.alias}:{self._target.port or 22}"
         self._running: dict[int, list[Any]] = {}  # id(channel) -> [channel, pgid or None]
@@ -84,14 +90,13 @@ class SSHTransport(Transport):
 
     def _drop(self) -> None:
         sftp, self._sftp = self._sftp, None
-        conn, self._conn = self._conn, None
+        client, self._client = self._client, None
         self._transport = None
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.client.close()
+        if client is not None:
+            _quiet_close(client)
 
     def _connect(self) -> None:
         t = self._target
@@ -100,14 +105,15 @@ class SSHTransport(Transport):
             "auth_timeout": t.connect_timeout,
             "channel_timeout": t.connect_timeout,
         }
-        config = fabric.Config(ssh_config=t.ssh_config, lazy=True)
-        conn = fabric.Connection(
-            t.alias, user=t.user, port=t.port, config=config, gateway=False,
-            connect_timeout=max(1, round(t.connect_timeout)), connect_kwargs=kwargs,
-        )
-        self.label = f"{conn.user}@{conn.host}:{conn.port}"
+        # the alias may be `user@host:port`; ~/.ssh/config is looked up for the host part
+        short = shorthand(t.alias)
+        looked = t.ssh_config.lookup(short["host"] or t.alias)
+        hostname = str(looked.get("hostname", short["host"] or t.alias))
+        user = t.user or short["user"] or looked.get("user") or getpass.getuser()
+        port = t.port or 22
+        self.label = f"{user}@{hostname}:{port}"
         keys = [os.path.expanduser(k) for k in t.keys] if t.explicit_key else [
-            os.path.expanduser(k) for k in conn.ssh_config.get("identityfile", [])
+            os.path.expanduser(k) for k in looked.get("identityfile", [])
         ]
         if t.explicit_key and keys and not os.path.isfile(keys[0]):
             raise AuthError(self.host.name, f"private key {keys[0]} does not exist",
@@ -120,13 +126,14 @@ class SSHTransport(Transport):
             kwargs["password"] = t.password
         if t.passphrase:
             kwargs["passphrase"] = t.passphrase
-        conn.connect_kwargs = kwargs
+        if not kwargs["key_filename"]:
+            del kwargs["key_filename"]
 
-        client: paramiko.SSHClient = conn.client
+        client = paramiko.SSHClient()
         if t.policy != "off":
             try:
                 if t.known_hosts_file.is_file():
-                    name = self._known_name(conn.host, int(conn.port))
+                    name = self._known_name(hostname, port)
                     mine = _parsed_known_hosts(t.known_hosts_file).lookup(name) or {}
                     for key_type, key in mine.items():  # only this host's keys: no full copy
                         client.get_host_keys().add(name, key_type, key)
@@ -134,23 +141,23 @@ class SSHTransport(Transport):
                 raise ConnectError(
                     self.host.name, f"cannot read known_hosts file {t.known_hosts_file}: {exc}"
                 ) from exc
-        client.set_missing_host_key_policy(_HostKeyPolicy(self, conn.host, int(conn.port)))
+        client.set_missing_host_key_policy(_HostKeyPolicy(self, hostname, port))
 
-        kwargs["sock"] = self._dial(conn.host, int(conn.port), conn.ssh_config)
+        kwargs["sock"] = self._dial(hostname, port, looked)
         try:
-            conn.open()
+            client.connect(hostname, port, username=user, timeout=max(1, round(t.connect_timeout)), **kwargs)
         except OpsrunError:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise
         except paramiko.BadHostKeyException as exc:
-            _quiet_close(conn)
-            raise self._changed_key(conn.host, int(conn.port), exc) from exc
+            _quiet_close(client)
+            raise self._changed_key(hostname, port, exc) from exc
         except paramiko.PasswordRequiredException as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise AuthError(self.host.name, f"private key for {self.label} is encrypted",
                             hint="set `key_passphrase: env:NAME` for this host") from exc
         except paramiko.AuthenticationException as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise AuthError(
                 self.host.name,
                 f"authentication failed for {self.label} (tried: {self._methods(kwargs)})",
@@ -158,15 +165,16 @@ class SSHTransport(Transport):
                      "~/.ssh/authorized_keys?) or `password:`",
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise ConnectError(
                 self.host.name, f"cannot connect to {self.label}: SSH handshake failed: "
                 f"{_describe(exc)}", hint="is an SSH server listening on that port?",
             ) from exc
-        transport = conn.transport
+        transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(KEEPALIVE)
-        self._conn = conn
+        self._client = client
+        self._user = user
         self._transport = transport
 
     def _dial(self, hostname: str, port: int, ssh_config: Any) -> Any:
@@ -443,8 +451,8 @@ class SSHTransport(Transport):
         )
 
     def _conn_user(self) -> str:
-        if self._conn is not None:
-            return str(self._conn.user)
+        if self._client is not None:
+            return self._user
         return self._target.user or ""
 
     # ------------------------------------------------------------ files
@@ -462,6 +470,45 @@ class SSHTransport(Transport):
             if self._sftp is None:
                 raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP")
         return self._sftp
+
+    def files(self, sudo: bool | None = None) -> FileAccess | None:
+        """Probes over SFTP as the login user; not for probes whose commands run under sudo
+        (root sees other files), nor hosts without an SFTP server (their shell answers)."""
+        if self._no_sftp:
+            return None
+        self.open()
+        if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
+            return None
+        if self._sftp is None:
+            assert self._transport is not None
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not self.connected:
+                    raise self._lost("sftp", exc) from exc
+                self._no_sftp = True
+                return None
+            if self._sftp is None:
+                self._no_sftp = True
+                return None
+        return SftpFiles(self._sftp, self._names, self._lost, lambda: self.connected)
+
+    def _sftp_request(self, method: str, path: str, mode: str | None, *, sudo: bool | None = None) -> str:
+        if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
+            raise OpsrunError(f"{self.host.name}: sftp {method} {path} would act as the login user, "
+                              "not through sudo; plan again")
+        if mode is not None:
+            _check_mode(self.host.name, mode)
+        sftp = self._sftp_client()
+        try:
+            request(sftp, method, path, mode)
+        except OSError as exc:
+            if not self.connected:
+                raise self._lost(f"sftp {method} {path}", exc) from exc
+            return exc.strerror or str(exc) or type(exc).__name__
+        except (paramiko.SSHException, EOFError) as exc:
+            raise self._lost(f"sftp {method} {path}", exc) from exc
+        return ""
 
     def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if mode is not None:
@@ -604,6 +651,6 @@ def _describe(exc: BaseException | None) -> str:
 
 
 
-def _quiet_close(conn: fabric.Connection) -> None:
+def _quiet_close(client: paramiko.SSHClient) -> None:
     with contextlib.suppress(Exception):
-        conn.client.close()
+        client.close()

@@ -171,6 +171,18 @@ def _resolve_settings(host: Host) -> _Target:
     )
 
 
+def shorthand(alias: str) -> dict[str, Any]:
+    """`user@host:port` -> its parts (None where not given), as Fabric reads a host string;
+    an address with more than one colon is IPv6 and has no port."""
+    user, _, hostport = alias.rpartition("@")
+    port: int | None = None
+    host: str | None = hostport
+    if hostport.count(":") <= 1:
+        host, _, port_text = hostport.partition(":")
+        port = int(port_text) if port_text else None
+    return {"user": user or None, "host": host or None, "port": port}
+
+
 def _policy_from_config(looked: dict[str, Any]) -> str | None:
     value = str(looked.get("stricthostkeychecking", "")).lower()
     if value in ("yes", "ask"):
