@@ -75,6 +75,7 @@ class Executor(Ladder):
         self.planned = {(sp.host, sp.instance): sp for sp in plan.steps}
         self.handlers = {h: H.for_host(session.playbook, session.inventory, h) for h in plan.hosts}
         self.strict = strict  # a reviewed plan file: a step that would now do something else is refused
+        self._free = session.playbook.settings.get("strategy") == "free"  # no barrier between steps
         for h, err in plan.unreachable.items():
             hr = self.hosts[h]
             hr.unreachable = True
@@ -95,7 +96,7 @@ class Executor(Ladder):
         for batch in self._batches(active, settings.get("serial")):
             if len(batch) < len(active):
                 self.emit("batch_start", hosts=batch)
-            if settings.get("strategy") == "free":
+            if self._free:
                 with ThreadPoolExecutor(max_workers=self.forks) as pool:
                     list(pool.map(lambda h: self._run_host_all(h, steps), batch))
             else:
@@ -140,6 +141,9 @@ class Executor(Ladder):
                 if not targets:
                     continue
                 list(pool.map(lambda h, s=step: self._run_step(self.hosts[h], s), targets))
+                # no host starts the next step before this barrier: one fsync makes every
+                # host's end of this step durable first (free strategy: each host commits)
+                self.journal.commit()
                 msg = self._check_fail_percentage(batch)
                 if msg:
                     return msg
@@ -244,6 +248,8 @@ class Executor(Ladder):
             self.emit("register", host=hr.name, step=step.id, result=compact(registered))
         if hr.failed and self.session.playbook.settings.get("on_failure") == "rollback" and not hr.rolled_back:
             self._rollback(hr)
+        if self._free:  # the step's end is on disk before this host's next step starts (resume
+            self.journal.commit()  # trusts it); hosts ending a step meanwhile share the fsync
 
     def _run_instance(self, hr: HostRun, inst: Instance) -> StepResult:
         step = inst.step

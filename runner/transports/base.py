@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import stat as stat_
 import threading
 import time
 from abc import ABC
@@ -118,6 +119,11 @@ class _Remembered:
         return out
 
     def stat(self, path: str) -> FileStat:
+        known = self._seen.get(("lstat", path))  # what lstat said settles stat unless it is a link
+        if isinstance(known, FileNotFoundError):
+            raise known
+        if isinstance(known, FileStat) and not stat_.S_ISLNK(known.mode):
+            return known
         out: FileStat = self._once(("stat", path), lambda: self._fs.stat(path))
         return out
 
