@@ -92,6 +92,7 @@ class Executor(Ladder):
                 step = next(s for s in self.session.playbook.steps if s.id == sp.step_id)
                 self._finish(self.hosts[sp.host], step, StepResult(sp.host, sp.step_id, sp.instance, "skipped",
                                                                     message=sp.change.summary))
+        self.journal.commit()  # those ends on disk before any step starts
         aborted = ""
         for batch in self._batches(active, settings.get("serial")):
             if len(batch) < len(active):
@@ -196,6 +197,8 @@ class Executor(Ladder):
             else:
                 for hr in targets:
                     self._run_step(hr, copy)
+            if targets and not self._free:  # a handler's end is on disk before the next handler
+                self.journal.commit()  # (or step) starts on these hosts; free: _run_step commits
         for n in live:
             hr = self.hosts[n]
             if hr.notified:
