@@ -1,8 +1,8 @@
 """Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, secrets redacted; each event
 flushed to the OS as written, so opsrun dying loses nothing; fsynced by commit() at each step's
 end, one fsync shared by every host ending a step meanwhile: a group commit), the state lock
-(owner, pid, expiry; stale locks detected), and reading runs back (a torn last line is tolerated). Everything under .opsrun/ is private
-(folders 0700, files 0600, symlinks refused). Talks to no target.
+(owner, pid, expiry; stale locks detected), and reading runs back (a torn last line is tolerated).
+Everything under .opsrun/ is private (folders 0700, files 0600, symlinks refused). Talks to no target.
 """
 
 from __future__ import annotations
