@@ -530,3 +530,27 @@ def test_jump_errors_name_the_hop(ssh_hosts: list[Sshd]) -> None:
     assert f"{target.address}:{closed}" in str(info.value)
     t.close()
 
+
+
+def test_every_read_acks_at_once(ssh_hosts: list[Sshd]) -> None:
+    """The socket under paramiko sets TCP_QUICKACK after each read: sshd's reply to the first
+    channel request no longer waits ~40 ms for a delayed ACK (ssh_channel.QuickAckSocket)."""
+    from runner.transports.ssh_channel import QuickAckSocket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        wrapped = QuickAckSocket(client)
+        peer.sendall(b"hello")
+        assert wrapped.recv(5) == b"hello"
+        if hasattr(socket, "TCP_QUICKACK"):
+            assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+        assert wrapped.getsockname() == client.getsockname()  # the rest is the socket's own
+        wrapped.close()
+        peer.close()
+    finally:
+        server.close()
+    with _open(ssh_hosts[0]) as t:
+        assert t._transport is not None and isinstance(t._transport.sock, QuickAckSocket)
+        assert t.run("echo ok").out == "ok\n"

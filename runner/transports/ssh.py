@@ -36,17 +36,27 @@ from runner.errors import (
 from runner.model import CommandResult, Host
 from runner.transports import CAPABILITIES
 from runner.transports.base import CommandGuard, FileAccess, Transport
-from runner.transports.ssh_channel import CHUNK, SUDO_HELLO, SUDO_PROMPT, _hello_pgid, _send_stdin, _signal
+from runner.transports.ssh_channel import (
+    CHUNK,
+    SUDO_HELLO,
+    SUDO_PROMPT,
+    QuickAckSocket,
+    _hello_pgid,
+    _send_stdin,
+    _signal,
+)
 from runner.transports.ssh_config import (
     _HostKeyPolicy,
     _jump_from_string,
     _known_hosts_lock,
     _parsed_known_hosts,
     _resolve_settings,
-    fingerprint,
+    changed_key,
+    known_name,
     shorthand,
+    unknown_key,
 )
-from runner.transports.ssh_files import Names, SftpFiles, request
+from runner.transports.ssh_files import Names, SftpFiles, put_atomic, request
 
 KEEPALIVE = 30  # seconds; notices a dead peer during long quiet steps
 KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
@@ -133,7 +143,7 @@ class SSHTransport(Transport):
         if t.policy != "off":
             try:
                 if t.known_hosts_file.is_file():
-                    name = self._known_name(hostname, port)
+                    name = known_name(hostname, port)
                     mine = _parsed_known_hosts(t.known_hosts_file).lookup(name) or {}
                     for key_type, key in mine.items():  # only this host's keys: no full copy
                         client.get_host_keys().add(name, key_type, key)
@@ -151,7 +161,7 @@ class SSHTransport(Transport):
             raise
         except paramiko.BadHostKeyException as exc:
             _quiet_close(client)
-            raise self._changed_key(hostname, port, exc) from exc
+            raise changed_key(self.host.name, self._target, hostname, port, exc) from exc
         except paramiko.PasswordRequiredException as exc:
             _quiet_close(client)
             raise AuthError(self.host.name, f"private key for {self.label} is encrypted",
@@ -212,6 +222,7 @@ class SSHTransport(Transport):
             raise ConnectError(self.host.name, f"{where}: {reason}") from exc
         if self.tcp_nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return QuickAckSocket(sock)  # and no delayed ACK stalling sshd's replies (ssh_channel.py)
         return sock
 
     def _via_jump(self, jump: dict[str, Any], hostname: str, port: int) -> paramiko.Channel:
@@ -242,42 +253,12 @@ class SSHTransport(Transport):
         return ", ".join(tried) or "nothing (no key, agent or password)"
 
     # ------------------------------------------------------------ host keys
-    def _known_name(self, hostname: str, port: int) -> str:
-        return hostname if port == 22 else f"[{hostname}]:{port}"
-
-    def _scan_hint(self, hostname: str, port: int, key: paramiko.PKey) -> str:
-        kt = key.get_name().removeprefix("ssh-").split("-")[0]
-        p = f"-p {port} " if port != 22 else ""
-        return f"ssh-keyscan {p}-t {kt} {hostname} >> {self._target.known_hosts_file}"
-
     def _unknown_key(self, hostname: str, port: int, key: paramiko.PKey) -> HostKeyError:
-        name = self._known_name(hostname, port)
-        return HostKeyError(
-            self.host.name,
-            f"unknown host key for {name}: {key.get_name()} {fingerprint(key)} is not in "
-            f"{self._target.known_hosts_file} (known_hosts: strict)",
-            hint=f"check that fingerprint with the host's owner, then add it: "
-                 f"{self._scan_hint(hostname, port, key)}; or trust it on first use with "
-                 f"`known_hosts: accept-new` for this host",
-        )
-
-    def _changed_key(self, hostname: str, port: int,
-                     exc: paramiko.BadHostKeyException) -> HostKeyError:
-        name = self._known_name(hostname, port)
-        got, expected = exc.key, exc.expected_key
-        file = self._target.known_hosts_file
-        return HostKeyError(
-            self.host.name,
-            f"host key for {name} has CHANGED: it now presents {got.get_name()} "
-            f"{fingerprint(got)}, {file} has {expected.get_name()} {fingerprint(expected)}",
-            hint=f"someone may be intercepting the connection, or the host was reinstalled. "
-                 f"Only if you know why: ssh-keygen -R '{name}' -f {file}, then "
-                 f"{self._scan_hint(hostname, port, got)} (accept-new never accepts a changed key)",
-        )
+        return unknown_key(self.host.name, self._target, hostname, port, key)
 
     def _accept_new(self, hostname: str, port: int, key: paramiko.PKey) -> None:
         file = self._target.known_hosts_file
-        line = f"{self._known_name(hostname, port)} {key.get_name()} {key.get_base64()}\n"
+        line = f"{known_name(hostname, port)} {key.get_name()} {key.get_base64()}\n"
         try:
             with _known_hosts_lock:
                 file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -530,27 +511,7 @@ class SSHTransport(Transport):
             raise self._lost(f"put {path}", exc) from exc
 
     def _put_sftp(self, path: str, content: bytes, mode: str | None) -> None:
-        sftp = self._sftp_client()
-        folder, name = posixpath.split(path)
-        folder = folder or "."
-        _sftp_makedirs(sftp, folder)
-        tmp = posixpath.join(folder, f".{name}.opsrun-{secrets.token_hex(4)}")
-        try:
-            with sftp.open(tmp, "wxb") as fh:
-                fh.set_pipelined(True)
-                fh.write(content)
-            if mode is not None:
-                sftp.chmod(tmp, int(mode, 8))
-            else:
-                try:
-                    sftp.chmod(tmp, (sftp.stat(path).st_mode or 0) & 0o7777)
-                except FileNotFoundError:
-                    pass
-            sftp.posix_rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sftp.remove(tmp)
-            raise
+        put_atomic(self._sftp_client(), path, content, mode)
 
     def _put_sudo(self, path: str, content: bytes, mode: str | None) -> None:
         sftp = self._sftp_client()
@@ -611,20 +572,6 @@ class SSHTransport(Transport):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _sftp_makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
-    try:
-        sftp.stat(folder)
-        return
-    except FileNotFoundError:
-        pass
-    parent = posixpath.dirname(folder.rstrip("/"))
-    if parent and parent != folder:
-        _sftp_makedirs(sftp, parent)
-    with contextlib.suppress(OSError):
-        sftp.mkdir(folder)
-    sftp.stat(folder)  # raises the real reason when it still is not there
 
 
 def _check_mode(host: str, mode: str) -> None:

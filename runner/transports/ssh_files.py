@@ -1,12 +1,16 @@
 """An SSH host's files over its SFTP session: the read-only file access probes are answered
 with (lstat, readlink, a read, the owner names from /etc/passwd and /etc/group) and the SFTP
-requests `sftp` actions send (mkdir, chmod, remove). No process is started on the host.
+requests `sftp` actions send (mkdir, chmod, remove), and atomic uploads. No process is started
+on the host.
 
 Imports no steps, planner, apply or cli; ssh.py hands in the session and its error handling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import posixpath
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -116,3 +120,46 @@ def request(sftp: paramiko.SFTPClient, method: str, path: str, mode: str | None)
             pass
     else:
         raise OSError(f"no SFTP request {method!r}" + (" without a mode" if method == "chmod" else ""))
+
+
+def put_atomic(sftp: paramiko.SFTPClient, path: str, content: bytes, mode: str | None) -> None:
+    """Write `path` as the login user: a temp file beside it, its mode (`mode`, else the old
+    file's), then posix-rename over it, so readers see the old or the new file, never half."""
+    folder, name = posixpath.split(path)
+    folder = folder or "."
+    tmp = posixpath.join(folder, f".{name}.opsrun-{secrets.token_hex(4)}")
+    try:
+        try:
+            fh = sftp.open(tmp, "wxb")
+        except FileNotFoundError:  # its folder is missing: made first (one request less when not)
+            makedirs(sftp, folder)
+            fh = sftp.open(tmp, "wxb")
+        with fh:
+            fh.set_pipelined(True)
+            fh.write(content)
+        if mode is not None:
+            sftp.chmod(tmp, int(mode, 8))
+        else:
+            try:
+                sftp.chmod(tmp, (sftp.stat(path).st_mode or 0) & 0o7777)
+            except FileNotFoundError:
+                pass
+        sftp.posix_rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            sftp.remove(tmp)
+        raise
+
+
+def makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
+    try:
+        sftp.stat(folder)
+        return
+    except FileNotFoundError:
+        pass
+    parent = posixpath.dirname(folder.rstrip("/"))
+    if parent and parent != folder:
+        makedirs(sftp, parent)
+    with contextlib.suppress(OSError):
+        sftp.mkdir(folder)
+    sftp.stat(folder)  # raises the real reason when it still is not there
