@@ -451,3 +451,18 @@ def test_unfinished_processes_are_those_of_steps_that_never_ended() -> None:
     ]
     left = journal.unfinished_processes(events)
     assert [(p["host"], p["instance"], p["pgid"]) for p in left] == [("a", "two", 11), ("b", "one", 12)]
+
+
+def test_planning_and_applying_leave_the_collector_as_they_found_it() -> None:
+    """fewer_gc_passes freezes what exists and raises the young threshold only while it runs:
+    afterwards the thresholds are back and nothing stays frozen (serve keeps running)."""
+    import gc
+
+    from runner.planner import fewer_gc_passes
+
+    before = gc.get_threshold()
+    with fewer_gc_passes():
+        assert gc.get_threshold()[0] >= 20_000
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -23,7 +23,7 @@ from runner.escalate import Evidence, FixAttempt
 from runner.expand import run_scope, select_steps, step_hosts
 from runner.journal import Journal
 from runner.model import MARKERS, Plan, ResultStatus, Step, StepPlan, StepResult
-from runner.planner import HostPlan, StepDecider, by_instance, default_forks
+from runner.planner import HostPlan, StepDecider, by_instance, default_forks, fewer_gc_passes
 from runner.recap import HostRun, Recap
 from runner.secrets import redact
 from runner.session import Session
@@ -83,6 +83,10 @@ class Executor(Ladder):
             self.emit("host_unreachable", host=h, error=err)
 
     def run(self) -> Recap:
+        with fewer_gc_passes():
+            return self._run()
+
+    def _run(self) -> Recap:
         settings = self.session.playbook.settings
         steps = select_steps(self.session.playbook, self.plan.tags, self.plan.skip_tags)
         active = [h for h in self.plan.hosts if not self.hosts[h].unreachable]
