@@ -112,7 +112,7 @@ def versions(tools: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     res = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
                           "import importlib.metadata as m, json; print(json.dumps("
-                          "{d: m.version(d) for d in ('opsrun', 'paramiko', 'fabric')}))"],
+                          "{d: m.version(d) for d in ('opsrun', 'paramiko')}))"],
                          capture_output=True, text=True, check=True, timeout=60)
     for k, v in json.loads(res.stdout).items():
         out[f"opsrun-venv:{k}"] = v
