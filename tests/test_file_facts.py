@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runner.errors import Blocked
+from runner.errors import Blocked, OpsrunError
 from runner.model import Action, Host, Probe, ProbeResult
 from runner.steps import base
 from runner.steps import facts as F
@@ -244,3 +244,32 @@ def test_sftp_actions_are_checked_digested_and_shown_as_sent() -> None:
     assert mk.to_json()["method"] == "mkdir"
     with pytest.raises(Exception, match="cannot send SFTP requests"):
         LocalTransport(Host("here", "local")).execute(mk)
+
+
+@pytest.mark.peer
+def test_a_steps_own_sudo_decides_over_the_hosts_for_file_access(ssh_hosts: list[Sshd], remote_dir: str) -> None:
+    """Probes asked with a step's `sudo: true` go to the shell under sudo (SFTP would answer as
+    the login user), the other probes of the batch still over SFTP; its mkdir/chmod/rm are
+    commands, and an SFTP request under sudo is refused at the transport. `sudo: false` on a
+    sudo host is the other way round."""
+    if os.geteuid() != 0:
+        pytest.skip("needs the sudoers drop-in tests/peers/setup_ssh.sh installs as root")
+    host = ssh_hosts[0].host()
+    probes = [F.ask_host(host, "identity"), dataclasses.replace(F.ask_host(host, "identity"), key="root", sudo=True),
+              dataclasses.replace(F.ask(host, "stat", remote_dir), key="plain")]
+    CountingSSH.runs = 0
+    with CountingSSH(host) as t:
+        answers = t.probe(probes)
+        assert CountingSSH.runs == 1  # only the sudo group started a shell
+        assert answers["root"].stdout.split(b"\n")[0] == b"root"
+        assert answers[F.IDENTITY_KEY].stdout.split(b"\n")[0] == ssh_hosts[0].user.encode()
+        with pytest.raises(OpsrunError, match="through sudo"):
+            t.execute(Action("sftp", method="mkdir", path=f"{remote_dir}/x", sudo=True))
+        assert not Path(remote_dir, "x").exists()
+    kind = base.get("file")
+    folder = {"path": f"{remote_dir}/made", "state": "directory", "mode": "0750"}
+    absent = {"stat": ProbeResult(0, b"absent\n")}
+    as_root = kind.plan(kind.normalize(folder), absent, StepContext(host=host, sudo=True))
+    assert [a.kind for a in as_root.actions] == ["cmd", "cmd"]
+    plain = kind.plan(kind.normalize(folder), absent, StepContext(host=ssh_hosts[0].host(sudo=True), sudo=False))
+    assert [a.kind for a in plain.actions] == ["sftp", "sftp"]
