@@ -26,6 +26,7 @@ from runner.errors import (
 from runner.model import Host, Probe
 from runner.transports import transport_for
 from runner.transports.ssh import SSHTransport
+from runner.transports.ssh_channel import _send_stdin
 from runner.transports.ssh_config import _parse_jump
 from tests.conftest import require_peer
 from tests.peers.sshd import Sshd, free_port, keygen
@@ -118,6 +119,27 @@ def test_one_connection_for_everything(ssh_hosts: list[Sshd], remote_dir: str) -
     while _accepted(peer) == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _accepted(peer) - before == 1
+
+
+def test_stdin_for_a_command_that_already_ended_is_not_a_lost_connection(ssh_hosts: list[Sshd]) -> None:
+    """A command may end before it reads its stdin (`true`): its channel is closed by the time
+    opsrun writes; that is its result, not a lost connection (the race made `run("true",
+    stdin=...)` fail now and then under load). Made certain here: the write waits for the close."""
+    t = SSHTransport(ssh_hosts[0].host())
+    try:
+        t.open()
+        assert t._transport is not None
+        chan = t._transport.open_session()
+        chan.exec_command("true")
+        deadline = time.monotonic() + 10
+        while not chan.closed and time.monotonic() < deadline:
+            chan.recv_exit_status()
+            time.sleep(0.01)
+        assert chan.closed
+        assert _send_stdin(chan, b"y") is None
+        assert t.connected and t.run("echo still").out == "still\n"
+    finally:
+        t.close()
 
 
 # ---------------------------------------------------------------- files

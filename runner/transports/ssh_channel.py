@@ -29,8 +29,14 @@ def _send_stdin(chan: paramiko.Channel, data: bytes | None) -> threading.Thread 
         chan.shutdown_write()
         return None
     if len(data) <= INLINE_STDIN:
-        chan.sendall(data)
-        chan.shutdown_write()
+        try:
+            chan.sendall(data)
+            chan.shutdown_write()
+        except OSError:
+            # the command ended (its channel closed) before reading its stdin, as `true` can:
+            # not a lost connection (subprocess.communicate ignores the broken pipe alike)
+            if not (chan.closed and chan.get_transport() is not None and chan.get_transport().is_active()):
+                raise
         return None
 
     def feed() -> None:
