@@ -125,9 +125,11 @@ def main() -> int:
         same = outcomes(doc) == outcomes(doc_whole)
         results["same_outcomes"] = same
         results["hosts_merged"] = len(doc.get("hosts", {}))
-        per_shard = {r["run_id"]: sum(1 for h in doc["hosts"].values() if h["run_id"] == r["run_id"])
+        per_shard = {str(r["shard"]): sum(1 for h in doc["hosts"].values() if h["run_id"] == r["run_id"])
                      for r in doc.get("runs", [])}
         results["hosts_per_shard"] = list(per_shard.values())
+        for r in results["runs"]:  # a shard's own hosts, as the merge counts them
+            r["hosts"] = per_shard.get(r["run"].removeprefix("shard "), r["hosts"])
     finally:
         harness.stop()
         shutil.rmtree(work, ignore_errors=True)
