@@ -4,7 +4,7 @@ one run id, P shards at a time), merged with `opsrun runs merge`, against one un
 Not a test. As root, after tests/peers/setup_ssh.sh:
     .venv/bin/python bench/shards.py --hosts 200 --shards 4 --parallel 2
 Prints a markdown table (wall-clock, CPU, peak memory and load per run) and whether the merged
-per-host outcomes equal the unsharded run's; writes bench/results/shards-<date>.json (gitignored).
+per-host outcomes equal the unsharded run's; writes bench/results/shards-<date>.raw.json (gitignored).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / f"shards-{results['date'][:19].replace(':', '')}.json").write_text(json.dumps(results, indent=1))
+    (out_dir / f"shards-{results['date'][:19].replace(':', '')}.raw.json").write_text(json.dumps(results, indent=1))
     print("| run | hosts | wall s | CPU s | peak MiB | load avg before | rc |\n|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         print(f"| {r['run']} | {r['hosts']} | {r['seconds']} | {r['cpu_seconds']} | {r['peak_rss_mib']:.0f} "
