@@ -458,11 +458,29 @@ def test_planning_and_applying_leave_the_collector_as_they_found_it() -> None:
     afterwards the thresholds are back and nothing stays frozen (serve keeps running)."""
     import gc
 
-    from runner.planner import fewer_gc_passes
+    from runner.gc_passes import fewer_gc_passes
 
     before = gc.get_threshold()
     with fewer_gc_passes():
         assert gc.get_threshold()[0] >= 20_000
         assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_overlapping_plans_keep_fewer_gc_passes_until_the_last_one_ends() -> None:
+    """serve plans and applies several runs at once: the first to end must not hand the
+    thresholds back while another still runs, and the last one restores what was there."""
+    import gc
+
+    from runner.gc_passes import fewer_gc_passes
+
+    before = gc.get_threshold()
+    outer = fewer_gc_passes()
+    outer.__enter__()
+    with fewer_gc_passes():
+        assert gc.get_threshold()[0] >= 20_000
+    assert gc.get_threshold()[0] >= 20_000 and gc.get_freeze_count() > 0  # the outer one still runs
+    outer.__exit__(None, None, None)
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0

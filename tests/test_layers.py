@@ -17,7 +17,7 @@ RUNNER = ROOT / "runner"
 # lowest first; a module may import its own layer and the ones below
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
-     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk"),
+     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk", "runner.gc_passes"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",

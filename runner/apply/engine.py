@@ -21,9 +21,10 @@ from runner.apply.ladder import Ladder
 from runner.errors import Diagnostic, TransportError
 from runner.escalate import Evidence, FixAttempt
 from runner.expand import run_scope, select_steps, step_hosts
+from runner.gc_passes import fewer_gc_passes
 from runner.journal import Journal
 from runner.model import MARKERS, Plan, ResultStatus, Step, StepPlan, StepResult
-from runner.planner import HostPlan, StepDecider, by_instance, default_forks, fewer_gc_passes
+from runner.planner import HostPlan, StepDecider, by_instance, default_forks
 from runner.recap import HostRun, Recap
 from runner.secrets import redact
 from runner.session import Session
