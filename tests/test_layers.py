@@ -18,14 +18,15 @@ RUNNER = ROOT / "runner"
 # lowest first; a module may import its own layer and the ones below
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
-     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk"),
+     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk", "runner.gc_passes"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
      "runner.schema_handlers", "runner.plan", "runner.approval_policy",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
-    ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
+    ("runner.steps.facts", "runner.steps.host_facts", "runner.steps.file_facts"),  # named probes (and their
+    # answers from file access): below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
     ("runner.report", "runner.report_conventions", "runner.report_do", "runner.formats", "runner.escalate", "runner.merge",
