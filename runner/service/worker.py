@@ -10,6 +10,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -75,8 +76,11 @@ class HeadlessUI:
 class Worker:
     """Runs the project's queued jobs, one at a time, highest priority first."""
 
-    def __init__(self, project: Project, queue: JobQueue) -> None:
+    def __init__(self, project: Project, queue: JobQueue, *, lock_wait_s: float = 2.0) -> None:
         self.project = project
+        # how long to wait for the worker lock: a worker killed a moment ago may leave it held
+        # for a few milliseconds by a child between fork and exec
+        self.lock_wait_s = lock_wait_s
         self.queue = queue
         self.pid = os.getpid()
         self.machine = socket.gethostname()
@@ -91,12 +95,18 @@ class Worker:
             return
         self.project.private()
         fd = open_private(self.project.state / "worker.lock", os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockError(f"another worker runs the jobs of {self.project.root}",
-                            hint="one worker per project: stop the other one (or let it work)") from None
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(fd)
+                raise LockError(f"another worker runs the jobs of {self.project.root}",
+                                hint="one worker per project: stop the other one (or let it work)") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.pid}@{self.machine}\n".encode())
         self._lock_fd = fd
