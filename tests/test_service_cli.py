@@ -88,7 +88,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_a_worker_killed_mid_job_is_resumed_and_nothing_runs_twice(project: Project, tmp_path: Path) -> None:
+def _slow_job(project: Project, tmp_path: Path) -> tuple[JobQueue, str, Path, Path]:
     count, out = tmp_path / "count", tmp_path / "done"
     (project.root / "slow.yaml").write_text(f"""\
 opsrun: 1
@@ -106,6 +106,11 @@ steps:
     approvals.approve(project, rec.id, approver="bob", how="terminal", digest=rec.digest)
     q = JobQueue(project)
     job = q.submit(rec.id, actor="alice")
+    return q, job.id, count, out
+
+
+def _worker_stopped_in_nap(project: Project, q: JobQueue, job_id: str, sig: int) -> int:
+    """Start `opsrun jobs work` in a process, send it `sig` once the job's `nap` step runs; its exit code."""
     proc = subprocess.Popen([sys.executable, "-m", "runner", "jobs", "work", "--poll", "0.05"], cwd=project.root,
                             env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -114,28 +119,37 @@ steps:
         while True:
             assert time.monotonic() < deadline, "the worker never reached the nap step"
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            j = q.get(job.id)
+            j = q.get(job_id)
             if j.run_id and any(e.get("type") == "step_start" and e.get("instance") == "nap"
                                 for e in get_run(j.run_id, project.state).events):
                 break
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        os.kill(proc.pid, sig)
+        return proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
-    left = q.get(job.id)
-    assert left.state == "running" and count.read_text() == "x\n" and not out.exists()
 
+
+def _resumed(project: Project, q: JobQueue, job_id: str) -> None:
     with running_worker(project, poll_s=0.05):
         deadline = time.monotonic() + 30
-        while not q.get(job.id).final:
-            assert time.monotonic() < deadline, q.events(job.id)
+        while not q.get(job_id).final:
+            assert time.monotonic() < deadline, q.events(job_id)
             time.sleep(0.05)
-    final = q.get(job.id)
+
+
+def test_a_worker_killed_mid_job_is_resumed_and_nothing_runs_twice(project: Project, tmp_path: Path) -> None:
+    q, job_id, count, out = _slow_job(project, tmp_path)
+    assert _worker_stopped_in_nap(project, q, job_id, signal.SIGKILL) == -signal.SIGKILL
+    left = q.get(job_id)
+    assert left.state == "running" and count.read_text() == "x\n" and not out.exists()
+
+    _resumed(project, q, job_id)
+    final = q.get(job_id)
     assert final.state == "succeeded", final.error
     assert final.run_id == left.run_id  # the same run, resumed from its journal
     assert count.read_text() == "x\n"  # the step that finished before the kill did not run again
@@ -148,4 +162,19 @@ steps:
     naps = [e for e in events if e["type"] == "step_end" and e.get("instance") == "nap"]
     assert len(naps) == 1 and naps[0]["status"] == "changed"  # the step the kill cut short ran again, to its end
     recover = [e for e in audit.read(project) if e["action"] == "recover"]
-    assert len(recover) == 1 and recover[0]["job_id"] == job.id and recover[0]["was"] == "running"
+    assert len(recover) == 1 and recover[0]["job_id"] == job_id and recover[0]["was"] == "running"
+
+
+def test_a_worker_stopped_by_sigterm_leaves_the_job_interrupted_then_resumed(project: Project,
+                                                                            tmp_path: Path) -> None:
+    q, job_id, count, out = _slow_job(project, tmp_path)
+    assert _worker_stopped_in_nap(project, q, job_id, signal.SIGTERM) == 0  # stops like Ctrl-C, after `nap`
+    left = q.get(job_id)
+    assert left.state == "interrupted" and not out.exists()
+    assert get_run(str(left.run_id), project.state).outcome == "interrupted"
+    _resumed(project, q, job_id)
+    final = q.get(job_id)
+    assert final.state == "succeeded" and final.run_id == left.run_id, final.error
+    assert count.read_text() == "x\n" and out.read_text() == "ok"
+    events = get_run(str(final.run_id), project.state).events
+    assert sorted(e["step"] for e in events if e["type"] == "step_done_earlier") == ["nap", "once"]
