@@ -317,3 +317,33 @@ def test_events_and_list(project: Project, tmp_path: Path) -> None:
     assert q.events(a.id)[0]["state"] == "queued"
     assert set(q.get(a.id).to_json()) >= {"id", "plan_id", "state", "priority", "attempts", "max_retries",
                                           "run_id", "created", "started", "ended", "actor", "error"}
+
+
+def test_a_retry_still_holds_the_rest_of_the_run_to_the_approved_plan(project: Project, tmp_path: Path) -> None:
+    """The resumed attempt skips the finished steps but checks the others against the approved
+    plan: a target file changed in between is drift, named, and not applied."""
+    out, flag = tmp_path / "out", tmp_path / "flag"
+    name = write(project, "later.yaml", f"""\
+  - id: dir
+    file: {{path: {out}, state: directory}}
+  - id: flaky
+    run: test -f {flag} || {{ touch {flag}; exit 1; }}
+  - id: motd
+    file: {{path: {out}/motd, content: "planned\\n"}}
+""")
+    rec = approved(project, name)
+    q = JobQueue(project)
+    q.submit(rec.id, actor="alice", retries=3)
+    worker = Worker(project, q)
+    try:
+        first = worker.run_once()
+        assert first is not None and first.state == "queued"
+        (out / "motd").write_text("moved\n")  # between the attempts
+        second = worker.run_once()
+    finally:
+        worker.close()
+    assert second is not None and second.state == "failed" and second.attempts == 2
+    assert "step 'motd' on local" in (second.error or "") and "facts that changed:" in (second.error or "")
+    assert "step 'dir'" not in (second.error or "")  # finished before: not held to the plan again
+    assert "--allow-drift" not in (second.error or "")
+    assert (out / "motd").read_text() == "moved\n"

@@ -124,6 +124,8 @@ class Worker:
         self._hold()
         out = []
         for job in self.queue.orphans():
+            if self.current is not None and job.id == self.current.id:
+                continue  # this worker's own job, running now
             if job.cancel_by:
                 out.append(self.queue.finish(job.id, "cancelled", f"cancelled by {job.cancel_by}"))
                 continue
@@ -213,6 +215,9 @@ class Worker:
         except KeyboardInterrupt:  # a second Ctrl-C: the run stopped at once
             shutdown.set()
             return self._ended(q.finish(job.id, "interrupted", "interrupted (Ctrl-C)"))
+        except DriftError as exc:  # a job cannot --allow-drift: the way on is a new plan
+            return self._ended(q.finish(job.id, "failed", exc.message + "\n  hint: plan it again, approve the new "
+                                        "plan and submit that"))
         except NOT_RETRIED as exc:
             return self._ended(q.finish(job.id, "failed", exc.render()))
         except OpsrunError as exc:
