@@ -227,7 +227,8 @@ class Worker:
         needed = outcome.human_needed()
         if needed is not None:
             return self._ended(q.finish(job.id, "human", needed.render()))
-        if halt.is_set() or (outcome.recap.aborted and "interrupted" in outcome.recap.aborted):
+        ends = [e for e in outcome.events if e.get("type") == "run_end"]
+        if ends and ends[-1].get("outcome") == "interrupted":  # the run saw the stop (cancel, signal, shutdown)
             if reason.get("why") == "cancel":
                 return self._ended(q.finish(job.id, "cancelled", f"cancelled by {reason.get('by')}"))
             if reason.get("why") != "shutdown":
