@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
-HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko")
+HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko", "fastapi", "uvicorn", "mcp", "starlette")
 
 
 def _layer(module: str) -> int:
@@ -132,7 +132,8 @@ def test_report_imports_nothing_from_apply_even_for_types() -> None:
 @pytest.mark.parametrize("command", ["validate", "plan"])
 def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: Path) -> None:
     """On a local-only playbook, `validate` and `plan` import no litellm, proxmoxer, adbutils,
-    fabric or paramiko (they load only when a playbook's hosts need them)."""
+    fabric, paramiko, fastapi, uvicorn, mcp or starlette (they load only when a playbook's hosts
+    or a serving command need them)."""
     code = (
         "import sys\n"
         "from runner.cli import main\n"
