@@ -133,7 +133,21 @@ class RunInfo:
 
     @property
     def end(self) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.events) if e.get("type") == "run_end"), None)
+        """The last run_end (an apply) or do_end (an `opsrun do` run) event."""
+        return next((e for e in reversed(self.events) if e.get("type") in ("run_end", "do_end")), None)
+
+    @property
+    def do_start(self) -> dict[str, Any]:
+        """The do_start event of an `opsrun do` run ({} for an apply run)."""
+        return next((e for e in self.events if e.get("type") == "do_start"), {})
+
+    @property
+    def head(self) -> dict[str, Any]:
+        """What lists show of a run's start: run_start, or do_start with `do: REQUEST` as playbook."""
+        if self.start or not self.do_start:
+            return self.start
+        first = str(self.do_start.get("request", "")).strip().splitlines() or [""]
+        return {**self.do_start, "playbook": f"do: {first[0]}"}
 
     @property
     def outcome(self) -> str:
