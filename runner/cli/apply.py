@@ -123,18 +123,18 @@ class _ApplyConsole:
         if not self.as_json:
             out(f"{'Resuming' if resuming else 'Applying'} (run {run_id})\n")
 
-    def running(self, the_plan: Any) -> _ApplyDisplay:
-        return _ApplyDisplay(the_plan, as_json=self.as_json, color=self.color)
+    def running(self, the_plan: Any) -> ApplyDisplay:
+        return ApplyDisplay(the_plan, as_json=self.as_json, color=self.color)
 
 
 def _make_fixer(session: Any) -> Any:
     """The LLM fixer (apply builds it only when some step's policy escalates to it)."""
     from runner.llm.fixer import make_fixer
 
-    return make_fixer(session, approve=_approve_fix if sys.stdin.isatty() else None)
+    return make_fixer(session, approve=approve_fix if sys.stdin.isatty() else None)
 
 
-def _approve_fix(fix: Any) -> bool:
+def approve_fix(fix: Any) -> bool:
     """Show an LLM's proposed fix and ask a human to run it."""
     import yaml
 
@@ -145,7 +145,7 @@ def _approve_fix(fix: Any) -> bool:
     return typer.confirm("Run this fix, then retry the step?", default=False)
 
 
-class _ApplyDisplay:
+class ApplyDisplay:
     """Terminal output while applying: every event line for a few hosts; for many, only
     what changed or went wrong, under a live progress bar (hosts x steps done, current step)."""
 
@@ -162,7 +162,7 @@ class _ApplyDisplay:
         self.live = not as_json and sys.stdout.isatty()
         self.human: Any = None  # a person asked at the terminal when a step escalates to one
 
-    def __enter__(self) -> _ApplyDisplay:
+    def __enter__(self) -> ApplyDisplay:
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -110,17 +110,17 @@ class _DoConsole:
         return typer.confirm("Apply these changes?", default=False)
 
     def approve_fix(self, fix: Any) -> bool:
-        from runner.cli.apply import _approve_fix
+        from runner.cli.apply import approve_fix
 
-        return _approve_fix(fix)
+        return approve_fix(fix)
 
     def starting(self, run_id: str) -> None:
         out(f"Applying (run {run_id})\n")
 
     def running(self, plan: Any) -> Any:
-        from runner.cli.apply import _ApplyDisplay
+        from runner.cli.apply import ApplyDisplay
 
-        return _ApplyDisplay(plan, as_json=False, color=self.color)
+        return ApplyDisplay(plan, as_json=False, color=self.color)
 
     def applied(self, outcome: Any) -> None:
         out(formats.recap(outcome.recap, outcome.run_id, "text", color=self.color, events=outcome.events))
