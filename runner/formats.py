@@ -23,8 +23,8 @@ FORMATS: dict[str, dict[Document, Renderer]] = {
     "text": {
         "plan": lambda r, plan, color: r.plan_text(plan, color=color),
         "recap": lambda r, recap, color, run_id, events: r.recap_text(recap, run_id, color=color, events=events),
-        "runs": lambda r, runs, color: r.runs_table(runs),
-        "run": lambda r, run, color: _do().do_timeline(run) if _do().is_do_run(run) else r.run_timeline(run),
+        "runs": lambda r, runs, color: _runs().runs_table(runs),
+        "run": lambda r, run, color: _do().do_timeline(run) if _do().is_do_run(run) else _runs().run_timeline(run),
         "merged": lambda r, doc, color: _merge().merged_text(doc),
     },
     "markdown": {
@@ -35,8 +35,8 @@ FORMATS: dict[str, dict[Document, Renderer]] = {
     "json": {
         "plan": lambda r, plan, color: r.plan_json(plan),
         "recap": lambda r, recap, color, run_id, events: r.recap_json_line(recap, run_id, events=events),
-        "runs": lambda r, runs, color: r.runs_json(runs),
-        "run": lambda r, run, color: r.run_json(run),
+        "runs": lambda r, runs, color: _runs().runs_json(runs),
+        "run": lambda r, run, color: _runs().run_json(run),
         "merged": lambda r, doc, color: json.dumps(doc, indent=2, default=str) + "\n",
         "error": lambda r, exc, color, command: json.dumps(_ci().error_document(command, exc), indent=2) + "\n",
     },
@@ -53,6 +53,12 @@ def _do() -> Any:
     from runner import report_do
 
     return report_do
+
+
+def _runs() -> Any:
+    from runner import report_runs
+
+    return report_runs
 
 
 def _merge() -> Any:

@@ -11,12 +11,11 @@ from typing import Any
 
 from runner import report_conventions as conv
 from runner.fact_names import fact_of
-from runner.journal import RunInfo
 from runner.model import CHANGING, MARKERS, Plan, StepPlan
 from runner.plan import to_json
 from runner.recap import Recap
 from runner.secrets import redact, redact_data
-from runner.tally import EXTRA_COUNTS, STATUSES, escalations, event_counts, handler_runs, host_summary, this_part
+from runner.tally import EXTRA_COUNTS, escalations, event_counts, handler_runs, this_part
 
 _COLORS = {"+": "32", "~": "33", "-": "31", ">": "36", "=": "2", "?": "35", "!": "1;31"}
 _STATUS_COLORS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "blocked": "1;31", "unreachable": "1;31"}
@@ -220,7 +219,7 @@ _RUNGS = {"llm": "the LLM fixer", "human": "a human"}
 _WORD_LIMIT = 300
 
 
-def _s(value: Any, limit: int = _WORD_LIMIT) -> str:
+def clip(value: Any, limit: int = _WORD_LIMIT) -> str:
     """A field as one redacted line (never the text 'None')."""
     if value is None:
         return ""
@@ -230,14 +229,14 @@ def _s(value: Any, limit: int = _WORD_LIMIT) -> str:
 
 def _last(text: Any) -> str:
     lines = [ln for ln in redact(str(text or "")).strip().splitlines() if ln.strip()]
-    return _s(lines[-1], 200) if lines else ""
+    return clip(lines[-1], 200) if lines else ""
 
 
 def _ran(ev: dict[str, Any]) -> str:
     """`$ command -> rc N (0.01s)` for an attempt-like record (attempt, fix, undo, verify)."""
     took = ev.get("duration")
     rc = ev.get("rc")
-    text = f"$ {_s(ev.get('command'))} -> " + (f"rc {rc}" if rc is not None else "no exit code")
+    text = f"$ {clip(ev.get('command'))} -> " + (f"rc {rc}" if rc is not None else "no exit code")
     text += f" ({float(took):.2f}s)" if took is not None else ""
     err = _last(ev.get("stderr_tail")) if ev.get("rc") not in (0, None) else ""
     return text + (f": {err}" if err else "")
@@ -252,22 +251,23 @@ def proposal_lines(steps: Any, *, color: bool = False) -> list[str]:
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         if not isinstance(step, dict):
             continue
-        sid = _s(step.get("id") or f"fix_{i}")
+        sid = clip(step.get("id") or f"fix_{i}")
         kind = next((k for k in step if k not in STEP_COMMON), "?")
         params = step.get(kind)
         command = params if isinstance(params, str) else params.get("command") if isinstance(params, dict) else None
         guarded = isinstance(params, dict) and any(params.get(k) for k in ("creates", "removes", "unless", "only_if"))
-        name = f" ({_s(step['name'], 80)})" if step.get("name") else ""
+        name = f" ({clip(step['name'], 80)})" if step.get("name") else ""
         if isinstance(command, str) and not guarded:
             out += _change_lines("run", sid, f"{kind}{name}", "", (), [("cmd", command)], "", "", True, color)
         else:
             shown = json.dumps(params, default=str, ensure_ascii=False)
             reason = "planned against the host just before it runs"
-            out += _change_lines("unknown", sid, f"{kind} {_s(shown, 160)}{name}", reason, (), [], "", "", False, color)
+            out += _change_lines("unknown", sid, f"{kind} {clip(shown, 160)}{name}", reason, (), [], "", "", False,
+                                 color)
         verify = step.get("verify")
         vcmd = verify if isinstance(verify, str) else verify.get("command") if isinstance(verify, dict) else None
         if isinstance(vcmd, str):
-            out.append(f"      verify: $ {_s(vcmd)}")
+            out.append(f"      verify: $ {clip(vcmd)}")
     return out
 
 
@@ -285,19 +285,19 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
         took = float(ev.get("duration") or 0)
         table = ev.get("table")
         more = [redact(r) for r in str(table).rstrip("\n").split("\n")] if table else []
-        return status, _STATUS_COLORS.get(status, ""), f"{tries} ({took:.2f}s) {_s(ev.get('message'))}".rstrip(), more
+        return status, _STATUS_COLORS.get(status, ""), f"{tries} ({took:.2f}s) {clip(ev.get('message'))}".rstrip(), more
     if t == "retry":
-        text = f"{_s(ev.get('failure'))}, {_s(ev.get('reason'))} in {ev.get('delay')}s"
+        text = f"{clip(ev.get('failure'))}, {clip(ev.get('reason'))} in {ev.get('delay')}s"
     elif t == "escalate":
         rung = str(ev.get("to") or "?")
-        why = _s(ev.get("reason") or ev.get("note")) or "no reason given"
+        why = clip(ev.get("reason") or ev.get("note")) or "no reason given"
         text = f"to {_RUNGS.get(rung, rung)} (rung '{rung}'): {why}"
     elif t == "llm_fix":
-        who = "/".join(x for x in (_s(ev.get("provider")), _s(ev.get("model"))) if x)
+        who = "/".join(x for x in (clip(ev.get("provider")), clip(ev.get("model"))) if x)
         facts = [f"confidence {float(ev.get('confidence') or 0):.2f}"] + ([who] if who else [])
         if ev.get("latency_s") is not None:
             facts.append(f"{float(ev['latency_s']):.2f}s")
-        diagnosis = _s(ev.get("diagnosis")) or "(no diagnosis)"
+        diagnosis = clip(ev.get("diagnosis")) or "(no diagnosis)"
         text = f"{diagnosis} ({', '.join(facts)})"
         steps = ev.get("steps") if isinstance(ev.get("steps"), list) else []
         if ev.get("ok") and steps:
@@ -305,7 +305,7 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
             more += [ln[2:] for ln in proposal_lines(steps, color=color)]
         else:
             label, code = "no fix", "31"
-            more = [f"no fix to run: {_s(ev.get('error')) or 'the fixer gave no usable steps'}"]
+            more = [f"no fix to run: {clip(ev.get('error')) or 'the fixer gave no usable steps'}"]
             if steps:
                 more += [ln[2:] for ln in proposal_lines(steps, color=color)]
     elif t in ("fix_plan", "undo_plan"):  # a fix or undo step, planned just before it runs
@@ -319,13 +319,13 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
                 label, code = f"{label} failed", "31"
         else:
             label, code = f"{label} failed", "31"
-            text = _s(ev.get("error")) or "failed"
+            text = clip(ev.get("error")) or "failed"
     elif t == "llm_fix_result":
         ok = bool(ev.get("ok"))
         label, code = ("fix ran", "32") if ok else ("fix failed", "31")
         text = "the step is tried again" if ok else "the fix did not complete; the step stays failed"
     elif t == "rollback_start":
-        steps = [_s(s) for s in ev.get("steps") or []]
+        steps = [clip(s) for s in ev.get("steps") or []]
         text = f"undoing {', '.join(steps)} (newest first)" if steps else "no changed step has an undo"
     elif t == "undo_end":
         ok = bool(ev.get("ok"))
@@ -334,17 +334,17 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
     elif t == "rollback_end":
         text = "finished"
     elif t == "waiting_for_human":
-        text = f"the run stops for a human; report: {_s(ev.get('report'))}"
+        text = f"the run stops for a human; report: {clip(ev.get('report'))}"
         if ev.get("notify_error"):
-            text += f" (notification failed: {_s(ev.get('notify_error'))})"
+            text += f" (notification failed: {clip(ev.get('notify_error'))})"
     elif t == "human_decision":
-        text = _s(ev.get("choice"))
+        text = clip(ev.get("choice"))
         if ev.get("command"):
-            text += f": $ {_s(ev.get('command'))}"
+            text += f": $ {clip(ev.get('command'))}"
     elif t == "note":
-        text = _s(ev.get("note"))
+        text = clip(ev.get("note"))
     elif t == "blocked":
-        text = _s(ev.get("reason"))
+        text = clip(ev.get("reason"))
     elif t == "verify":
         text = _ran(ev)
         if ev.get("rc") not in (0, None):
@@ -353,30 +353,30 @@ def describe(ev: dict[str, Any], *, color: bool = False) -> tuple[str, str, str,
         label = f"try {ev.get('attempt')}"
         text = _ran(ev)
     elif t == "attempt_error":
-        text = f"try {ev.get('attempt')}: {_s(ev.get('error_type'))}: {_s(ev.get('error'))}"
+        text = f"try {ev.get('attempt')}: {clip(ev.get('error_type'))}: {clip(ev.get('error'))}"
     elif t == "interrupted":
-        text = _s(ev.get("note"))
+        text = clip(ev.get("note"))
     elif t == "artifact":
-        text = f"{_s(ev.get('path'))} ({ev.get('bytes')} bytes)"
+        text = f"{clip(ev.get('path'))} ({ev.get('bytes')} bytes)"
     elif t == "step_done_earlier":
         text = "finished in an earlier part of this run (not run again)"
     elif t == "host_unreachable":
-        text = _s(ev.get("error"))
+        text = clip(ev.get("error"))
     elif t == "plan_diverged":
-        text = f"not as planned: {_s(ev.get('reason'))}"
+        text = f"not as planned: {clip(ev.get('reason'))}"
     elif t == "batch_start":
-        text = ", ".join(_s(h) for h in ev.get("hosts") or [])
+        text = ", ".join(clip(h) for h in ev.get("hosts") or [])
     elif t in ("notify", "handler", "handlers_not_run", "until"):
         text = conv.convention_text(ev)
     else:  # a type this module does not know yet: every field, none hidden
         skip = {"seq", "ts", "type", "host", "step", "instance"}
-        text = ", ".join(f"{k}={_s(v, 120)}" for k, v in ev.items() if k not in skip and v not in (None, ""))
+        text = ", ".join(f"{k}={clip(v, 120)}" for k, v in ev.items() if k not in skip and v not in (None, ""))
     return label, code, text, more
 
 
-def _where(ev: dict[str, Any]) -> str:
-    host = _s(ev.get("host"))
-    inst = _s(ev.get("instance") or ev.get("step"))
+def event_where(ev: dict[str, Any]) -> str:
+    host = clip(ev.get("host"))
+    inst = clip(ev.get("instance") or ev.get("step"))
     return f"{host}  {inst}" if inst else host
 
 
@@ -389,16 +389,16 @@ def event_line(ev: dict[str, Any], *, color: bool = False) -> str | None:
     if ev.get("type") == "batch_start":
         return f"-- batch: {text}"
     sep = "" if ev.get("type") == "step_end" else ":"
-    head = f"  {_c(label.ljust(9), code, color)} {_where(ev)}{sep}{' ' if text and sep else ''}{text}"
+    head = f"  {_c(label.ljust(9), code, color)} {event_where(ev)}{sep}{' ' if text and sep else ''}{text}"
     return "\n".join([head.rstrip(), *("      " + m for m in more)])
 
 
 def _escalation_line(host: str, rec: dict[str, Any]) -> tuple[str, str]:
     """(marker, text) of one escalation in the recap: `~` a step an LLM fix got through, `^` else."""
     rung = str(rec.get("rung") or "?")
-    where = f"{host} {_s(rec.get('instance'))}"
+    where = f"{host} {clip(rec.get('instance'))}"
     status = rec.get("step_status")
-    diagnosis = _s(rec.get("diagnosis"), 160)
+    diagnosis = clip(rec.get("diagnosis"), 160)
     if rung == "llm" and rec.get("fix_ran") and status in ("ok", "changed"):
         return "~", f"{where}: fixed by an LLM fix: {diagnosis}"
     if rung == "llm" and rec.get("fix_ran"):
@@ -406,11 +406,11 @@ def _escalation_line(host: str, rec: dict[str, Any]) -> tuple[str, str]:
     elif rung == "llm" and rec.get("fix_ok"):
         what = f"an LLM fix was proposed ({diagnosis}) but not run"
     elif rung == "llm":
-        what = f"no LLM fix: {_s(rec.get('error'), 160) or 'no answer'}" + (f" ({diagnosis})" if diagnosis else "")
+        what = f"no LLM fix: {clip(rec.get('error'), 160) or 'no answer'}" + (f" ({diagnosis})" if diagnosis else "")
     elif rec.get("waiting"):
         what = "waiting for a human"
     else:
-        what = f"a human chose {_s(rec.get('decision')) or 'nothing'}"
+        what = f"a human chose {clip(rec.get('decision')) or 'nothing'}"
     return "^", f"{where}: escalated to {_RUNGS.get(rung, rung)}: {what}"
 
 
@@ -509,106 +509,6 @@ def recap_json(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None
     }
 
 
-# ---------------------------------------------------------------- runs
-
-
-def runs_table(runs: list[RunInfo]) -> str:
-    if not runs:
-        return "no runs yet\n"
-    out = [f"{'run':28} {'started':24} {'playbook':28} outcome"]
-    for r in runs:
-        s = r.head
-        out.append(f"{r.run_id:28} {str(s.get('ts', ''))[:23]:24} {str(s.get('playbook', ''))[:28]:28} {r.outcome}")
-    return "\n".join(out) + "\n"
-
-
-def runs_json(runs: list[RunInfo]) -> str:
-    """`opsrun runs list --json`: each run's id, start, playbook and outcome."""
-    rows = [
-        {"run_id": r.run_id, "started": r.head.get("ts"), "playbook": r.head.get("playbook"), "outcome": r.outcome}
-        for r in runs
-    ]
-    return json.dumps(rows, indent=2) + "\n"
-
-
-def run_json(run: RunInfo) -> str:
-    """`opsrun runs show --json`: the outcome, per host what the events add up to, every event."""
-    doc = {"run_id": run.run_id, "outcome": run.outcome, "hosts": host_summary(run.events), "events": run.events}
-    return json.dumps(doc, indent=2, default=str) + "\n"
-
-
 def recap_json_line(recap: Recap, run_id: str, *, events: list[dict[str, Any]] | None = None) -> str:
     """The recap as the last line of `apply --json`'s event stream (type `recap`)."""
     return json.dumps({"type": "recap", **recap_json(recap, run_id, events=events)}, default=str) + "\n"
-
-
-def run_timeline(run: RunInfo) -> str:
-    """`opsrun runs show`: every event of the run on its own line(s), then per host the step
-    statuses and what the events add to them (escalations, fixes, undos, rollback)."""
-    s = run.start
-    out = [
-        f"run {run.run_id}: {s.get('playbook', '?')} on {', '.join(s.get('hosts') or [])}",
-        f"started {s.get('ts', '?')} by {s.get('user', '?')}  outcome: {run.outcome}",
-        "",
-    ]
-    t0 = s.get("ts")
-    for ev in run.events:
-        t = ev.get("type")
-        rel = _rel(t0, ev.get("ts"))
-        pad = " " * len(rel)
-        where = _where(ev)
-        if t == "run_start":
-            continue  # the header above
-        if t == "step_start":
-            out.append(f"{rel}  {where}  start ({ev.get('kind')})")
-        elif t == "attempt":
-            out.append(
-                f"{rel}  {where}  try {ev.get('attempt')}: "
-                f"$ {_s(ev.get('command'))}  -> rc {ev.get('rc')} in {ev.get('duration')}s"
-            )
-        elif t == "register":
-            out.append(f"{rel}  {_s(ev.get('host'))}  {_s(ev.get('step'))}  registered (kept for apply --resume)")
-        elif t == "resume":
-            done = [_s(x) for x in ev.get("finished") or []]
-            out.append(f"{rel}  resumed (pid {ev.get('pid')}); finished before: {', '.join(done) or 'none'}")
-        elif t == "step_end":
-            out.append(
-                f"{rel}  {where}  {ev.get('status')} "
-                f"({ev.get('duration')}s, {ev.get('attempts')} tries) {_s(ev.get('message'))}".rstrip()
-            )
-        elif t == "run_end":
-            out.append(f"{rel}  run end: {ev.get('outcome')} {json.dumps(ev.get('totals', {}))}")
-        else:
-            d = describe(ev)
-            if d is None:  # pragma: no cover - every folded type is handled above
-                continue
-            label, _code, text, more = d
-            where = _where(ev)
-            out.append(f"{rel}  {where + '  ' if where else ''}{label}: {text}")
-            out.extend(f"{pad}    {m}" for m in more)
-        if t in ("attempt", "fix", "undo", "verify"):
-            for stream in ("stdout_tail", "stderr_tail"):
-                tail = redact(str(ev.get(stream) or "")).strip().splitlines()[-3:]
-                out.extend(f"{pad}      | {line}" for line in tail)
-    summary = host_summary(run.events)
-    if summary:
-        out.append("")
-    for host, c in summary.items():
-        parts = [f"{c[k]} {k}" for k in STATUSES if c.get(k)]
-        parts += [f"{c[k]} {k.replace('_', ' ')}" for k in ("escalated", "fixed", "undone", "undo_failed") if c.get(k)]
-        if c.get("rolled_back"):
-            parts.append("rolled back")
-        out.append(f"{host}: {', '.join(parts) or 'nothing ran'}")
-    if run.end is None:
-        out.append("(no run_end event: the run was interrupted or is still going)")
-    return "\n".join(out) + "\n"
-
-
-def _rel(t0: Any, t: Any) -> str:
-    from datetime import datetime
-
-    try:
-        d = (datetime.fromisoformat(str(t)) - datetime.fromisoformat(str(t0))).total_seconds()
-        return f"+{d:7.3f}s"
-    except (TypeError, ValueError):
-        return "        "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import formats, report
+from runner import formats, report_runs
 from runner.errors import InvalidInput
 from runner.journal import RunInfo
 
@@ -35,8 +35,8 @@ def test_the_choices_of_each_document_come_from_the_table() -> None:
 
 def test_each_format_renders_through_the_report() -> None:
     run = RunInfo("r1", Path("."), EVENTS)
-    assert formats.run(run, "text") == report.run_timeline(run)
-    assert formats.runs([run], "text") == report.runs_table([run])
+    assert formats.run(run, "text") == report_runs.run_timeline(run)
+    assert formats.runs([run], "text") == report_runs.runs_table([run])
     shown = json.loads(formats.run(run, "json"))
     assert shown["run_id"] == "r1" and shown["outcome"] == "ok" and shown["hosts"]["h1"]["changed"] == 1
     listed = json.loads(formats.runs([run], "json"))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runner import report
+from runner import report, report_runs
 from runner.journal import RunInfo
 
 pytestmark = [pytest.mark.usefixtures("network_audit")]
@@ -341,7 +341,7 @@ def test_every_apply_event_type_has_a_console_and_a_timeline_line() -> None:
             continue
         assert line and "None" not in line, (ev["type"], line)
     assert "no LLM fixer available" in (report.event_line(events[6]) or "")
-    timeline = report.run_timeline(RunInfo("r", Path("."), [
+    timeline = report_runs.run_timeline(RunInfo("r", Path("."), [
         {"seq": 0, "ts": "2026-12-03T10:00:00+00:00", "type": "run_start", "hosts": ["h1"]}, *events]))
     assert "None" not in timeline
     body = timeline.splitlines()[3:]

@@ -90,19 +90,19 @@ def validate(project: Project, *, text: str | None = None, path: str | None = No
 
 def runs(project: Project, limit: int = 20) -> list[dict[str, Any]]:
     """The last `limit` runs, newest first, as `opsrun runs list --json` lists them."""
-    from runner import journal, report
+    from runner import journal, report_runs
 
-    rows: list[dict[str, Any]] = json.loads(report.runs_json(journal.list_runs(project.state)))
+    rows: list[dict[str, Any]] = json.loads(report_runs.runs_json(journal.list_runs(project.state)))
     return list(reversed(rows))[: max(limit, 0)]
 
 
 def run(project: Project, run_id: str) -> dict[str, Any]:
     """One run, as `opsrun runs show --json` shows it (outcome, per-host summary, events)."""
-    from runner import journal, report
+    from runner import journal, report_runs
 
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise InvalidInput(f"no run '{run_id}'")
-    doc: dict[str, Any] = json.loads(report.run_json(journal.get_run(run_id, project.state)))
+    doc: dict[str, Any] = json.loads(report_runs.run_json(journal.get_run(run_id, project.state)))
     return redact_data(doc)
 
 
