@@ -110,7 +110,7 @@ class _DoConsole:
         return typer.confirm("Apply these changes?", default=False)
 
     def approve_fix(self, fix: Any) -> bool:
-        from runner.cli.apply import _approve_fix
+        from runner.cli.apply_run import _approve_fix
 
         return _approve_fix(fix)
 
@@ -118,7 +118,7 @@ class _DoConsole:
         out(f"Applying (run {run_id})\n")
 
     def running(self, plan: Any) -> Any:
-        from runner.cli.apply import _ApplyDisplay
+        from runner.cli.apply_run import _ApplyDisplay
 
         return _ApplyDisplay(plan, as_json=False, color=self.color)
 
