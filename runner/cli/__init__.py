@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             code = typer_app.run(argv)
     except CommandExit as stop:
         code = stop.code
-    except BaseException as exc:
+    except BaseException as exc:  # each kind its message and exit code; the rest goes on
         _fail(exc)
     _finish(code if isinstance(code, int) else EXIT_OK)
 
