@@ -161,4 +161,5 @@ def test_fast_and_typer_paths_answer_alike(tmp_path: Path, command: list[str]) -
 def _mask_ids(text: str) -> str:
     import re
 
+    text = re.sub(r"\b\d+\.\d+s\b", "Ts", text)  # durations
     return re.sub(r"\b\d{8}T?\d{6}\S*|\b[0-9a-f]{8,}\b", "ID", text)
