@@ -298,7 +298,15 @@ def _schema_diagnostics(doc: Document, name: str) -> list[Diagnostic]:
         return [doc.diag((), f"a {shown} must be a mapping of keys to values, got {got}",
                          hint="see docs/reuse.md for step files" if name == "steps"
                          else "see docs/playbooks.md for the format")]
+    from runner import schema_cache
+
+    remembered = schema_cache.key(name, _schema(name), doc.data)
+    if schema_cache.known(remembered):
+        return []
     translator = _Translator(doc, _schema(name), shown)
     for err in _validator(name).iter_errors(doc.data):
         translator.add(err)
-    return translator.diagnostics()
+    diags = translator.diagnostics()
+    if not diags:
+        schema_cache.remember(remembered)
+    return diags

@@ -1,84 +1,81 @@
-"""The `opsrun` command line: `app` (typer) with every command, by topic in this package, and
-`main`, the only place that exits. Imports nothing heavy at start-up: commands import inside.
+"""The `opsrun` command line: `main`, the only place that exits; the typer app (runner.cli.typer_app)
+with every command, or `plan`/`apply` read straight (runner.cli.fast). Imports no typer itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated, NoReturn
+from typing import Any, NoReturn
 
-import typer
-
-try:  # typer >= 0.20 vendors click; older versions use the click package
-    from typer._click.exceptions import ClickException, UsageError
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
-
-from runner.cli import apply, approve, author, do, gateway, info, init, inventory, jobs, plan, runs, serve, validate
-from runner.cli.output import err, error_text
+from runner.cli.output import CommandExit, err, error_text
 from runner.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, OpsrunError
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success / no changes, 1 error, 2 changes present (plan --detailed-exitcode), "
-    "3 stopped waiting for a human, 4 invalid input."
-)
 
-app = typer.Typer(
-    name="opsrun",
-    help="Run declarative YAML playbooks on servers (SSH), Proxmox VE and Android (ADB): "
-    "validate, plan (exact previews), apply (with retry and escalation).\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion (typer's, no heavy import)
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-# the order `--help` lists them
-for topic in (init, validate, plan, apply, do, approve, jobs, inventory, info, author, runs, gateway, serve):
-    topic.register(app)
+def __getattr__(name: str) -> Any:
+    """`runner.cli.app` (the typer app) and its EXIT_CODES_HELP, built when first asked for."""
+    if name in ("app", "EXIT_CODES_HELP"):
+        from runner.cli import typer_app
 
-
-@app.callback()
-def _options(
-    version: Annotated[
-        bool, typer.Option("--version", "-V", is_eager=True, callback=info.print_version,
-                           help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Options before the command (`opsrun --version`)."""
+        return getattr(typer_app, name)
+    raise AttributeError(f"module 'runner.cli' has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning our errors into messages and exit codes."""
-    command = typer.main.get_command(app)
+    """Entry point: run the command (typer's app, or the fast path for a plain `plan`/`apply`
+    command line), turning our errors into messages and exit codes."""
+    from runner.cli.fast import runner_for
+
     try:
-        code = command.main(args=argv, prog_name="opsrun", standalone_mode=False)
-    except OpsrunError as exc:
+        fast = runner_for(list(sys.argv[1:] if argv is None else argv))
+        if fast is not None:
+            code = fast()
+        else:
+            from runner.cli import typer_app
+
+            code = typer_app.run(argv)
+    except CommandExit as stop:
+        code = stop.code
+    except BaseException as exc:  # each kind its message and exit code; the rest goes on
+        _fail(exc)
+    _finish(code if isinstance(code, int) else EXIT_OK)
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """An exception out of a command as its message and exit code; an unknown one goes on."""
+    if isinstance(exc, OpsrunError):
         err(error_text(exc))
         _finish(exc.exit_code)
-    except typer.Abort:
-        err("aborted")
-        _finish(EXIT_ERROR)
-    except UsageError as exc:
-        err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
-        _finish(EXIT_INVALID)
-    except ClickException as exc:
-        err(f"error: {exc.format_message()}")
-        _finish(EXIT_INVALID)
-    except KeyboardInterrupt:
+    if "typer" in sys.modules:  # only typer raises these (its parser, its prompts)
+        from typer import Abort
+
+        try:  # typer >= 0.20 vendors click; older versions use the click package
+            from typer._click.exceptions import ClickException, UsageError
+        except ImportError:  # pragma: no cover
+            from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+        if isinstance(exc, Abort):
+            err("aborted")
+            _finish(EXIT_ERROR)
+        if isinstance(exc, UsageError):
+            err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
+            _finish(EXIT_INVALID)
+        if isinstance(exc, ClickException):
+            err(f"error: {exc.format_message()}")
+            _finish(EXIT_INVALID)
+    if isinstance(exc, KeyboardInterrupt):
         err("interrupted")
         _finish(130)
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         _finish(EXIT_ERROR)
-    except RecursionError:  # last resort: the loaders bound depth, this must never show a traceback
+    if isinstance(exc, RecursionError):  # last resort: the loaders bound depth, never a traceback
         err("error: the input is nested too deeply to process\n  hint: flatten the data "
-             "(docs/playbooks.md, Input limits)")
+            "(docs/playbooks.md, Input limits)")
         _finish(EXIT_INVALID)
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         err("error: out of memory while processing the input\n  hint: the input is too large "
-             "(docs/playbooks.md, Input limits)")
+            "(docs/playbooks.md, Input limits)")
         _finish(EXIT_INVALID)
-    _finish(code if isinstance(code, int) else EXIT_OK)
+    raise exc
 
 
 def _finish(code: int) -> NoReturn:

@@ -9,21 +9,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from runner.cli.output import err, error_text, out
 from runner.errors import HumanNeeded, OpsrunError
 
 if TYPE_CHECKING:
     from runner.errors import Diagnostic
-
-JunitOpt = Annotated[
-    str | None,
-    typer.Option("--junit", metavar="FILE", help="Also write a JUnit XML report here (CI test reports).",
-                 show_default=False),
-]
 
 
 def github_actions() -> bool:

@@ -110,7 +110,7 @@ class _DoConsole:
         return typer.confirm("Apply these changes?", default=False)
 
     def approve_fix(self, fix: Any) -> bool:
-        from runner.cli.apply import approve_fix
+        from runner.cli.apply_run import approve_fix
 
         return approve_fix(fix)
 
@@ -118,7 +118,7 @@ class _DoConsole:
         out(f"Applying (run {run_id})\n")
 
     def running(self, plan: Any) -> Any:
-        from runner.cli.apply import ApplyDisplay
+        from runner.cli.apply_run import ApplyDisplay
 
         return ApplyDisplay(plan, as_json=False, color=self.color)
 

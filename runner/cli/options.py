@@ -37,3 +37,8 @@ ShardOpt = Annotated[
                       "default: GitLab's CI_NODE_INDEX/CI_NODE_TOTAL, or JOB_COMPLETION_INDEX with "
                       "OPSRUN_SHARD_TOTAL)."),
 ]
+JunitOpt = Annotated[
+    str | None,
+    typer.Option("--junit", metavar="FILE", help="Also write a JUnit XML report here (CI test reports).",
+                 show_default=False),
+]

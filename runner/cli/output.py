@@ -9,13 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import typer
-
 from runner.errors import OpsrunError
 from runner.secrets import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+class CommandExit(Exception):
+    """A command ends with this exit code (raised where a plain return cannot reach)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def out(text: str) -> None:
@@ -42,6 +48,8 @@ def user_errors(prefix: str = "error: ") -> Iterator[None]:
     try:
         yield
     except OpsrunError as exc:
+        import typer
+
         err(redact(error_text(exc, prefix)))
         raise typer.Exit(exc.exit_code) from None
 

@@ -1,20 +1,25 @@
-"""`opsrun plan`: the dry run (what would change on each host, exact commands and diffs),
-optionally saved for `apply FILE`. Imports no apply or llm module; the planner loads inside the command.
+"""`opsrun plan`: its command-line signature for typer; the run itself is runner.cli.plan_run
+(which runner.cli.main also calls straight, without typer). Imports no apply or llm module.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from runner import formats
-from runner.cli.ci import JunitOpt, failure_documents, write_junit
-from runner.cli.options import ForksOpt, InventoryOpt, JsonOpt, LimitOpt, ShardOpt, SkipTagsOpt, TagsOpt, VarOpt
-from runner.cli.output import err, out
-from runner.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, OpsrunError
+from runner.cli.options import (
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    JunitOpt,
+    LimitOpt,
+    ShardOpt,
+    SkipTagsOpt,
+    TagsOpt,
+    VarOpt,
+)
 
 
 def plan(
@@ -38,60 +43,10 @@ def plan(
     junit: JunitOpt = None,
 ) -> None:
     """Dry run: what would change on each host, with the exact commands and diffs."""
-    import os
+    from runner.cli.plan_run import run_plan
 
-    from runner import report
-    from runner import shard as shards
-    from runner.planner import make_plan
-    from runner.session import open_session, select_hosts, split_names
-
-    if as_json:
-        fmt = "json"
-    formats.check(fmt, "plan")
-    with failure_documents("plan", fmt, junit):
-        part = shards.resolve(shard, os.environ)
-        with open_session(playbook, inventory, var) as session:
-            selected = select_hosts(session.inventory, session.playbook, limit)
-            for d in session.inventory.warnings:  # Ansible variables with no equivalent, Proxmox sources
-                err(d.render())
-            hosts = shards.select(selected, part)
-            if part is not None:
-                err(shards.note(part, hosts, selected))
-            the_plan, _ = make_plan(
-                session,
-                hosts,
-                tags=split_names(tags),
-                skip_tags=split_names(skip_tags),
-                offline=offline,
-                forks=forks,
-                limit=limit,
-            )
-            the_plan.shard = str(part) if part else None
-        if out_file:
-            _save_plan(Path(out_file), report.plan_json(the_plan))
-    if junit:
-        from runner.ci_report import junit_plan
-        from runner.plan import to_json
-
-        write_junit(junit, junit_plan(to_json(the_plan)))
-    out(formats.plan(the_plan, fmt, color=report.use_color(sys.stdout)))
-    if out_file and fmt == "text":  # the machine formats stay one document
-        out(f"Saved plan to {out_file}; apply it exactly with: opsrun apply {out_file}\n")
-    if the_plan.unreachable:
-        raise typer.Exit(EXIT_ERROR)
-    if detailed_exitcode and the_plan.has_changes:
-        raise typer.Exit(EXIT_CHANGES)
-    raise typer.Exit(EXIT_OK)
-
-
-def _save_plan(path: Path, text: str) -> None:
-    """A saved plan holds diffs of private files: written 0600, atomically."""
-    from runner.files import write_private
-
-    try:
-        write_private(path, text.encode())
-    except OSError as exc:
-        raise OpsrunError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
+    raise typer.Exit(run_plan(playbook, inventory, var, limit, shard, tags, skip_tags, forks, offline, out_file,
+                              fmt, as_json, detailed_exitcode, junit))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from runner import formats
-from runner.cli.ci import JunitOpt, failure_documents, write_junit
-from runner.cli.options import JsonOpt
+from runner.cli.ci import failure_documents, write_junit
+from runner.cli.options import JsonOpt, JunitOpt
 from runner.cli.output import out
 from runner.errors import EXIT_ERROR, EXIT_OK
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from runner.cli.ci import JunitOpt, annotate, write_junit
-from runner.cli.options import InventoryOpt, JsonOpt, VarOpt
+from runner.cli.ci import annotate, write_junit
+from runner.cli.options import InventoryOpt, JsonOpt, JunitOpt, VarOpt
 from runner.cli.output import err, out
 from runner.errors import EXIT_INVALID, EXIT_OK, Diagnostic, OpsrunError
 
