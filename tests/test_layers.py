@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
-HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko")
+HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko", "mcp", "fastapi", "uvicorn", "starlette")
 
 
 def _layer(module: str) -> int:
@@ -128,15 +128,17 @@ def test_report_imports_nothing_from_apply_even_for_types() -> None:
     assert not [n for n in names if n == "runner.apply" or n.startswith("runner.apply.")], names
 
 
-@pytest.mark.parametrize("command", ["validate", "plan"])
+@pytest.mark.parametrize("command", ["validate", "plan", "--help", "mcp --help"])
 def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: Path) -> None:
     """On a local-only playbook, `validate` and `plan` import no litellm, proxmoxer, adbutils,
-    fabric or paramiko (they load only when a playbook's hosts need them)."""
+    fabric or paramiko (they load only when a playbook's hosts need them), and no serving
+    library (mcp, fastapi, uvicorn, starlette); nor does `--help`, even of `opsrun mcp`."""
+    argv = command.split() if command.endswith("--help") else [command, str(ROOT / "playbooks" / "hello.yaml")]
     code = (
         "import sys\n"
         "from runner.cli import main\n"
         "try:\n"
-        f"    main([{command!r}, {str(ROOT / 'playbooks' / 'hello.yaml')!r}])\n"
+        f"    main({argv!r})\n"
         "except SystemExit:\n"
         "    pass\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"

@@ -15,7 +15,7 @@ try:  # typer >= 0.20 vendors click; older versions use the click package
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
-from runner.cli import apply, author, gateway, info, init, inventory, plan, runs, validate
+from runner.cli import apply, author, gateway, info, init, inventory, mcp, plan, runs, validate
 from runner.cli.output import err, error_text
 from runner.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, OpsrunError
 
@@ -33,7 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for topic in (init, validate, plan, apply, inventory, info, author, runs, gateway):  # the order `--help` lists them
+# the order `--help` lists them
+for topic in (init, validate, plan, apply, inventory, info, author, runs, gateway, mcp):
     topic.register(app)
 
 
