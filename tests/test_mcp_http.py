@@ -20,12 +20,14 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from tests.mcp_flow import ROOT, drive, free_port, make_project, server_env, wait_listening
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+@pytest.fixture(params=["alone", "mounted"])
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, Path]]:
+    """The app served alone, or mounted at /mcp inside a Starlette app (as opsrun serve does)."""
     project, out = make_project(tmp_path)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mcp_http_server.py"), str(project), str(port)],
-                            env=server_env(), cwd=str(ROOT), stderr=subprocess.PIPE, text=True)
+    extra = ["--mounted"] if request.param == "mounted" else []
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mcp_http_server.py"), str(project), str(port),
+                             *extra], env=server_env(), cwd=str(ROOT), stderr=subprocess.PIPE, text=True)
     try:
         try:
             wait_listening(port)
@@ -65,14 +67,19 @@ def test_http_tokens_and_roles(served: tuple[str, Path, Path]) -> None:
              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                         "clientInfo": {"name": "t", "version": "0"}}}
     headers = {"Accept": "application/json, text/event-stream"}
-    assert httpx.post(url, json=hello, headers=headers, timeout=10).status_code == 401
-    bad = httpx.post(url, json=hello, headers={**headers, "Authorization": "Bearer nope"}, timeout=10)
+
+    def post(**more: str) -> httpx.Response:  # mounted: /mcp answers 307 to /mcp/
+        return httpx.post(url, json=hello, headers={**headers, **more}, timeout=10, follow_redirects=True)
+
+    assert post().status_code == 401
+    bad = post(Authorization="Bearer nope")
     assert bad.status_code == 401 and "bearer" in bad.headers.get("www-authenticate", "").lower()
-    none = httpx.post(url, json=hello, headers={**headers, "Authorization": "Bearer tok-none"}, timeout=10)
-    assert none.status_code == 403
-    evil = httpx.post(url, json=hello, headers={**headers, "Authorization": "Bearer tok-read",
-                                                "Host": "evil.example:80"}, timeout=10)
+    assert "nope" not in bad.text
+    assert post(Authorization="Bearer tok-none").status_code == 403
+    evil = httpx.post(url.rstrip("/") + "/", json=hello, timeout=10,
+                      headers={**headers, "Authorization": "Bearer tok-read", "Host": "evil.example:80"})
     assert evil.status_code in (400, 421), evil.status_code  # DNS rebinding: only loopback Host headers
+    assert post(Authorization="Bearer tok-read").status_code == 200
 
     async def reader(session: ClientSession) -> None:
         await session.initialize()
