@@ -157,8 +157,7 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
             out: dict[str, Any] = {"job": job.to_json(), "approved_by": appr.approver, "approval": how}
             if job.state in FINISHED and job.run_id:
                 out["run"] = _run_summary(ops.run(project, job.run_id))
-            out["next"] = (f"Finished: {job.state}." if job.state in FINISHED
-                           else f"Still {job.state}: call `job` with job_id '{job.id}' to follow it.")
+            out["next"] = _job_next(job.state, job.id, job.error)
             return out
 
         return await call(ctx, caller, "apply", go)
@@ -184,6 +183,7 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
             out: dict[str, Any] = {"job": j.to_json(), "events": events[-200:], "more_events": len(events) > 200}
             if j.state in FINISHED and j.run_id:
                 out["run"] = _run_summary(ops.run(project, j.run_id))
+            out["next"] = _job_next(j.state, j.id, j.error)
             return out
 
         return await call(ctx, caller, "read", show)
@@ -244,6 +244,16 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
         validated (and repaired) until it passes, nothing is written or run. Returns {"playbook"
         (YAML text), "ok", "errors", "rounds"}; then `plan` it with playbook=<that text>."""
         return await call(ctx, caller, "plan", lambda actor: ops.author(project, request, inventory=inventory))
+
+
+def _job_next(state: str, job_id: str, error: str | None) -> str:
+    if state == "succeeded":
+        return "Finished: succeeded. `run` shows what changed per host."
+    if state == "human":
+        return f"Stopped waiting for a person: {error or 'see the job events'}. Tell the person; do not retry."
+    if state in FINISHED:
+        return f"Finished: {state}" + (f" ({error})" if error else "") + ". `job` and `run` show the events."
+    return f"Still {state}: call `job` with job_id '{job_id}' (and wait_seconds) to follow it."
 
 
 def _approval_json(appr: Any) -> dict[str, Any] | None:
