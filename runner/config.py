@@ -52,15 +52,19 @@ def _local_host(name: str = "local") -> Host:
     return Host(name=name, transport="local")
 
 
+EMBEDDED_INVENTORY_NAME = "<embedded inventory>"  # the file name a plan records for it: naming it loads it
+
+
 def load_inventory(path: str | None) -> Inventory:
     """Load the inventory: `path`, else ./inventory.yaml, else the embedded default
-    (which holds `local`). `local` always exists, like Ansible's implicit localhost.
+    (which holds `local`; `path` EMBEDDED_INVENTORY_NAME asks for it whatever the folder).
+    `local` always exists, like Ansible's implicit localhost.
     `path` may be an opsrun inventory, an Ansible INI or YAML inventory, an executable
     (dynamic) inventory, an inventory folder or `host1,host2,` (runner/inventory/)."""
     if path is None and Path("inventory.yaml").is_file():
         path = "inventory.yaml"
-    if not path:
-        return build_inventory(load.parse(EMBEDDED_INVENTORY, "<embedded inventory>"))
+    if not path or path == EMBEDDED_INVENTORY_NAME:
+        return build_inventory(load.parse(EMBEDDED_INVENTORY, EMBEDDED_INVENTORY_NAME))
     from runner import inventory as formats
     from runner.inventory import build
 

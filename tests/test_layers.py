@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge"),
+    ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge",
+     "runner.validation"),  # validation: what validate finds in one document (cli and service share it)
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
     ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit

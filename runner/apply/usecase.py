@@ -50,6 +50,10 @@ class ApplyRequest:
     shard: str | None = None  # --shard I/N, for a playbook only (a saved plan or a resumed run keeps its own)
     env: Mapping[str, str] = field(default_factory=dict)  # where CI engines name the shard (GitLab, Kubernetes)
     run_group: str | None = None  # --run-id: the id the shards of one run share (default: the CI pipeline's)
+    state: Path | None = None  # the state folder (journal, lock); None: OPSRUN_STATE_DIR or ./.opsrun
+    # with resume: the saved plan the run was approved under (the job queue's); the steps not
+    # yet done must still match it, as a saved plan's do (drift refused, strict)
+    bound_plan: str | None = None
 
 
 class RunView(Protocol):
@@ -91,13 +95,14 @@ class ApplyOutcome:
     events: list[dict[str, Any]]
     waiting: Evidence | None = None
     interactive: bool = True
+    state: Path | None = None
 
     def human_needed(self) -> HumanNeeded | None:
         """The error that says which human decision the run waits for (None: it does not)."""
         if self.waiting is None:
             return None
         w = self.waiting
-        report_path = journals.state_dir() / "runs" / self.run_id / "escalation.md"
+        report_path = (self.state or journals.state_dir()) / "runs" / self.run_id / "escalation.md"
         return HumanNeeded(self.run_id, str(report_path), f"step '{w.instance}' on {w.host}: {w.reason}",
                            interactive=self.interactive)
 
@@ -107,9 +112,12 @@ def apply(
     ui: ApplyUI,
     *,
     make_fixer: FixerFactory | None = None,
+    stop: threading.Event | None = None,
 ) -> ApplyOutcome:
     """Plan (and check a saved plan), confirm, run, journal; the recap and the run's events.
-    `make_fixer(session)` builds the LLM fixer when some step's policy escalates to it."""
+    `make_fixer(session)` builds the LLM fixer when some step's policy escalates to it;
+    `stop` set from elsewhere (a job cancelled) stops the run as a first Ctrl-C does."""
+    root = req.state
     saved: SavedPlan | None = None
     done: Done = {}
     limit, tags, skip_tags = req.limit, split_names(req.tags), split_names(req.skip_tags)
@@ -121,17 +129,15 @@ def apply(
                 "--resume continues a run with its own playbook, inventory and options",
                 hint=f"opsrun apply --resume {req.resume}",
             )
-        session, run_id, done, opts = resume_session(req.resume, req.inventory, ui, req.interactive)
+        session, run_id, done, opts = resume_session(req.resume, req.inventory, ui, req.interactive, root=root)
+        if req.bound_plan:
+            saved = _read_plan_file(req.bound_plan)
         limit, tags, skip_tags = opts.get("limit"), split_names(opts.get("tags")), split_names(opts.get("skip_tags"))
-        part, keep = _kept_shard(journals.get_run(run_id).start, f"run {run_id}")
+        part, keep = _kept_shard(journals.get_run(run_id, root).start, f"run {run_id}")
     elif req.target is None:
         raise InvalidInput("apply needs a playbook, a saved plan file, or --resume RUN_ID")
     elif req.target.endswith(".json"):
-        try:
-            text = Path(req.target).read_text()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read plan file {req.target}: {exc.strerror or exc}") from None
-        saved = planmod.read_saved(text, req.target)
+        saved = _read_plan_file(req.target)
         opts = saved.data.get("options") or {}
         if req.variables or req.limit or req.tags or req.skip_tags or req.shard:
             raise InvalidInput(
@@ -148,18 +154,27 @@ def apply(
         part = shards.resolve(req.shard, req.env)
         session = open_session(req.target, req.inventory, list(req.variables))
         run_id = new_run_id()
-    lock = StateLock(run_id)
+    lock = StateLock(run_id, root)
     with session, lock:
         if lock.stale_note:
             ui.stale_lock(lock.stale_note)
         recap, waiting = _apply_locked(
             session, run_id, saved, done, lock, ui, make_fixer,
-            target=req.target or "", limit=limit, tags=tags, skip_tags=skip_tags, forks=req.forks,
+            target=req.target or req.bound_plan or "", limit=limit, tags=tags, skip_tags=skip_tags, forks=req.forks,
             allow_drift=req.allow_drift, interactive=req.interactive, shard=part, keep=keep,
             group=shards.run_group(req.run_group, req.env) if (part or req.run_group) else None,
+            root=root, external_stop=stop,
         )
     # the recap counts fixes and undos from the events
-    return ApplyOutcome(run_id, recap, journal_events(run_id), waiting, req.interactive)
+    return ApplyOutcome(run_id, recap, journal_events(run_id, root), waiting, req.interactive, root)
+
+
+def _read_plan_file(path: str) -> SavedPlan:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read plan file {path}: {exc.strerror or exc}") from None
+    return planmod.read_saved(text, path)
 
 
 def _kept_shard(doc: Mapping[str, Any], what: str) -> tuple[shards.Shard | None, Collection[str] | None]:
@@ -171,19 +186,19 @@ def _kept_shard(doc: Mapping[str, Any], what: str) -> tuple[shards.Shard | None,
     return shards.parse(str(label), what), frozenset(str(h) for h in doc.get("hosts") or [])
 
 
-def journal_events(run_id: str) -> list[dict[str, Any]]:
+def journal_events(run_id: str, root: Path | None = None) -> list[dict[str, Any]]:
     """The run's journaled events ([] when it cannot be read back)."""
     try:
-        return journals.get_run(run_id).events
+        return journals.get_run(run_id, root).events
     except OpsrunError:
         return []
 
 
 def resume_session(
-    run_id: str, inventory: str | None, ui: ApplyUI, interactive: bool = True
+    run_id: str, inventory: str | None, ui: ApplyUI, interactive: bool = True, *, root: Path | None = None
 ) -> tuple[Session, str, Done, dict[str, Any]]:
     """The session, run id, finished steps and options of a run to continue."""
-    run = journals.get_run(run_id)
+    run = journals.get_run(run_id, root)
     start = run.start
     if not start:
         raise InvalidInput(f"run {run.run_id} has no run_start event: nothing to resume")
@@ -209,6 +224,10 @@ _REMOTE_GROUP_ALIVE = (
     "echo \"$procs\" | awk '$1 == PGID && $2 !~ /^Z/ {a = 1} END {print (a ? \"alive\" : \"gone\")}'; "
     "else echo alive; fi"
 )
+
+
+class StillRunning(OpsrunError):
+    """A resume refused because a process of the stopped run's last step still runs."""
 
 
 def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI, interactive: bool = True) -> None:
@@ -243,7 +262,7 @@ def refuse_if_still_running(run: RunInfo, session: Session, ui: ApplyUI, interac
             ui.note(f"note: {what} was running a command on {p.get('remote') or p.get('host')} when the run "
                     "stopped; opsrun cannot see whether it still runs there: check before it runs again")
     if alive:
-        raise OpsrunError(
+        raise StillRunning(
             f"not resuming run {run.run_id}: the step it stopped in may still be running\n  "
             + "\n  ".join(alive),
             hint=f"wait for it to end (or stop it), then: {resume_command(run.run_id, interactive=interactive)}",
@@ -269,6 +288,8 @@ def _apply_locked(
     shard: shards.Shard | None = None,
     group: str | None = None,
     keep: Collection[str] | None = None,
+    root: Path | None = None,
+    external_stop: threading.Event | None = None,
 ) -> tuple[Recap, Evidence | None]:
     """Plan (and check a saved plan), confirm, run, journal. Returns (recap, evidence if waiting for a human).
     `shard`: only its hosts of the selection (after --limit); `keep`: exactly these (a saved shard)."""
@@ -281,13 +302,13 @@ def _apply_locked(
     the_plan, host_plans = make_plan(session, hosts, tags=tags, skip_tags=skip_tags, forks=forks, limit=limit)
     the_plan.shard = str(shard) if shard else None
     if saved is not None:
-        check_saved(saved, the_plan, session, target, allow_drift)
+        check_saved(saved, the_plan, session, target, allow_drift, done=done)
     ui.planned(the_plan)
     if saved is None and the_plan.has_changes:
         ui.confirm(the_plan)
-    journal = Journal(run_id)
+    journal = Journal(run_id, root)
     session.on_spawn = lambda info: journal.note("process", **info)  # what resume must check
-    stop = threading.Event()
+    stop = external_stop if external_stop is not None else threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -369,9 +390,12 @@ def _apply_locked(
             signal.signal(signum, handler)
 
 
-def check_saved(saved: SavedPlan, the_plan: Plan, session: Session, target: str, allow_drift: bool) -> None:
+def check_saved(
+    saved: SavedPlan, the_plan: Plan, session: Session, target: str, allow_drift: bool, done: Done | None = None
+) -> None:
     """A saved plan applies only to the inputs it was made from, and (without --allow-drift)
-    only while each step would still do what the plan file says."""
+    only while each step would still do what the plan file says (`done`: the steps a resumed
+    run finished before, which need not)."""
     problems = planmod.check_inputs(saved, session.playbook.digest, session.inventory.digest, session.cli_vars)
     if problems:
         raise DriftError(
@@ -380,6 +404,8 @@ def check_saved(saved: SavedPlan, the_plan: Plan, session: Session, target: str,
         )
     drifted = []
     for sp in the_plan.steps:
+        if done and (sp.host, sp.step_id) in done:
+            continue
         s = saved.step(sp.host, sp.instance)
         why = "not in the saved plan" if s is None else planmod.drift(s, sp)
         if s is not None and (s.get("status") == "unknown" or sp.conditional_on or sp.change.read_only):

@@ -72,8 +72,7 @@ def _check(
     paths: list[str], inventory: str | None, var: list[str] | None, skip_other: bool
 ) -> tuple[Results, list[dict[str, Any]], list[Diagnostic]]:
     """Every file checked: its errors, the `files` entries of the JSON document, warnings."""
-    from runner import config, load, offline, schema
-    from runner.inventory.ansible import looks_like_ansible_yaml
+    from runner import config, load, validation
 
     files = load.yaml_files(paths)
     results: Results = []
@@ -101,34 +100,10 @@ def _check(
             results.append((str(f), _located(exc, str(f))))
             checked.append({"file": str(f), "kind": None, "valid": False})
             continue
-        kind = schema.detect(doc)
-        if kind is None and looks_like_ansible_yaml(doc.data):  # an Ansible inventory: read as -i reads it
-            found = config.check_inventory(str(f))
-            errors = [d for d in found if d.severity == "error"]
-            warnings += [d for d in found if d.severity != "error"]
-            results.append((str(f), errors))
-            checked.append({"file": str(f), "kind": "inventory", "valid": not errors})
-            continue
-        if kind is None:
-            if str(f) in explicit:
-                results.append((str(f), [Diagnostic(
-                    str(f), 1, 1, "not an opsrun playbook, inventory or gateway file",
-                    hint="a playbook has 'opsrun: 1' and 'steps:'; pass --skip-other to skip other YAML",
-                )]))
-            checked.append({"file": str(f), "kind": None, "valid": str(f) not in explicit})
-            continue
-        try:
-            if kind == "playbook":
-                found = offline.validate_playbook(doc, inv, cli_vars)
-                if not found and inv is not None:
-                    warnings += _conflicts(doc, inv, cli_vars)
-            elif kind == "inventory":
-                found = schema.validate_inventory(doc)
-            else:
-                found = schema.validate_gateway(doc)
-        except OpsrunError as exc:  # a check that stops on the file still names it
-            found = _located(exc, str(f))
-        results.append((str(f), found))
+        kind, found, more = validation.check_document(doc, inv, cli_vars, explicit=str(f) in explicit)
+        warnings += more
+        if kind is not None or found:  # a YAML file found in a folder that is not ours: not a case
+            results.append((str(f), found))
         checked.append({"file": str(f), "kind": kind, "valid": not found})
     if not files:
         results.append((" ".join(paths), [Diagnostic(" ".join(paths), 0, 0, "no YAML files found")]))
@@ -136,8 +111,9 @@ def _check(
 
 
 def _located(exc: OpsrunError, where: str) -> list[Diagnostic]:
-    found = list(getattr(exc, "diagnostics", None) or [])
-    return found or [Diagnostic(where, 0, 0, exc.message, hint=exc.hint)]
+    from runner.validation import located
+
+    return located(exc, where)
 
 
 def _has_marker(path: Path) -> bool | None:
@@ -155,18 +131,6 @@ def _junit(results: Results, warnings: list[Diagnostic]) -> str:
     from runner.ci_report import junit_validate
 
     return junit_validate((f, found + [w for w in warnings if w.file == f]) for f, found in results)
-
-
-def _conflicts(doc: Any, inv: Any, cli_vars: dict[str, Any]) -> list[Any]:
-    """Warnings for steps that can never converge (planned on a blank host, no I/O)."""
-    from runner import config, schema
-    from runner.planner import conflict_diagnostics
-
-    try:
-        playbook = config.build_playbook(doc, set(schema.kind_names()))
-        return conflict_diagnostics(playbook, inv, cli_vars)
-    except Exception:  # a warning pass never fails validate: errors are reported elsewhere
-        return []
 
 
 def register(app: typer.Typer) -> None:

@@ -48,6 +48,7 @@ _WARM_MODULES = (
     "litellm._service_logger",
     "litellm.integrations.prometheus_services",
     "litellm.proxy.guardrails.exception_utils",
+    "fastapi.exceptions",  # when installed (serve extra), litellm's error mapping imports it per request
     "httpcore",
     "h11",
     "h2.connection",
