@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import ClientSession
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from tests import oracle
@@ -235,6 +237,9 @@ async def drive(session: ClientSession, project: Path, out: Path) -> Client:
     schema = json.loads(await c.read("opsrun://schemas/playbook"))
     assert "$schema" in schema and "steps" in json.dumps(schema)
     assert await c.read("opsrun://playbooks/playbooks/demo.yaml") == (project / "playbooks" / "demo.yaml").read_text()
+    for not_served in ("notes.yaml", ".opsrun/audit.jsonl", "../outside.yaml"):  # other YAML may hold values
+        with pytest.raises(MCPError):
+            await c.read(f"opsrun://playbooks/{not_served}")
     journal = json.loads(await c.read(f"opsrun://runs/{job['run_id']}"))
     assert journal["run_id"] == job["run_id"] and journal["events"], journal
     templates = await session.list_resource_templates()

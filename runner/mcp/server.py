@@ -223,16 +223,26 @@ def _resources(mcp: MCPServer[Any], project: Project) -> None:
 
 
 def read_playbook(project: Project, rel: str) -> str:
-    """The text of a YAML file inside the project (no escape, no symlink out, at most 1 MiB)."""
+    """The text of a playbook inside the project (one project_playbooks lists: no escape, no
+    symlink out, no hidden folder, at most 1 MiB). Other YAML (vars files, inventories) is not
+    served: it may hold values that are not marked secret."""
     from runner.errors import InvalidInput
 
     path = project.inside(rel)
-    if path.suffix not in PLAYBOOK_SUFFIXES or not path.is_file():
-        raise InvalidInput(f"no playbook '{rel}' in the project",
+    missing = InvalidInput(f"no playbook '{rel}' in the project",
                            hint="list the resources to see the project's playbooks")
+    try:
+        parts = path.relative_to(project.root).parts
+    except ValueError:
+        raise missing from None
+    if path.suffix not in PLAYBOOK_SUFFIXES or not path.is_file() or any(p.startswith(".") for p in parts):
+        raise missing
     if path.stat().st_size > MAX_READ:
         raise InvalidInput(f"'{rel}' is larger than {MAX_READ} bytes")
-    return path.read_text(encoding="utf-8", errors="replace")
+    data = path.read_bytes()
+    if not (_PLAYBOOK_RE.search(data) and _STEPS_RE.search(data)):
+        raise missing
+    return data.decode("utf-8", errors="replace")
 
 
 def changes(doc: Mapping[str, Any]) -> int:
