@@ -22,7 +22,7 @@ from runner.service import plans
 from runner.service.jobs import JobQueue
 from runner.service.project import Project
 from runner.service.worker import Worker
-from tests.mcp_flow import text_of
+from tests.mcp_flow import CANARY, text_of
 from tests.peers.fake_llm import FakeLLM, text
 
 ONE_FILE = """\
@@ -155,3 +155,29 @@ def test_ask_and_author_use_the_project_gateway(project: Project, fake_llm: Fake
 
     _session(project, role="plan")(body)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_failing_step_that_prints_the_secret_leaks_it_nowhere(project: Project, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSRUN_SECRET_MCP_CANARY", CANARY)
+    failing = ("opsrun: 1\nname: leaky\nhosts: local\nsteps:\n  - id: leak\n    run:\n"
+               "      command: echo \"token={{ secret('MCP_CANARY') }}\" >&2; exit 3\n")
+    seen: list[str] = []
+
+    async def body(session: ClientSession) -> None:
+        async def call(name: str, args: dict[str, Any]) -> Any:
+            got = await session.call_tool(name, args)
+            seen.append(text_of(got) + json.dumps(got.structured_content or {}))
+            return got
+
+        planned = _data(await call("plan", {"playbook": failing}))
+        done = _data(await call("apply", {"plan_id": planned["plan_id"], "wait_seconds": 30}))
+        assert done["job"]["state"] == "failed", done
+        await call("job", {"job_id": done["job"]["id"]})
+        await call("run", {"run_id": done["job"]["run_id"], "events": True})
+        journal = await session.read_resource(f"opsrun://runs/{done['job']['run_id']}")
+        seen.extend(getattr(c, "text", "") for c in journal.contents)
+
+    _session(project, limits=AutoLimits(max_changes=1), worker=True)(body)
+    assert seen and not [s[:300] for s in seen if CANARY in s]
+    assert any("token=***" in s for s in seen), seen
