@@ -38,11 +38,13 @@ steps:
 
 
 def test_roles_grant_what_they_name() -> None:
+    """read < plan < approve < apply, as opsrun serve ranks its tokens' roles."""
     assert grants("read") == {"read"}
-    assert grants("apply") == {"read", "plan", "apply"}
-    assert "apply" not in grants("approve") and "approve" not in grants("apply")
-    assert grants("plan, approve") == {"read", "plan", "approve"} == grants(["plan", "approve"])
-    assert grants("root") == frozenset() and grants(None) == frozenset()
+    assert grants("plan") == {"read", "plan"}
+    assert "apply" not in grants("approve")
+    assert grants("apply") == {"read", "plan", "approve", "apply"}
+    assert grants("read, plan") == {"read", "plan"} == grants(["read", "plan"])
+    assert grants("root") == frozenset() and grants(None) == frozenset() and grants("none") == frozenset()
 
 
 @pytest.fixture
@@ -181,3 +183,32 @@ def test_a_failing_step_that_prints_the_secret_leaks_it_nowhere(project: Project
     _session(project, limits=AutoLimits(max_changes=1), worker=True)(body)
     assert seen and not [s[:300] for s in seen if CANARY in s]
     assert any("token=***" in s for s in seen), seen
+
+
+@pytest.mark.parametrize(("anonymous", "status"), [(None, 401), (("anonymous", "read"), 200),
+                                                   (("anonymous", "none"), 403)])
+def test_the_http_app_asks_auth_about_requests_without_a_token(
+        project: Project, anonymous: tuple[str, str] | None, status: int) -> None:
+    """No Authorization header: auth("") decides (opsrun serve's anonymous role on loopback)."""
+    import httpx
+
+    from runner.mcp.http import asgi_app
+
+    asked: list[str] = []
+
+    def auth(token: str) -> tuple[str, str] | None:
+        asked.append(token)
+        return anonymous if token == "" else None
+
+    app = asgi_app(project, auth)
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+
+    async def main() -> int:
+        async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                     base_url="http://127.0.0.1:8000") as http:
+            got = await http.post("/mcp", json=hello, headers={"Accept": "application/json, text/event-stream"})
+            return got.status_code
+
+    assert anyio.run(main) == status
+    assert asked == [""]

@@ -28,10 +28,12 @@ ANONYMOUS = ("anonymous", "apply")  # auth=None: no token asked (tests, a loopba
 @runtime_checkable
 class TokenAuth(Protocol):
     """What maps a bearer token to who holds it: `auth(token) -> (name, role)`, or None when the
-    token is unknown (answered 401). The role is one of read, plan, approve, apply, admin (or
-    several, "plan,approve"); see runner.mcp.server.ROLE_GRANTS for what each tool needs.
-    A plain function fits; so does an object with this `__call__`, or one with an
-    `authenticate(token)` method of the same meaning (asgi_app accepts both)."""
+    token is unknown (answered 401). `token` is "" when the request has none: return an
+    anonymous (name, role) to let such requests in (opsrun serve's anonymous_role on loopback),
+    or None to refuse them. The role is read, plan, approve or apply, each implying the ones
+    before it (runner.mcp.server.ROLE_GRANTS says what each tool needs). A plain function fits;
+    so does an object with this `__call__`, or one with an `authenticate(token)` method of the
+    same meaning (asgi_app accepts both). An auth that raises counts as None."""
 
     def __call__(self, token: str) -> tuple[str, str] | None: ...
 
@@ -105,8 +107,6 @@ class McpHttpApp:
                 kind, _, rest = value.decode("latin-1").partition(" ")
                 if kind.lower() == "bearer":
                     token = rest.strip()
-        if not token:
-            return None
         try:
             who = self._auth(token)
         except Exception:  # an auth that raises for a bad token: the same 401

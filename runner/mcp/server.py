@@ -28,15 +28,11 @@ from runner.service.project import Project
 log = logging.getLogger("opsrun.mcp")
 T = TypeVar("T")
 
-# What a role may do. A token's role (from opsrun serve's auth) names one of these; a role
-# names several when given as "plan,approve". approve is no tool: people approve, not agents.
-ROLE_GRANTS: dict[str, frozenset[str]] = {
-    "read": frozenset({"read"}),
-    "plan": frozenset({"read", "plan"}),
-    "approve": frozenset({"read", "plan", "approve"}),
-    "apply": frozenset({"read", "plan", "apply"}),
-    "admin": frozenset({"read", "plan", "approve", "apply"}),
-}
+# What a role may do: read < plan < approve < apply, each implying the ones before it (as in
+# opsrun serve's tokens). A role may also be given as several names ("plan,approve", a list).
+# approve is no MCP tool (people approve, not agents); it ranks below apply as in serve.
+ROLES = ("read", "plan", "approve", "apply")
+ROLE_GRANTS: dict[str, frozenset[str]] = {r: frozenset(ROLES[: i + 1]) for i, r in enumerate(ROLES)}
 CALLER_KEY = "opsrun.caller"  # the ASGI scope key runner.mcp.http puts (name, role) under
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted", "human"})
 CHANGING = frozenset({"create", "update", "delete", "run"})
