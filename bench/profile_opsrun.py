@@ -5,7 +5,7 @@ run's journal plus the hottest functions.
 
 Profiling aid, not a test; stops its sshds by PID. As root:
   .venv/bin/python bench/profile_opsrun.py --hosts 50 [--py-spy [--gil]] [--rate 250]
-  .venv/bin/python bench/profile_opsrun.py --hosts 50 --rounds 5 --what-if nofsync,khcache
+  .venv/bin/python bench/profile_opsrun.py --hosts 50 --rounds 5 --what-if nofsync,free
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1, help="repeat first run + re-run; print medians")
     p.add_argument("--what-if", default="",
                    help="also run variants with an experiment patched in from outside (see "
-                        "opsrun_traced.py WHAT_IF), e.g. nofsync,khcache; alternates with baseline")
+                        "opsrun_traced.py what_if), e.g. nofsync,free; alternates with baseline")
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "opsrun-profile")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -165,8 +165,8 @@ def one_run(args: argparse.Namespace, tool: Opsrun, hosts: list[HostInfo], phase
     if not detail:
         c = trace["counters"] if trace else {}
         print(f" {wall:6.2f}s: channels {c.get('channel:session', '?')}, probe batches "
-              f"{c.get('exec:probe-batch', 0)}, facts over SFTP {c.get('sftpfacts:answered', 0)}, "
-              f"actions over SFTP {c.get('sftpactions:done', 0)}")
+              f"{c.get('exec:probe-batch', 0)}, SFTP requests "
+              f"{sum(v for k, v in c.items() if k.startswith('sftp:'))}")
         return wall
     print(f"== {args.hosts} hosts, {phase}: {wall:.2f}s wall, rc {res.returncode}, "
           f"{'ok' if not bad else bad[:3]}")

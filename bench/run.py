@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", type=Path, default=REPO / "docs" / "benchmarks-scaling.png",
                    help="where the summary writes its curve (controller CPU and peak memory per host; "
                         "needs matplotlib in the harness's Python, never in opsrun's dependencies)")
+    p.add_argument("--stat", choices=("median", "best"), default="median",
+                   help="one number per measurement from its repeats: the median, or the best "
+                        "(minimum: on a shared machine other load only ever adds time)")
     p.add_argument("--startup-rounds", type=int, default=9,
                    help="fresh `opsrun --help` and `opsrun validate` processes timed (0: skip)")
     return p.parse_args(argv)
@@ -112,7 +115,7 @@ def versions(tools: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     res = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
                           "import importlib.metadata as m, json; print(json.dumps("
-                          "{d: m.version(d) for d in ('opsrun', 'paramiko', 'fabric')}))"],
+                          "{d: m.version(d) for d in ('opsrun', 'paramiko')}))"],
                          capture_output=True, text=True, check=True, timeout=60)
     for k, v in json.loads(res.stdout).items():
         out[f"opsrun-venv:{k}"] = v
@@ -179,6 +182,7 @@ class Harness:
         spec.prepare(tool.name, names, self.uid, self.gid)
         tool.prepare(hosts)
         for phase in PHASES:
+            load1 = os.getloadavg()[0]  # beside every number: the machine is shared
             out = tool.run(hosts, self.args.timeout)
             if self.args.log_dir:
                 self.args.log_dir.mkdir(parents=True, exist_ok=True)
@@ -193,14 +197,14 @@ class Harness:
                 "tool": tool.name, "hosts": len(hosts), "phase": phase, "repeat": rep,
                 "seconds": round(out.seconds, 4), "cpu_seconds": round(out.cpu_seconds, 3),
                 "machine_busy_seconds": round(out.machine_busy, 2), "forks": out.forks,
-                "peak_rss_mib": round(out.peak_rss_mib, 1),
+                "peak_rss_mib": round(out.peak_rss_mib, 1), "load1": round(load1, 2),
                 "ok": not bad, "problems": bad[:20],
             }
             self.records.append(rec)
             mark = "ok" if not bad else f"WRONG ({len(bad)} problems)"
             log(f"  {tool.name:17s} {len(hosts):3d} hosts {phase:5s} {out.seconds:7.2f}s "
                 f"cpu {out.cpu_seconds:6.2f}s machine {out.machine_busy:6.2f}s "
-                f"forks {out.forks:6d} rss {out.peak_rss_mib:5.0f}M  {mark}")
+                f"forks {out.forks:6d} rss {out.peak_rss_mib:5.0f}M load {load1:4.1f}  {mark}")
             if bad:
                 self.problems.append(f"{tool.name} {len(hosts)} hosts {phase} #{rep}: {bad[:3]}")
                 log("    " + "\n    ".join(bad[:5]))
@@ -236,12 +240,28 @@ class Harness:
 
 
 # ---------------------------------------------------------------- summarising
-def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], float]:
+def pick(raw: dict[str, Any]) -> Any:
+    """How the repeats of one measurement become one number: their median, or (`--stat best`,
+    for a shared machine whose other load only ever adds time) their minimum."""
+    return min if raw.get("settings", {}).get("stat") == "best" else statistics.median
+
+
+def stat_name(raw: dict[str, Any]) -> str:
+    return "best" if pick(raw) is min else "median"
+
+
+def medians(raw: dict[str, Any]) -> dict[tuple[str, int, str], float]:
     groups: dict[tuple[str, int, str], list[float]] = {}
-    for r in records:
+    for r in raw["records"]:
         if r["ok"]:
             groups.setdefault((r["tool"], r["hosts"], r["phase"]), []).append(r["seconds"])
-    return {k: statistics.median(v) for k, v in groups.items()}
+    return {k: pick(raw)(v) for k, v in groups.items()}
+
+
+def load_range(raw: dict[str, Any], n: int, phase: str) -> str:
+    """The 1-minute load average just before the runs of one row (min–max)."""
+    xs = [r["load1"] for r in raw["records"] if r["hosts"] == n and r["phase"] == phase and "load1" in r]
+    return f"{min(xs):.1f}–{max(xs):.1f}" if xs else "?"
 
 
 def spread(records: list[dict[str, Any]], key: tuple[str, int, str]) -> tuple[float, float, int]:
@@ -257,7 +277,7 @@ def table(raw: dict[str, Any]) -> str:
     """The one table: medians per tool, then each peer's time over opsrun's (and opsrun's over
     the floor's), per host count and run."""
     recs = raw["records"]
-    med = medians(recs)
+    med = medians(raw)
     tools = [t for t in TOOLS if t in raw["tools"]]
     v = raw["versions"]
     head_names = {
@@ -273,6 +293,7 @@ def table(raw: dict[str, Any]) -> str:
         cols += [f"{SHORT[t]} ÷ opsrun" for t in ratio_cols]
         if "floor" in tools:
             cols.append("opsrun ÷ floor")
+    cols.append("load avg (1 min) before")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for n in sorted({r["hosts"] for r in recs}):
         for phase in PHASES:
@@ -288,6 +309,7 @@ def table(raw: dict[str, Any]) -> str:
                 if "floor" in tools:
                     f = med.get(("floor", n, phase))
                     row.append(f"**{o / f:.2f}×**" if f and o else "n/a")
+            row.append(load_range(raw, n, phase))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -309,8 +331,8 @@ def per_host_table(raw: dict[str, Any]) -> str:
                     cpu_cells.append("n/a")
                     mem_cells.append("n/a")
                     continue
-                cpu = statistics.median(r["cpu_seconds"] for r in xs)
-                mem = statistics.median(r["peak_rss_mib"] for r in xs)
+                cpu = pick(raw)(r["cpu_seconds"] for r in xs)
+                mem = pick(raw)(r["peak_rss_mib"] for r in xs)
                 cpu_cells.append(f"{cpu:.2f} ({1000 * cpu / n:.0f} ms)")
                 mem_cells.append(f"{mem:.0f} ({mem / n:.1f})")
             lines.append(f"| {n} | {phase} | " + " | ".join(cpu_cells + mem_cells) + " |")
@@ -341,11 +363,11 @@ def plot(raw: dict[str, Any], path: Path) -> str:
                 got = [r for r in recs if (r["tool"], r["hosts"], r["phase"]) == (t, n, phase)]
                 if got:
                     xs.append(n)
-                    cpu = statistics.median(r["cpu_seconds"] for r in got)
-                    series[0].append(statistics.median(r["seconds"] for r in got))
+                    cpu = pick(raw)(r["cpu_seconds"] for r in got)
+                    series[0].append(pick(raw)(r["seconds"] for r in got))
                     series[1].append(cpu)
                     series[2].append(1000 * cpu / n)
-                    series[3].append(statistics.median(r["peak_rss_mib"] for r in got) / n)
+                    series[3].append(pick(raw)(r["peak_rss_mib"] for r in got) / n)
             if xs:
                 label = f"{SHORT[t]} {'first run' if phase == 'first' else 're-run'}"
                 for ax, ys in zip(axes, series, strict=True):
@@ -393,9 +415,9 @@ def work_table(raw: dict[str, Any]) -> str:
                 if not xs:
                     row.append("n/a")
                     continue
-                cpu = statistics.median(r["cpu_seconds"] for r in xs)
-                busy = statistics.median(r["machine_busy_seconds"] for r in xs)
-                forks = statistics.median(r["forks"] for r in xs)
+                cpu = pick(raw)(r["cpu_seconds"] for r in xs)
+                busy = pick(raw)(r["machine_busy_seconds"] for r in xs)
+                forks = pick(raw)(r["forks"] for r in xs)
                 row.append(f"{cpu:.2f} / {busy:.1f} / {forks:.0f}")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -404,7 +426,7 @@ def work_table(raw: dict[str, Any]) -> str:
 def targets(raw: dict[str, Any]) -> list[str]:
     """Issue 14's targets: first run >= 2x faster than pyinfra and <= 1.5x the floor at 10 and
     50 hosts; the no-change re-run <= 1.3x the floor (at every count measured)."""
-    med = medians(raw["records"])
+    med = medians(raw)
     out = []
     for n in (10, 50):
         o = med.get(("opsrun", n, "first"))
@@ -456,8 +478,8 @@ def summary_md(raw: dict[str, Any], raw_name: str) -> str:
         f"{m['loadavg_at_start'][0]:.1f} at start, {m.get('loadavg_at_end', [0])[0]:.1f} at end "
         "(the machine is shared).  ",
         f"Versions: {vers}.  ",
-        f"Medians of {raw['repeat']} runs (wall-clock of the whole command, seconds); "
-        f"ratios are slower ÷ faster of those medians. Raw: `bench/results/{raw_name}` "
+        f"{stat_name(raw).capitalize()} of {raw['repeat']} runs (wall-clock of the whole command, seconds); "
+        f"ratios are slower ÷ faster of those {stat_name(raw)}s. Raw: `bench/results/{raw_name}` "
         "(not committed).",
         "",
         table(raw),
@@ -470,7 +492,7 @@ def summary_md(raw: dict[str, Any], raw_name: str) -> str:
     if raw["problems"]:
         lines += ["Runs refused by the correctness check (left out of the medians):", ""]
         lines += [f"- {p}" for p in raw["problems"]] + [""]
-    lines += ["The controller's cost per host (medians): CPU seconds of the tool's own process (and "
+    lines += [f"The controller's cost per host ({stat_name(raw)}): CPU seconds of the tool's own process (and "
               "the children it waited for), and its peak resident memory (the largest of those "
               "processes), each also divided by the host count:", "",
               per_host_table(raw), ""]
@@ -478,7 +500,7 @@ def summary_md(raw: dict[str, Any], raw_name: str) -> str:
         lines += [f"The curve: [`{raw['plot']}`](../../{raw['plot']}).", ""]
     if raw.get("startup"):
         lines += [startup_table(raw), ""]
-    lines += ["Work per run (medians): the tool's own CPU seconds / the whole machine's busy "
+    lines += [f"Work per run ({stat_name(raw)}): the tool's own CPU seconds / the whole machine's busy "
               "CPU seconds (the sshds and remote shells share the 2 cores, and so does anything "
               "else running on this machine) / processes created on the machine:", "",
               work_table(raw), ""]
@@ -553,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = {
         "date": date, "command": "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "hosts": harness.counts, "repeat": args.repeat, "tools": harness.tool_names,
-        "settings": {"repeat": args.repeat, "slow_cap": args.slow_cap, "timeout": args.timeout},
+        "settings": {"repeat": args.repeat, "slow_cap": args.slow_cap, "timeout": args.timeout,
+                     "stat": args.stat},
         "versions": vers, "machine": facts, "git": git_state(), "git_at_start": git_at_start,
         "records": harness.records,
         "problems": harness.problems, "complete": harness.finished,

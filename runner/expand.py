@@ -142,13 +142,15 @@ def expand(
         try:
             values = reuse_params.bind(layer, context)
         except render.PendingResult as exc:
-            ctx = StepContext(host=host, playbook_dir=sources, vars=context, render=_render_text, run_dir=run_dir)
+            ctx = StepContext(host=host, playbook_dir=sources, vars=context, render=_render_text, run_dir=run_dir,
+                      sudo=step.sudo)
             return [Instance(host, step, step.id, kind, ctx, pending=exc.step_id, conditional_on=conditional)]
         except reuse_params.ParamError as exc:
             return _layer_fail(errors, step, n, host, exc.message)
         space = layer.id
     variables = scoped(values, space)
-    ctx = StepContext(host=host, playbook_dir=sources, vars=variables, render=_render_text, run_dir=run_dir)
+    ctx = StepContext(host=host, playbook_dir=sources, vars=variables, render=_render_text, run_dir=run_dir,
+                      sudo=step.sudo)
     if skip is not None:
         return [Instance(host, step, step.id, kind, ctx, skip=skip, vars=variables)]
 
@@ -169,7 +171,8 @@ def expand(
         v = dict(variables)
         if step.loop is not None:
             v.update(item=item, loop_index=i)
-        inst_ctx = StepContext(host=host, playbook_dir=sources, vars=v, render=ctx.render, run_dir=run_dir)
+        inst_ctx = StepContext(host=host, playbook_dir=sources, vars=v, render=ctx.render, run_dir=run_dir,
+                               sudo=step.sudo)
         inst = Instance(host, step, key, kind, inst_ctx, vars=v, conditional_on=conditional)
         if step.when is not None:
             try:

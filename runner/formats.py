@@ -24,7 +24,7 @@ FORMATS: dict[str, dict[Document, Renderer]] = {
         "plan": lambda r, plan, color: r.plan_text(plan, color=color),
         "recap": lambda r, recap, color, run_id, events: r.recap_text(recap, run_id, color=color, events=events),
         "runs": lambda r, runs, color: r.runs_table(runs),
-        "run": lambda r, run, color: r.run_timeline(run),
+        "run": lambda r, run, color: _do().do_timeline(run) if _do().is_do_run(run) else r.run_timeline(run),
         "merged": lambda r, doc, color: _merge().merged_text(doc),
     },
     "markdown": {
@@ -47,6 +47,12 @@ def _ci() -> Any:
     from runner import ci_report
 
     return ci_report
+
+
+def _do() -> Any:
+    from runner import report_do
+
+    return report_do
 
 
 def _merge() -> Any:

@@ -1,7 +1,8 @@
-"""Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, flushed and fsynced per
-event, secrets redacted), the state lock (owner, pid, expiry; stale locks detected), and
-reading runs back (a torn last line is tolerated). Everything under .opsrun/ is private
-(folders 0700, files 0600, symlinks refused). Talks to no target.
+"""Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, secrets redacted; each event
+flushed to the OS as written, so opsrun dying loses nothing; fsynced by commit() at each step's
+end, one fsync shared by every host ending a step meanwhile: a group commit), the state lock
+(owner, pid, expiry; stale locks detected), and reading runs back (a torn last line is tolerated).
+Everything under .opsrun/ is private (folders 0700, files 0600, symlinks refused). Talks to no target.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def now_iso() -> str:
 
 
 class Journal:
-    """Append-only event log of one run."""
+    """Append-only event log of one run.
+
+    Every event is written and flushed to the OS at once: if opsrun dies (kill -9) the file
+    holds it. `commit()` makes everything written so far survive the machine crashing too
+    (fsync); the executor commits at the end of every step on every host, before that host's
+    next step starts, and callers that commit while an fsync runs share the next one."""
 
     def __init__(self, run_id: str, root: Path | None = None) -> None:
         self.run_id = run_id
@@ -48,29 +54,55 @@ class Journal:
         self.dir = base / "runs" / run_id
         private_dir(self.dir, base)
         self.path = self.dir / "events.jsonl"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time
         fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._seq = 0
+        self._sync = threading.Condition()  # commit(): who waits for which fsync
+        self._synced = 0  # every event up to this seq is on disk
+        self._syncing = False
+        self.fsyncs = 0
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
-        return self._write(type_, fields, durable=True)
-
-    def note(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """An event that must survive opsrun dying (it is flushed to the OS at once) but not
-        the machine crashing (no fsync): a process started, which a crash ends anyway."""
-        return self._write(type_, fields, durable=False)
-
-    def _write(self, type_: str, fields: dict[str, Any], *, durable: bool) -> dict[str, Any]:
+        """Write an event (flushed to the OS: it survives opsrun dying); commit() for a crash."""
         masked = redact_data(fields)  # non-plain values (an exception, a Path) become masked text
         with self._lock:
             self._seq += 1
             record = {"seq": self._seq, "ts": now_iso(), "type": type_, **masked}
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
-            if durable:
-                os.fsync(self._fh.fileno())
             return record
+
+    note = event  # an event no commit waits for on its own (a process started): the same write
+
+    def commit(self) -> None:
+        """Return once every event written so far is on disk. One fsync covers all the events
+        written before it starts, so threads committing meanwhile wait for it (or the next)
+        instead of each paying their own: a group commit."""
+        with self._lock:
+            wanted = self._seq
+        with self._sync:
+            while self._synced < wanted:
+                if self._syncing:
+                    self._sync.wait()
+                    continue
+                self._syncing = True
+                with self._lock:
+                    upto = self._seq
+                    fd = -1 if self._fh.closed else self._fh.fileno()
+                self._sync.release()
+                try:
+                    if fd >= 0:
+                        self._fsync(fd)
+                finally:
+                    self._sync.acquire()
+                    self._syncing = False
+                    self._sync.notify_all()
+                self._synced = max(self._synced, upto)
+
+    def _fsync(self, fd: int) -> None:
+        os.fsync(fd)
+        self.fsyncs += 1
 
     def write_artifact(self, name: str, data: bytes | str) -> Path:
         path = self.dir / name
@@ -79,6 +111,9 @@ class Journal:
         return path
 
     def close(self) -> None:
+        """Commit what was written, then close (safe twice)."""
+        if not self._fh.closed:
+            self.commit()
         with self._lock:
             if not self._fh.closed:
                 self._fh.close()
@@ -133,7 +168,21 @@ class RunInfo:
 
     @property
     def end(self) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.events) if e.get("type") == "run_end"), None)
+        """The last run_end (an apply) or do_end (an `opsrun do` run) event."""
+        return next((e for e in reversed(self.events) if e.get("type") in ("run_end", "do_end")), None)
+
+    @property
+    def do_start(self) -> dict[str, Any]:
+        """The do_start event of an `opsrun do` run ({} for an apply run)."""
+        return next((e for e in self.events if e.get("type") == "do_start"), {})
+
+    @property
+    def head(self) -> dict[str, Any]:
+        """What lists show of a run's start: run_start, or do_start with `do: REQUEST` as playbook."""
+        if self.start or not self.do_start:
+            return self.start
+        first = str(self.do_start.get("request", "")).strip().splitlines() or [""]
+        return {**self.do_start, "playbook": f"do: {first[0]}"}
 
     @property
     def outcome(self) -> str:

@@ -165,15 +165,23 @@ def put_check(path: str) -> str:
     return f"cat > {shlex.quote(path)}"
 
 
+# SFTP requests an `sftp` action sends, and the command each is checked as by the safety
+# rules (the shell command that would do the same to the path)
+SFTP_METHODS = {"mkdir": "mkdir -- {p}", "chmod": "chmod {m} -- {p}", "remove": "rm -f -- {p}"}
+
 
 @dataclass(frozen=True)
 class Probe:
-    """A read-only question to a host. Shell hosts get `command`; API hosts get `api`."""
+    """A read-only question to a host. Shell hosts get `command`; API hosts get `api`.
+
+    `files`, when set, answers the same question from a transport's file access (SFTP, os
+    calls) with the very answer `command` would give, or None to leave it to `command`."""
 
     key: str
     command: str | None = None
     api: tuple[str, str, tuple[tuple[str, Any], ...]] | None = None  # (method, path, params)
     sudo: bool | None = None  # a step's own `sudo:` (None: as the host says)
+    files: Callable[[Any], ProbeResult | None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -228,15 +236,15 @@ class Action:
     the digest covers the real payload so a saved plan can be matched exactly.
     """
 
-    kind: Literal["cmd", "put", "api", "local"]
+    kind: Literal["cmd", "put", "api", "local", "sftp"]
     command: str = ""  # cmd: the shell command
-    path: str = ""  # put: destination; api: API path
+    path: str = ""  # put: destination; api: API path; sftp: the path the request is about
     content: bytes = b""  # put: the bytes to write
-    mode: str | None = None  # put: octal string like "0644"
-    method: str = ""  # api: GET/POST/PUT/DELETE
+    mode: str | None = None  # put, sftp: octal string like "0644"
+    method: str = ""  # api: GET/POST/PUT/DELETE; sftp: a key of SFTP_METHODS
     params: dict[str, Any] = field(default_factory=dict)  # api params / extra options
     stdin: bytes | None = None  # cmd: data fed to the command
-    sudo: bool | None = None  # cmd/put: a step's own `sudo:` overriding the host's (None: the host's)
+    sudo: bool | None = None  # cmd/put/sftp: a step's own `sudo:` overriding the host's (None: the host's)
     wait_task: bool = False  # api: wait for the UPID it returns
 
     @property
@@ -256,7 +264,21 @@ class Action:
         if self.kind == "api":
             args = " ".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items()))
             return f"{self.method} {self.path}" + (f" {args}" if args else "")
+        if self.kind == "sftp":
+            if self.method == "chmod":
+                return f"sftp chmod {self.path} {self.mode}"
+            return f"sftp {self.method} {self.path}" + (f" (mode {self.mode})" if self.mode else "")
         return self.command
+
+    def checked_as(self) -> str:
+        """The command the safety rules judge this action as ("" for API and local actions)."""
+        if self.kind == "cmd":
+            return self.command
+        if self.kind == "put":
+            return put_check(self.path)
+        if self.kind == "sftp":
+            return SFTP_METHODS[self.method].format(p=shlex.quote(self.path), m=self.mode or "")
+        return ""
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -286,6 +308,8 @@ class Action:
             out.update(method=self.method, path=self.path, params=self.params)
         if self.kind == "put":
             out.update(path=self.path, mode=self.mode, size=len(self.content))
+        if self.kind == "sftp":
+            out.update(method=self.method, path=self.path, mode=self.mode)
         if with_payload and self.content:
             out["content_b64"] = base64.b64encode(self.content).decode()
         return out

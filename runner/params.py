@@ -6,6 +6,7 @@ Pure: reads the playbook schema through runner.schema; no host, no file besides 
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
@@ -40,10 +41,20 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+_defs_lock = threading.Lock()  # hosts planned in parallel ask at once: one copy of the schema, not one each
+
+
+@cache
+def _defs() -> dict[str, Any]:
+    defs: dict[str, Any] = schema.load_schema("playbook")["$defs"]
+    return defs
+
+
 @cache
 def fields(kind_name: str) -> tuple[dict[str, tuple[Any, ...]], frozenset[str]]:
     """(enum fields -> allowed values, list-of-strings fields) of a kind, from the schema."""
-    defs = schema.load_schema("playbook")["$defs"]
+    with _defs_lock:
+        defs = _defs()
     body = defs.get(f"kind_{kind_name}")
     enums: dict[str, tuple[Any, ...]] = {}
     lists: set[str] = set()

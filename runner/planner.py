@@ -19,7 +19,8 @@ from runner import render
 from runner.errors import Diagnostic, InvalidInput, OpsrunError, TransportError
 from runner.expand import expand, reads_step, run_scope, step_hosts, unselected_reason
 from runner.fact_reads import step_reads as fact_reads_of
-from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan, put_check
+from runner.gc_passes import fewer_gc_passes
+from runner.model import Change, CommandGuard, Plan, Probe, ProbeResult, Step, StepPlan
 from runner.overlay import Overlay
 from runner.session import Session
 from runner.steps import facts as F
@@ -68,9 +69,11 @@ def probes_for(inst: Instance, guard: Any) -> tuple[list[Probe], tuple[str, str]
 
 def with_step_keys(step: Step, change: Change) -> Change:
     """What a step's own `sudo:` and `until:` do to its planned change: its commands and
-    uploads carry the step's sudo (shown, and covered by their digests); until is said."""
-    if step.sudo is not None and any(a.kind in ("cmd", "put") for a in change.actions):
-        actions = tuple(replace(a, sudo=step.sudo) if a.kind in ("cmd", "put") else a for a in change.actions)
+    uploads (and SFTP requests, which the transport refuses under sudo) carry the step's sudo
+    (shown, and covered by their digests); until is said."""
+    acting = ("cmd", "put", "sftp")
+    if step.sudo is not None and any(a.kind in acting for a in change.actions):
+        actions = tuple(replace(a, sudo=step.sudo) if a.kind in acting else a for a in change.actions)
         change = replace(change, actions=actions)
     if step.until and change.status in ("create", "update", "delete", "run", "unknown"):
         tries = step.retries + 1
@@ -166,8 +169,8 @@ def plan_instance(
     change = inst.kind.plan(inst.params, facts, inst.ctx)
     if guard is not None:
         for action in change.actions:
-            # an upload is checked as the transport checks it: as a write to its path
-            command = action.command if action.kind == "cmd" else put_check(action.path) if action.kind == "put" else ""
+            # an upload or SFTP request is checked as the transport checks it (Action.checked_as)
+            command = action.checked_as()
             found = guard(command) if command else None
             if found:
                 change = Change(
@@ -490,7 +493,7 @@ def make_plan(
 ) -> tuple[Plan, dict[str, HostPlan]]:
     """Probe every host (in parallel, one batch each) and plan every step."""
     errors_by_host: dict[str, list[Diagnostic]] = {h: [] for h in hosts}
-    with ThreadPoolExecutor(max_workers=forks or default_forks(len(hosts))) as pool:
+    with fewer_gc_passes(), ThreadPoolExecutor(max_workers=forks or default_forks(len(hosts))) as pool:
         futures = {
             h: pool.submit(plan_host, session, h, tags, skip_tags, offline, errors_by_host[h]) for h in hosts
         }

@@ -517,7 +517,7 @@ def runs_table(runs: list[RunInfo]) -> str:
         return "no runs yet\n"
     out = [f"{'run':28} {'started':24} {'playbook':28} outcome"]
     for r in runs:
-        s = r.start
+        s = r.head
         out.append(f"{r.run_id:28} {str(s.get('ts', ''))[:23]:24} {str(s.get('playbook', ''))[:28]:28} {r.outcome}")
     return "\n".join(out) + "\n"
 
@@ -525,7 +525,7 @@ def runs_table(runs: list[RunInfo]) -> str:
 def runs_json(runs: list[RunInfo]) -> str:
     """`opsrun runs list --json`: each run's id, start, playbook and outcome."""
     rows = [
-        {"run_id": r.run_id, "started": r.start.get("ts"), "playbook": r.start.get("playbook"), "outcome": r.outcome}
+        {"run_id": r.run_id, "started": r.head.get("ts"), "playbook": r.head.get("playbook"), "outcome": r.outcome}
         for r in runs
     ]
     return json.dumps(rows, indent=2) + "\n"

@@ -29,6 +29,7 @@ class Session:
     _transports: dict[str, Transport] = field(default_factory=dict)
     _guards: dict[str, CommandGuard] = field(default_factory=dict)
     _rules: dict[str, Rules] = field(default_factory=dict)
+    _vars: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # host -> (facts, vars)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     on_spawn: Any = None  # SpawnHook handed to every transport (the journal's process notes)
     # host -> its gathered facts as variables (runner/fact_names.py), set by the planner when
@@ -39,9 +40,18 @@ class Session:
         return self.inventory.hosts[name]
 
     def vars_for(self, name: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The host's variables, with its gathered facts (or `facts`: stand-ins while planning)."""
-        return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars,
-                                facts=self.facts.get(name) if facts is None else facts)
+        """The host's variables, with its gathered facts (or `facts`: stand-ins while planning).
+        With the gathered facts they are rendered once per run and set of facts (they depend on
+        nothing else: inventory, playbook, --var, facts); a fresh top-level dict each call."""
+        if facts is not None:
+            return config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars, facts=facts)
+        gathered = self.facts.get(name)
+        found = self._vars.get(name)
+        if found is None or found[0] is not gathered:  # the planner set (new) facts meanwhile
+            found = (gathered, config.host_vars(self.inventory, self.host(name), self.playbook, self.cli_vars,
+                                                facts=gathered))
+            self._vars[name] = found
+        return dict(found[1])
 
     def rules(self, name: str) -> Rules:
         """The host's safety rules: built-ins, inventory (global/group/host) and playbook lists.

@@ -64,7 +64,8 @@ def _context(case: dict[str, Any], tmp_path: Path) -> StepContext:
             target.write_bytes(content)
         else:
             target.write_text(content, encoding="utf-8")
-    return StepContext(host=HOST, playbook_dir=str(tmp_path), render=render.render_text, vars=case.get("vars") or {})
+    host = Host("web1", case.get("transport", "local"), settings=case.get("settings") or {})  # default: HOST
+    return StepContext(host=host, playbook_dir=str(tmp_path), render=render.render_text, vars=case.get("vars") or {})
 
 
 def _syntax_ok(script: str) -> None:

@@ -49,6 +49,94 @@ def test_events_are_on_disk_while_the_journal_is_open(tmp_path: Path) -> None:
     j.close()  # twice is fine
 
 
+class SlowDisk(Journal):
+    """A disk whose fsync takes a while; records the last seq on disk when each one starts."""
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.covered: list[int] = []
+
+    def _fsync(self, fd: int) -> None:
+        lines = [ln for ln in self.path.read_text().split("\n") if ln.strip()]
+        self.covered.append(json.loads(lines[-1])["seq"] if lines else 0)
+        time.sleep(0.01)
+        super()._fsync(fd)
+
+
+def test_commit_waits_for_an_fsync_that_covers_the_callers_events_and_shares_it(tmp_path: Path) -> None:
+    """Group commit: commit() returns only after an fsync that started with the caller's
+    events in the file; 20 hosts committing 5 steps each share far fewer than 100 fsyncs."""
+    import threading
+
+    j = SlowDisk("r", root=tmp_path)
+    late: list[str] = []
+
+    def host(i: int) -> None:
+        for k in range(5):
+            mine = j.event("step_end", host=f"h{i}", step=str(k))["seq"]
+            j.commit()
+            if max(j.covered, default=0) < mine:
+                late.append(f"h{i} step {k}: event {mine} not synced when commit returned")
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not late
+    assert 1 <= j.fsyncs < 60, j.fsyncs
+    j.event("run_end")
+    j.close()  # closing commits what is left
+    assert j.covered[-1] == 101 and j.fsyncs == len(j.covered)
+    j.commit()  # after close: nothing to do, no error
+
+
+@pytest.mark.parametrize("strategy", ["linear", "free"])
+def test_a_step_is_on_disk_before_the_hosts_next_step_starts(tmp_path: Path, strategy: str) -> None:
+    """When a host starts a step, its earlier steps' results (the `register` events resume
+    reads) are covered by a finished fsync: linear commits once at each step's barrier, free
+    at each host's step end (hosts ending a step meanwhile share the fsync)."""
+    from runner import config
+    from runner.apply.engine import Executor
+    from runner.planner import make_plan
+    from runner.session import Session
+
+    class Checked(Journal):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            self.registered: dict[str, int] = {}
+            self.bad: list[str] = []
+
+        def event(self, type_: str, **fields: object) -> dict[str, object]:
+            host = str(fields.get("host"))
+            if type_ == "step_start" and self.registered.get(host, 0) > self._synced:
+                self.bad.append(f"{host} started {fields.get('step')} before its last step was on disk")
+            record = super().event(type_, **fields)
+            if type_ == "register":
+                self.registered[host] = int(record["seq"])  # type: ignore[call-overload]
+            return record
+
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("opsrun: 1\nhosts:\n" + "".join(f"  h{i}: {{transport: local}}\n" for i in range(4)))
+    pb_file = tmp_path / "p.yaml"
+    pb_file.write_text(f"opsrun: 1\nname: t\nhosts: all\nstrategy: {strategy}\nsteps:\n"
+                       + "".join(f"  - id: s{k}\n    run: 'true'\n" for k in range(4)))
+    inv = config.load_inventory(str(inv_file))
+    with Session(inv, config.load_playbook(str(pb_file), inv), {}) as session:
+        plan, host_plans = make_plan(session, [f"h{i}" for i in range(4)])
+        j = Checked("r", root=tmp_path / ".opsrun")
+        try:
+            recap = Executor(session, plan, host_plans, j).run()
+        finally:
+            j.close()
+    assert recap.ok
+    assert not j.bad
+    assert sum(1 for e in read_events(j.path) if e["type"] == "register") == 16
+    if strategy == "linear":
+        assert j.fsyncs <= 4 + 1  # one per step (and the close)
+    assert 1 <= j.fsyncs <= 16 + 1  # at most one per step end (and the close)
+
+
 def test_torn_last_line_is_skipped_and_damage_in_the_middle_is_survived(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     good = [json.dumps({"seq": i, "type": "x"}) for i in (1, 2, 3)]
@@ -363,3 +451,36 @@ def test_unfinished_processes_are_those_of_steps_that_never_ended() -> None:
     ]
     left = journal.unfinished_processes(events)
     assert [(p["host"], p["instance"], p["pgid"]) for p in left] == [("a", "two", 11), ("b", "one", 12)]
+
+
+def test_planning_and_applying_leave_the_collector_as_they_found_it() -> None:
+    """fewer_gc_passes freezes what exists and raises the young threshold only while it runs:
+    afterwards the thresholds are back and nothing stays frozen (serve keeps running)."""
+    import gc
+
+    from runner.gc_passes import fewer_gc_passes
+
+    before = gc.get_threshold()
+    with fewer_gc_passes():
+        assert gc.get_threshold()[0] >= 20_000
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_overlapping_plans_keep_fewer_gc_passes_until_the_last_one_ends() -> None:
+    """serve plans and applies several runs at once: the first to end must not hand the
+    thresholds back while another still runs, and the last one restores what was there."""
+    import gc
+
+    from runner.gc_passes import fewer_gc_passes
+
+    before = gc.get_threshold()
+    outer = fewer_gc_passes()
+    outer.__enter__()
+    with fewer_gc_passes():
+        assert gc.get_threshold()[0] >= 20_000
+    assert gc.get_threshold()[0] >= 20_000 and gc.get_freeze_count() > 0  # the outer one still runs
+    outer.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -1,6 +1,7 @@
 """The layers of DESIGN.md §9, enforced: every import in runner/ (lazy ones inside functions
 included, type-only ones under `if TYPE_CHECKING:` left out) points to the same layer or
-one below. And the validate/plan paths never reach litellm, proxmoxer or adbutils."""
+one below. And the validate/plan paths (and --help) never reach litellm, proxmoxer, adbutils or the
+server libraries (fastapi, uvicorn, starlette, mcp)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,25 @@ RUNNER = ROOT / "runner"
 # lowest first; a module may import its own layer and the ones below
 LAYERS: list[tuple[str, ...]] = [
     ("runner", "runner.errors", "runner.model", "runner.files", "runner.policy", "runner.ansible_hints",
-     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk"),
+     "runner.scaffold", "runner.shard", "runner.overlay", "runner.apk", "runner.gc_passes"),
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
      "runner.schema_handlers", "runner.plan", "runner.approval_policy",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
-    ("runner.steps.facts", "runner.steps.host_facts"),  # named probes, below every step kind: facts never reach up
+    ("runner.steps.facts", "runner.steps.host_facts", "runner.steps.file_facts"),  # named probes (and their
+    # answers from file access): below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
-    ("runner.report", "runner.report_conventions", "runner.formats", "runner.escalate", "runner.merge",
+    ("runner.report", "runner.report_conventions", "runner.report_do", "runner.formats", "runner.escalate", "runner.merge",
      "runner.validation"),  # validation: what validate finds in one document (cli and service share it)
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)
     ("runner.llm",),
     ("runner.service",),  # the use cases the faces share: plan store, approvals, job queue, audit
     ("runner.cli", "runner.__main__", "runner.serve", "runner.mcp"),  # runner.cli: every command, one output
 ]
-HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko", "mcp", "fastapi", "uvicorn", "starlette")
+HEAVY = ("litellm", "proxmoxer", "adbutils", "fabric", "paramiko", "fastapi", "uvicorn", "starlette", "mcp")
 
 
 def _layer(module: str) -> int:
@@ -129,12 +131,28 @@ def test_report_imports_nothing_from_apply_even_for_types() -> None:
     assert not [n for n in names if n == "runner.apply" or n.startswith("runner.apply.")], names
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "--help", "mcp --help"])
+@pytest.mark.parametrize("command", ["validate", "plan"])
 def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: Path) -> None:
     """On a local-only playbook, `validate` and `plan` import no litellm, proxmoxer, adbutils,
-    fabric or paramiko (they load only when a playbook's hosts need them), and no serving
-    library (mcp, fastapi, uvicorn, starlette); nor does `--help`, even of `opsrun mcp`."""
-    argv = command.split() if command.endswith("--help") else [command, str(ROOT / "playbooks" / "hello.yaml")]
+    fabric or paramiko (they load only when a playbook's hosts need them), nor any serving
+    library (fastapi, uvicorn, starlette, mcp)."""
+    code = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, {str(ROOT / 'playbooks' / 'hello.yaml')!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["mcp", "--help"]])
+def test_help_never_imports_the_server_libraries(argv: list[str], tmp_path: Path) -> None:
+    """`opsrun --help`, `opsrun serve --help` and `opsrun mcp --help` import no fastapi, uvicorn,
+    starlette or mcp (nor the other heavy libraries): the serve and mcp commands import them inside."""
     code = (
         "import sys\n"
         "from runner.cli import main\n"
@@ -145,4 +163,5 @@ def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: 
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "serve" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr

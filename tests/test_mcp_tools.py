@@ -185,11 +185,13 @@ def test_a_failing_step_that_prints_the_secret_leaks_it_nowhere(project: Project
     assert any("token=***" in s for s in seen), seen
 
 
-@pytest.mark.parametrize(("anonymous", "status"), [(None, 401), (("anonymous", "read"), 200),
-                                                   (("anonymous", "none"), 403)])
-def test_the_http_app_asks_auth_about_requests_without_a_token(
-        project: Project, anonymous: tuple[str, str] | None, status: int) -> None:
-    """No Authorization header: auth("") decides (opsrun serve's anonymous role on loopback)."""
+@pytest.mark.parametrize(("allow", "anonymous", "status"), [
+    (False, ("anonymous", "read"), 401), (True, None, 401), (True, ("anonymous", "read"), 200),
+    (True, ("anonymous", "none"), 403)])
+def test_a_request_without_a_token(project: Project, allow: bool, anonymous: tuple[str, str] | None,
+                                   status: int) -> None:
+    """No Authorization header: 401 without asking auth (as opsrun serve mounts it); with
+    anonymous=True, auth("") decides (an anonymous principal, or None)."""
     import httpx
 
     from runner.mcp.http import asgi_app
@@ -200,7 +202,7 @@ def test_the_http_app_asks_auth_about_requests_without_a_token(
         asked.append(token)
         return anonymous if token == "" else None
 
-    app = asgi_app(project, auth)
+    app = asgi_app(project, auth, anonymous=allow)
     hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
 
@@ -211,4 +213,4 @@ def test_the_http_app_asks_auth_about_requests_without_a_token(
             return got.status_code
 
     assert anyio.run(main) == status
-    assert asked == [""]
+    assert asked == ([""] if allow else [])

@@ -311,6 +311,49 @@ def test_sigkill_mid_apply_then_resume(tmp_path: Path) -> None:
     assert (tmp_path / "count").read_text() == "one\nthree\n"  # `one` was not re-run
 
 
+def test_sigkill_mid_apply_on_many_hosts_then_resume_repeats_nothing(tmp_path: Path) -> None:
+    """The journal's group commit (one fsync for every host ending a step meanwhile) keeps
+    what resume needs: kill -9 while 6 hosts run their third step, resume, and every host ran
+    each step exactly once (the first two were recorded, the killed one runs again)."""
+    hosts = [f"h{i}" for i in range(6)]
+    write(tmp_path / "inventory.yaml", "opsrun: 1\nhosts:\n" + "".join(
+        f"  {h}: {{transport: local, vars: {{d: '{tmp_path / h}'}}}}\n" for h in hosts))
+    for h in hosts:
+        (tmp_path / h).mkdir()
+    write(tmp_path / "p.yaml", """\
+        opsrun: 1
+        name: crash many
+        hosts: all
+        steps:
+          - id: one
+            run: echo one >> {{ d }}/count
+          - id: two
+            run: echo two >> {{ d }}/count
+          - id: slow
+            run: if [ -f {{ d }}/gate ]; then echo fast; else touch {{ d }}/gate; sleep 60; fi
+          - id: three
+            run: echo three >> {{ d }}/count
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "apply", "p.yaml", "-i", "inventory.yaml", "--yes"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: all((tmp_path / h / "gate").exists() for h in hosts))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    run_dir = sorted((tmp_path / ".opsrun" / "runs").iterdir())[-1]
+    done = [(e["host"], e["step"]) for e in events(tmp_path, run_dir.name) if e["type"] == "register"]
+    assert sorted(done) == sorted((h, s) for h in hosts for s in ("one", "two"))
+    r = opsrun("apply", "--resume", run_dir.name, "-i", "inventory.yaml", "--yes", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for h in hosts:
+        assert (tmp_path / h / "count").read_text() == "one\ntwo\nthree\n", h
+
+
 def test_ctrl_c_stops_after_current_action_and_releases_lock(tmp_path: Path) -> None:
     started = tmp_path / "started"
     write(tmp_path / "p.yaml", f"""\

@@ -26,6 +26,7 @@ from runner.errors import (
 from runner.model import Host, Probe
 from runner.transports import transport_for
 from runner.transports.ssh import SSHTransport
+from runner.transports.ssh_channel import _send_stdin
 from runner.transports.ssh_config import _parse_jump
 from tests.conftest import require_peer
 from tests.peers.sshd import Sshd, free_port, keygen
@@ -118,6 +119,27 @@ def test_one_connection_for_everything(ssh_hosts: list[Sshd], remote_dir: str) -
     while _accepted(peer) == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _accepted(peer) - before == 1
+
+
+def test_stdin_for_a_command_that_already_ended_is_not_a_lost_connection(ssh_hosts: list[Sshd]) -> None:
+    """A command may end before it reads its stdin (`true`): its channel is closed by the time
+    opsrun writes; that is its result, not a lost connection (the race made `run("true",
+    stdin=...)` fail now and then under load). Made certain here: the write waits for the close."""
+    t = SSHTransport(ssh_hosts[0].host())
+    try:
+        t.open()
+        assert t._transport is not None
+        chan = t._transport.open_session()
+        chan.exec_command("true")
+        deadline = time.monotonic() + 10
+        while not chan.closed and time.monotonic() < deadline:
+            chan.recv_exit_status()
+            time.sleep(0.01)
+        assert chan.closed
+        assert _send_stdin(chan, b"y") is None
+        assert t.connected and t.run("echo still").out == "still\n"
+    finally:
+        t.close()
 
 
 # ---------------------------------------------------------------- files
@@ -530,3 +552,27 @@ def test_jump_errors_name_the_hop(ssh_hosts: list[Sshd]) -> None:
     assert f"{target.address}:{closed}" in str(info.value)
     t.close()
 
+
+
+def test_every_read_acks_at_once(ssh_hosts: list[Sshd]) -> None:
+    """The socket under paramiko sets TCP_QUICKACK after each read: sshd's reply to the first
+    channel request no longer waits ~40 ms for a delayed ACK (ssh_channel.QuickAckSocket)."""
+    from runner.transports.ssh_channel import QuickAckSocket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        wrapped = QuickAckSocket(client)
+        peer.sendall(b"hello")
+        assert wrapped.recv(5) == b"hello"
+        if hasattr(socket, "TCP_QUICKACK"):
+            assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+        assert wrapped.getsockname() == client.getsockname()  # the rest is the socket's own
+        wrapped.close()
+        peer.close()
+    finally:
+        server.close()
+    with _open(ssh_hosts[0]) as t:
+        assert t._transport is not None and isinstance(t._transport.sock, QuickAckSocket)
+        assert t.run("echo ok").out == "ok\n"

@@ -235,6 +235,9 @@ def test_step_sudo_over_ssh_runs_commands_uploads_and_probes_as_root(ssh_hosts: 
         - id: added
           file: {{path: {vault}/added, content: "new\\n"}}
           sudo: true
+        - id: made
+          file: {{path: {vault}/made, state: directory, mode: "0750"}}
+          sudo: true
         """)
     report = Oracle(tmp_path).check(pb, non_convergent=["me", "root"], check_actions=True)
     # the probe of `kept` ran through sudo: it saw the file inside the root-only folder
@@ -244,6 +247,8 @@ def test_step_sudo_over_ssh_runs_commands_uploads_and_probes_as_root(ssh_hosts: 
     assert Path(remote_dir, "root").read_text().strip() == "0"
     assert Path(remote_dir, "root-file").stat().st_uid == 0
     assert (vault / "added").read_text() == "new\n" and (vault / "added").stat().st_uid == 0
+    # its folder made through sudo (an SFTP mkdir would act as the login user, refused there)
+    assert (vault / "made").is_dir() and (vault / "made").stat().st_uid == 0
 
 
 def test_step_sudo_false_overrides_a_sudo_host(ssh_hosts: list[Sshd], tmp_path: Path, remote_dir: str) -> None:

@@ -21,6 +21,7 @@ from runner.apply.ladder import Ladder
 from runner.errors import Diagnostic, TransportError
 from runner.escalate import Evidence, FixAttempt
 from runner.expand import run_scope, select_steps, step_hosts
+from runner.gc_passes import fewer_gc_passes
 from runner.journal import Journal
 from runner.model import MARKERS, Plan, ResultStatus, Step, StepPlan, StepResult
 from runner.planner import HostPlan, StepDecider, by_instance, default_forks
@@ -75,6 +76,7 @@ class Executor(Ladder):
         self.planned = {(sp.host, sp.instance): sp for sp in plan.steps}
         self.handlers = {h: H.for_host(session.playbook, session.inventory, h) for h in plan.hosts}
         self.strict = strict  # a reviewed plan file: a step that would now do something else is refused
+        self._free = session.playbook.settings.get("strategy") == "free"  # no barrier between steps
         for h, err in plan.unreachable.items():
             hr = self.hosts[h]
             hr.unreachable = True
@@ -82,6 +84,10 @@ class Executor(Ladder):
             self.emit("host_unreachable", host=h, error=err)
 
     def run(self) -> Recap:
+        with fewer_gc_passes():
+            return self._run()
+
+    def _run(self) -> Recap:
         settings = self.session.playbook.settings
         steps = select_steps(self.session.playbook, self.plan.tags, self.plan.skip_tags)
         active = [h for h in self.plan.hosts if not self.hosts[h].unreachable]
@@ -91,11 +97,12 @@ class Executor(Ladder):
                 step = next(s for s in self.session.playbook.steps if s.id == sp.step_id)
                 self._finish(self.hosts[sp.host], step, StepResult(sp.host, sp.step_id, sp.instance, "skipped",
                                                                     message=sp.change.summary))
+        self.journal.commit()  # those ends on disk before any step starts
         aborted = ""
         for batch in self._batches(active, settings.get("serial")):
             if len(batch) < len(active):
                 self.emit("batch_start", hosts=batch)
-            if settings.get("strategy") == "free":
+            if self._free:
                 with ThreadPoolExecutor(max_workers=self.forks) as pool:
                     list(pool.map(lambda h: self._run_host_all(h, steps), batch))
             else:
@@ -140,6 +147,9 @@ class Executor(Ladder):
                 if not targets:
                     continue
                 list(pool.map(lambda h, s=step: self._run_step(self.hosts[h], s), targets))
+                # no host starts the next step before this barrier: one fsync makes every
+                # host's end of this step durable first (free strategy: each host commits)
+                self.journal.commit()
                 msg = self._check_fail_percentage(batch)
                 if msg:
                     return msg
@@ -192,6 +202,8 @@ class Executor(Ladder):
             else:
                 for hr in targets:
                     self._run_step(hr, copy)
+            if targets and not self._free:  # a handler's end is on disk before the next handler
+                self.journal.commit()  # (or step) starts on these hosts; free: _run_step commits
         for n in live:
             hr = self.hosts[n]
             if hr.notified:
@@ -244,6 +256,8 @@ class Executor(Ladder):
             self.emit("register", host=hr.name, step=step.id, result=compact(registered))
         if hr.failed and self.session.playbook.settings.get("on_failure") == "rollback" and not hr.rolled_back:
             self._rollback(hr)
+        if self._free:  # the step's end is on disk before this host's next step starts (resume
+            self.journal.commit()  # trusts it); hosts ending a step meanwhile share the fsync
 
     def _run_instance(self, hr: HostRun, inst: Instance) -> StepResult:
         step = inst.step

@@ -193,7 +193,7 @@ class HostActions:
                     event,
                     quiet=bool(change.data.get("quiet_output")),
                 )
-                if action.kind in ("cmd", "local") and res.rc != 0:
+                if action.kind in ("cmd", "local", "sftp") and res.rc != 0:
                     break
 
             def evaluate(expr: str, names: dict[str, Any]) -> Any:

@@ -189,4 +189,5 @@ class Ladder(HostActions):
             fragment.setdefault("id", f"undo_{inst.key}")  # names the undo in the journal and report
             ok = self._run_fragment(hr, inst, [fragment], inst.step.timeout, label="undo")
             self.emit("undo_end", host=hr.name, step=inst.step.id, instance=inst.key, ok=ok)
+            self.journal.commit()  # an undo's end is on disk before the next undo starts
         self.emit("rollback_end", host=hr.name)

@@ -114,6 +114,18 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class DoConfig:
+    """`do:`: the limits of `opsrun do` (what --yes may approve, fixes, replans, one deadline)."""
+
+    max_changes: int | None = 10
+    allow_unknown: bool = True
+    max_replans: int = 2
+    max_fixes: int = 1
+    auto_fix: bool = True
+    deadline_s: float | None = None  # None: routing.deadline_s
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole gateway.yaml. `providers` keeps the file's order."""
 
@@ -122,6 +134,7 @@ class GatewayConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    do: DoConfig = field(default_factory=DoConfig)
     source: str = "<gateway>"
     base_dir: Path = Path(".")  # file: references are relative to it
 
@@ -203,9 +216,14 @@ def from_document(doc: load.Document, *, base_dir: Path) -> GatewayConfig:
                             dir=str(c.get("dir", ".opsrun/cache/llm")))
     rl = data.get("rate_limit") or {}
     rate = RateLimitConfig(requests_per_minute=rl.get("requests_per_minute"))
+    d = data.get("do") or {}
+    do = DoConfig(max_changes=int(d.get("max_changes", 10)), allow_unknown=bool(d.get("allow_unknown", True)),
+                  max_replans=int(d.get("max_replans", 2)), max_fixes=int(d.get("max_fixes", 1)),
+                  auto_fix=bool(d.get("auto_fix", True)),
+                  deadline_s=float(d["deadline_s"]) if d.get("deadline_s") is not None else None)
 
     return GatewayConfig(providers=providers, routing=routing, tasks=tasks, cache=cache_cfg,
-                         rate_limit=rate, source=doc.file, base_dir=base_dir)
+                         rate_limit=rate, do=do, source=doc.file, base_dir=base_dir)
 
 
 def _task_models(value: Any) -> dict[str, str]:

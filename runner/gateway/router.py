@@ -147,10 +147,11 @@ class Router:
             provs = [p for p in provs if not too_slow(p)] + [p for p in provs if too_slow(p)]
         return provs
 
-    def deadline(self) -> float:
-        """A deadline routing.deadline_s from now on the router's clock: pass it to every
-        complete() of one run (an author run, its repairs) so the whole run shares it."""
-        return self._clock() + self.config.routing.deadline_s
+    def deadline(self, seconds: float | None = None) -> float:
+        """A deadline `seconds` (default routing.deadline_s) from now on the router's clock:
+        pass it to every complete() of one run (an author run and its repairs, a whole do
+        run) so the whole run shares it."""
+        return self._clock() + (self.config.routing.deadline_s if seconds is None else seconds)
 
     def out_of_time(self, deadline: float) -> bool:
         """Whether too little is left before `deadline` to start another request."""

@@ -144,7 +144,8 @@ class Author:
     template sources are relative to it)."""
 
     def __init__(self, gateway: Gateway, inventory: Inventory, *, file: str = "playbook.yaml",
-                 max_repairs: int = DEFAULT_MAX_REPAIRS, now: Callable[[], datetime] | None = None) -> None:
+                 max_repairs: int = DEFAULT_MAX_REPAIRS, now: Callable[[], datetime] | None = None,
+                 command: str = "author") -> None:
         from runner.schema import load_schema
 
         self.gateway = gateway
@@ -152,6 +153,7 @@ class Author:
         self.file = file
         self.max_repairs = max(0, max_repairs)
         self.now = now or (lambda: datetime.now(UTC))
+        self.command = command  # named in the header: `opsrun author`, `opsrun do`
         transports = {h.transport for h in inventory.hosts.values()}
         self.kinds = usable_kinds(transports)
         self.schema = grammar.model_schema(self.kinds, playbook=load_schema("playbook"))
@@ -164,9 +166,10 @@ class Author:
         self._checks: dict[tuple[tuple[str, ...], tuple[str, ...]], Check] = {}
 
     # ------------------------------------------------------------ prompt
-    def messages(self, request: str) -> list[Message]:
+    def messages(self, request: str, context: str = "") -> list[Message]:
         """The prompt: the compact schema of the kinds the inventory's transports can run,
-        the rules, the inventory's names (never addresses, users or settings), one example."""
+        the rules, the inventory's names (never addresses, users or settings), one example;
+        `context` (what an earlier playbook for the request did, for a replan) ends it."""
         shell = {"file", "line", "package", "service", "run"} <= self.kinds
         rules = ["- Every step has a unique id and exactly one kind."]
         if shell:
@@ -195,6 +198,8 @@ class Author:
             f"Example:\n{compact_json(self.example())}",
         ])
         user = f"Write a playbook for this request:\n{request.strip()}"
+        if context.strip():
+            user += f"\n\n{context.strip()}"
         return [{"role": "system", "content": redact(system)}, {"role": "user", "content": redact(user)}]
 
     def inventory_lines(self) -> list[str]:
@@ -360,16 +365,19 @@ class Author:
         return plan
 
     # ------------------------------------------------------------ the loop
-    def write(self, request: str) -> Draft:
+    def write(self, request: str, *, context: str = "", deadline: float | None = None,
+              deadline_text: str | None = None) -> Draft:
         """Ask, check, feed the problems back, up to 1 + max_repairs tries. Raises AuthorError
-        (still invalid, or refused by a safety rule) or the gateway's GatewayError/MissingExtra."""
+        (still invalid, or refused by a safety rule) or the gateway's GatewayError/MissingExtra.
+        `deadline`: a caller's run deadline (Router.deadline()) shared with its other requests,
+        named in messages by `deadline_text`; default routing.deadline_s from now."""
         if not request.strip():
             raise InvalidInput("the request is empty", hint='opsrun author "install nginx on the web group"')
         tries = 1 + self.max_repairs
-        base = self.messages(request)
+        base = self.messages(request, context)
         max_tokens = self.budget(base)
         out = repair_loop(self.gateway, base, Judge(self.check), schema=self.schema, task="author",
-                          tries=tries, feedback=self.feedback, max_tokens=max_tokens,
+                          tries=tries, feedback=self.feedback, max_tokens=max_tokens, deadline=deadline,
                           min_answer_tokens=min(MIN_ANSWER_TOKENS, max_tokens or MIN_ANSWER_TOKENS))
         verdict = out.verdict
         asked = out.tries
@@ -380,8 +388,8 @@ class Author:
                          self.file, verdict.plan)
         after = f"after {asked} tr{'ies' if asked != 1 else 'y'}"
         if out.out_of_time:
-            after += (f" (the deadline of {self.gateway.config.routing.deadline_s:g}s for the whole run, "
-                      "routing.deadline_s, was reached)")
+            after += " (" + (deadline_text or f"the deadline of {self.gateway.config.routing.deadline_s:g}s "
+                                              "for the whole run, routing.deadline_s") + ", was reached)"
         if verdict.rules:
             rule = verdict.rules[0]
             raise AuthorError(
@@ -395,7 +403,7 @@ class Author:
 
     def header(self, request: str, answer: Answer, tries: int) -> str:
         when = self.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        lines = [f"# Written by `opsrun author` on {when}.", "# Request:"]
+        lines = [f"# Written by `opsrun {self.command}` on {when}.", "# Request:"]
         lines += [f"#   {line}".rstrip() for line in redact(request.strip()).splitlines()]
         how = f"{tries} tries" if tries != 1 else "first try"
         lines.append(f"# Model: {answer.model} (provider {answer.provider}, {how}). "

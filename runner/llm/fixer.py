@@ -358,11 +358,12 @@ def _check(data: Any, evidence: FixEvidence, checks: Sequence[Check], hosts: set
 
 
 def propose_fix(gateway: Gateway, evidence: FixEvidence, *, rules: Check | Any, hosts: set[str],
-                groups: set[str], max_repairs: int = DEFAULT_MAX_REPAIRS) -> Fix:
+                groups: set[str], max_repairs: int = DEFAULT_MAX_REPAIRS, deadline: float | None = None) -> Fix:
     """Ask the gateway (task "fix") for a fix; feed located problems back up to `max_repairs`
     times. `rules`: the host's safety rules (runner.safety.Rules or session.guard(host)).
     Returns a Fix (steps may be empty: only a diagnosis). Raises FixRejected, or the gateway's
-    GatewayError / MissingExtra when no model answered."""
+    GatewayError / MissingExtra when no model answered. `deadline`: a run's deadline
+    (Router.deadline()) shared with its other requests; default routing.deadline_s from now."""
     check = as_check(rules)
     schema = fix_schema(evidence.transport)
     base = prompt(evidence, schema)
@@ -380,7 +381,7 @@ def propose_fix(gateway: Gateway, evidence: FixEvidence, *, rules: Check | Any, 
         return redact("\n".join(lines))
 
     out = repair_loop(gateway, base, Judge(lambda data: _check(data, evidence, [check], hosts, groups)),
-                      schema=schema, task="fix", tries=tries, feedback=feedback)
+                      schema=schema, task="fix", tries=tries, feedback=feedback, deadline=deadline)
     answer, verdict, data = out.answer, out.verdict, out.answer.data
     if verdict.ok:
         wrapper = verdict.doc or load.parse(to_yaml({"opsrun": 1, "name": evidence.step_id,
@@ -441,7 +442,7 @@ def host_facts(session: Session, host: str, *, timeout: float = 10.0) -> dict[st
 
 def make_fixer(session: Session, gateway: Gateway | None = None, *, max_repairs: int = DEFAULT_MAX_REPAIRS,
                approve: Callable[[Fix], bool] | None = None, facts: bool = True,
-               ) -> Callable[[Evidence], FixAttempt]:
+               deadline: float | None = None) -> Callable[[Evidence], FixAttempt]:
     """The fixer as apply's escalation ladder calls it: runner.escalate.Evidence -> FixAttempt.
 
     The gateway is loaded at the first call (default: runner.gateway.gateway_for(None), the
@@ -449,7 +450,9 @@ def make_fixer(session: Session, gateway: Gateway | None = None, *, max_repairs:
     It remembers, per host and step, the fixes it proposed: the next call for the same step
     (the step failed again) records that outcome and tells the model, and the same fix is not
     proposed twice. FixAttempt.fingerprint is "<failure fingerprint>:<fix digest>". No answer,
-    a rejected fix, or a diagnosis without steps: ok=False with the reason in `error`."""
+    a rejected fix, or a diagnosis without steps: ok=False with the reason in `error`.
+    `deadline`: every proposal shares this one (`opsrun do`'s run deadline); default: each
+    proposal gets routing.deadline_s."""
     from runner.escalate import FixAttempt
 
     ledger = FixLedger(max_per_step=1_000_000)  # the policy's max_llm_fixes bounds the calls
@@ -488,7 +491,7 @@ def make_fixer(session: Session, gateway: Gateway | None = None, *, max_repairs:
                     gateways.append(gateway_for(None))
             fix = propose_fix(gateways[0], evidence, rules=session.guard(ev.host),
                               hosts=set(session.inventory.hosts), groups=set(session.inventory.groups),
-                              max_repairs=max_repairs)
+                              max_repairs=max_repairs, deadline=deadline)
         except FixRejected as exc:
             return FixAttempt(False, fingerprint=fingerprint, diagnosis=exc.diagnosis, provider=exc.provider,
                               model=exc.model, error=exc.reason)

@@ -28,9 +28,9 @@ ANONYMOUS = ("anonymous", "apply")  # auth=None: no token asked (tests, a loopba
 @runtime_checkable
 class TokenAuth(Protocol):
     """What maps a bearer token to who holds it: `auth(token) -> (name, role)`, or None when the
-    token is unknown (answered 401). `token` is "" when the request has none: return an
-    anonymous (name, role) to let such requests in (opsrun serve's anonymous_role on loopback),
-    or None to refuse them. The role is read, plan, approve or apply, each implying the ones
+    token is unknown (answered 401). Only with asgi_app(anonymous=True) is it called for a
+    request without a token, with token "": it may answer an anonymous (name, role) to let
+    such requests in, or None to refuse them. The role is read, plan, approve or apply, each implying the ones
     before it (runner.mcp.server.ROLE_GRANTS says what each tool needs). A plain function fits;
     so does an object with this `__call__`, or one with an `authenticate(token)` method of the
     same meaning (asgi_app accepts both). An auth that raises counts as None."""
@@ -46,9 +46,10 @@ class McpHttpApp:
     app's lifespan), enter `async with mcp_app.lifespan():` in the host app's own lifespan."""
 
     def __init__(self, server: OpsrunMCP, auth: Callable[[str], tuple[str, str] | None] | None,
-                 allowed_hosts: Sequence[str] | None = None) -> None:
+                 allowed_hosts: Sequence[str] | None = None, *, anonymous: bool = False) -> None:
         self.server = server
         self._auth = auth
+        self._anonymous = anonymous
         if allowed_hosts is not None and "*" in allowed_hosts:
             security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         else:
@@ -107,6 +108,8 @@ class McpHttpApp:
                 kind, _, rest = value.decode("latin-1").partition(" ")
                 if kind.lower() == "bearer":
                     token = rest.strip()
+        if not token and not self._anonymous:
+            return None
         try:
             who = self._auth(token)
         except Exception:  # an auth that raises for a bad token: the same 401
@@ -151,16 +154,20 @@ def http_caller(ctx: Context[Any, Any]) -> tuple[str, str]:
 
 
 def asgi_app(project: Project | str | Path, auth: TokenAuth | Any | None = None, *,
-             auto_limits: AutoLimits | None = None, allowed_hosts: Sequence[str] | None = None) -> McpHttpApp:
+             auto_limits: AutoLimits | None = None, allowed_hosts: Sequence[str] | None = None,
+             anonymous: bool = False) -> McpHttpApp:
     """The MCP server of `project` as an ASGI app (streamable HTTP at its root and at /mcp).
 
     auth: maps a bearer token to (name, role) (see TokenAuth); None asks for no token and lets
     every caller act as 'anonymous' with the apply role (tests, a trusted loopback only).
     auto_limits: plans within them are approved by policy at `apply`; None: a person approves.
     allowed_hosts: the Host headers accepted (DNS-rebinding protection), default loopback only;
-    ["*"] accepts any (behind a token). The job worker is not started here: the host runs one."""
+    ["*"] accepts any (behind a token). anonymous: a request without a token asks auth("")
+    (which may answer an anonymous principal); off (the default, as opsrun serve mounts it),
+    such a request is answered 401 without asking. The job worker is not started here: the
+    host runs one."""
     proj = project if isinstance(project, Project) else Project.at(project)
     check = getattr(auth, "authenticate", None) if auth is not None else None
     fn: Callable[[str], tuple[str, str] | None] | None = check if callable(check) else auth
     server = build(proj, caller=http_caller, auto_limits=auto_limits)
-    return McpHttpApp(server, fn, allowed_hosts)
+    return McpHttpApp(server, fn, allowed_hosts, anonymous=anonymous)

@@ -35,6 +35,7 @@ class StepContext:
     run_dir: str | None = None  # the run folder (artifacts), only at apply time
     render: Callable[[str, dict[str, Any]], str] | None = None  # sandboxed text renderer
     vars: dict[str, Any] = field(default_factory=dict)
+    sudo: bool | None = None  # the step's own `sudo:` (None: as the host says)
 
 
 @dataclass

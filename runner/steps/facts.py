@@ -1,13 +1,16 @@
 """Facts: the named read-only questions step kinds ask (stat(path), package(manager, name),
 identity, setting(ns, key), an API GET...), each asked per shell family or API and read back;
 HostFacts asks one host's facts once per plan, identical asks shared, in one round trip.
+Path facts and the identity are also answered from a transport's file access (SFTP, os calls:
+file_facts.py) where it has one, in the same form, with no process started on the host.
 
-Imports only model and overlay: never a step kind, a transport, the planner, apply or cli.
+Imports only model, overlay and file_facts: never a step kind, a transport, the planner, apply or cli.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import shlex
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,10 +18,21 @@ from typing import Any, Protocol
 
 from runner.model import Host, Probe, ProbeResult
 from runner.overlay import Identity, PathState, parents
+from runner.steps.file_facts import (
+    MAX_CONTENT as _MAX_CONTENT,
+)
+from runner.steps.file_facts import (
+    PLAIN_SHELLS,
+    content_answer,
+    exists_answer,
+    identity_answer,
+    sha256_answer,
+    stat_answer,
+)
 
 q = shlex.quote
 NO_ANSWER = ProbeResult(1)
-MAX_CONTENT = 1024 * 1024  # bigger files are compared by sha256, without a diff
+MAX_CONTENT = _MAX_CONTENT  # bigger files are compared by sha256, without a diff
 HOST_PREFIX = "@host/"  # keys of facts about the host itself ("@": no step id can clash)
 
 
@@ -80,29 +94,49 @@ class Definition:
     api: bool = False
     shared: bool = True  # identical asks on one host get one answer (False: a user's own check)
     blank: ProbeResult = NO_ANSWER  # what a host with nothing on it answers (validate)
+    # (file access, *args) -> the POSIX shell's very answer, or None: ask the shell (file_facts.py)
+    files: Callable[..., ProbeResult | None] | None = None
 
 
 FACTS: dict[str, Definition] = {}
 
 
 def define(
-    name: str, doc: str, *, api: bool = False, shared: bool = True, blank: ProbeResult = NO_ANSWER
+    name: str, doc: str, *, api: bool = False, shared: bool = True, blank: ProbeResult = NO_ANSWER,
+    files: Callable[..., ProbeResult | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(build: Callable[..., Any]) -> Callable[..., Any]:
-        FACTS[name] = Definition(name, doc, build, api, shared, blank)
+        FACTS[name] = Definition(name, doc, build, api, shared, blank, files)
         return build
 
     return register
 
 
+def _by_files(host: Host, shell: Shell) -> bool:
+    """Whether this host's path facts may come from its file access: a POSIX host probed
+    through the plain sh (a `shell:` of its own may see other files)."""
+    return shell is POSIX and str(host.settings.get("shell") or "") in PLAIN_SHELLS
+
+
 def ask(where: Where | Host, name: str, *args: Any, key: str | None = None, **options: Any) -> Probe:
     """The probe asking fact `name(*args)` on `where`'s host, under `key` (default: the name)."""
     d = FACTS[name]
-    made = d.build(shell_of(where), *args, **options)
+    shell = shell_of(where)
+    made = d.build(shell, *args, **options)
     fact = Fact(name, args + tuple(sorted(options.items())))
     if d.api:
         return FactProbe(key or name, api=made, fact=fact)
-    return FactProbe(key or name, made, fact=fact)
+    host = where if isinstance(where, Host) else where.host
+    by_files = None
+    if d.files is not None and _by_files(host, shell):
+        answer = d.files
+        by_files = functools.partial(_files_answer, answer, args, options)
+    return FactProbe(key or name, made, fact=fact, files=by_files)
+
+
+def _files_answer(answer: Callable[..., ProbeResult | None], args: tuple[Any, ...], options: dict[str, Any],
+                  fs: Any) -> ProbeResult | None:
+    return answer(fs, *args, **options)
 
 
 def ask_host(where: Where | Host, name: str, *args: Any) -> Probe:
@@ -119,7 +153,7 @@ def blank_answer(probe: Probe) -> ProbeResult:
 
 
 @define("stat", "a path's type, `MODE OWNER GROUP SIZE` and (digest=True, regular files) `ALGO HEX`",
-        blank=ProbeResult(0, b"absent\n"))
+        blank=ProbeResult(0, b"absent\n"), files=stat_answer)
 def _stat(shell: Shell, path: str, digest: bool = False) -> str:
     """Line 1: `link TARGET`, `directory`, `file`, `other` (toybox) or, for an absent path,
     `absent`, `absent noparent` (its folder is missing) or `absent notdir X` (an ancestor X
@@ -209,19 +243,20 @@ def stat_text(
     return text.encode()
 
 
-@define("content", f"a regular file's bytes (rc 1 when over {MAX_CONTENT} bytes or not a file)")
+@define("content", f"a regular file's bytes (rc 1 when over {MAX_CONTENT} bytes or not a file)",
+        files=content_answer)
 def _content(shell: Shell, path: str) -> str:
     p = q(path)
     return f'[ -f {p} ] && [ "$(wc -c < {p})" -le {MAX_CONTENT} ] && cat {shell.end_opts}{p}'
 
 
-@define("sha256", "a regular file's sha256 (rc 1 when not a file)")
+@define("sha256", "a regular file's sha256 (rc 1 when not a file)", files=sha256_answer)
 def _sha256(shell: Shell, path: str) -> str:
     p = q(path)
     return f"[ -f {p} ] && sha256sum {shell.end_opts}{p} | cut -d' ' -f1"
 
 
-@define("exists", "rc 0 when the path exists")
+@define("exists", "rc 0 when the path exists", files=exists_answer)
 def _exists(shell: Shell, path: str) -> str:
     return f"test -e {q(path)}"
 
@@ -244,7 +279,7 @@ IDENTITY_KEY = HOST_PREFIX + "identity"
 
 
 @define("identity", "who writes new files: `USER`, `GROUP`, `UMASK` on three lines",
-        blank=ProbeResult(0, b"user\ngroup\n0022\n"))
+        blank=ProbeResult(0, b"user\ngroup\n0022\n"), files=identity_answer)
 def _identity(shell: Shell) -> str:
     return IDENTITY_COMMAND
 

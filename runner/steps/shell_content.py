@@ -16,6 +16,8 @@ from typing import Any
 from runner.model import Action, Change, Probe
 from runner.steps import facts as F
 from runner.steps.base import Facts, StepContext
+from runner.steps.file_facts import PLAIN_SHELLS
+from runner.transports import capabilities
 
 q = shlex.quote
 
@@ -24,6 +26,17 @@ def _norm_mode(mode: Any) -> str | None:
     if mode is None:
         return None
     return format(int(str(mode), 8), "04o")
+
+
+def by_sftp(ctx: StepContext) -> bool:
+    """Whether this host's mkdir, chmod and rm of one path are SFTP requests (no process on
+    the host) rather than commands: an SSH host whose commands do not run under sudo (SFTP
+    acts as the login user) through the plain sh. The plan shows which, as it is sent. A
+    step's own `sudo:` decides over the host's."""
+    host = ctx.host
+    sudo = host.settings.get("sudo") if ctx.sudo is None else ctx.sudo
+    return ("sftp" in capabilities(host.transport) and not sudo
+            and str(host.settings.get("shell") or "") in PLAIN_SHELLS)
 
 
 # ---------------------------------------------------------------- the facts a path step asks
@@ -73,14 +86,18 @@ class FileState:
 
 
 def attr_actions(
-    path: str, st: FileState | None, mode: str | None, owner: str | None, group: str | None
+    path: str, st: FileState | None, mode: str | None, owner: str | None, group: str | None, sftp: bool = False
 ) -> tuple[list[Action], list[str]]:
-    """chmod/chown actions for attributes that differ (all of them when st is None)."""
+    """chmod/chown actions for attributes that differ (all of them when st is None); the
+    chmod as an SFTP request when `sftp` (chown names accounts: always the command)."""
     actions: list[Action] = []
     notes: list[str] = []
     want_mode = _norm_mode(mode)
     if want_mode and (st is None or st.mode != want_mode):
-        actions.append(Action("cmd", command=f"chmod {want_mode} -- {q(path)}"))
+        if sftp:
+            actions.append(Action("sftp", method="chmod", path=path, mode=want_mode))
+        else:
+            actions.append(Action("cmd", command=f"chmod {want_mode} -- {q(path)}"))
         if st is not None:
             notes.append(f"mode {st.mode} -> {want_mode}")
     o_diff = owner and (st is None or st.owner != owner)
@@ -141,10 +158,11 @@ def content_change(
     what: str = "file",
     show_diff: bool = False,
     source_private: bool = False,
+    sftp: bool = False,
 ) -> Change:
     """Plan for `path` to hold exactly `content` with the given attributes. The diff is
     masked when the old or new content is not world-readable, unless show_diff."""
-    change = _content_change(path, content, st, mode, owner, group, what)
+    change = _content_change(path, content, st, mode, owner, group, what, sftp)
     hidden = None if show_diff or not change.diff else hidden_diff_reason(path, st, mode, source_private)
     if hidden is None:
         return change
@@ -154,7 +172,8 @@ def content_change(
 
 
 def _content_change(
-    path: str, content: bytes, st: FileState, mode: str | None, owner: str | None, group: str | None, what: str
+    path: str, content: bytes, st: FileState, mode: str | None, owner: str | None, group: str | None, what: str,
+    sftp: bool,
 ) -> Change:
     if st.type == "directory":
         return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
@@ -183,7 +202,7 @@ def _content_change(
         if _norm_mode(mode) and st.mode != _norm_mode(mode):
             attr_notes.insert(0, f"mode {st.mode} -> {_norm_mode(mode)}")
     else:
-        attrs, attr_notes = attr_actions(path, st, mode, owner, group)
+        attrs, attr_notes = attr_actions(path, st, mode, owner, group, sftp)
     actions += attrs
     notes += attr_notes
     if not actions:

@@ -20,6 +20,7 @@ from runner.steps.shell_content import (
     FileState,
     _split_lines,
     attr_actions,
+    by_sftp,
     content_change,
     path_facts,
 )
@@ -67,9 +68,12 @@ class File(StepKind):
         state = params.get("state", "file")
         st = FileState(facts)
         mode, owner, group = params.get("mode"), params.get("owner"), params.get("group")
+        sftp = by_sftp(ctx)
         if state == "absent":
             if not st.exists:
                 return Change("noop", f"{path} is absent")
+            if sftp and st.type != "directory":  # a tree stays one `rm -rf`
+                return Change("delete", f"remove {st.type} {path}", (Action("sftp", method="remove", path=path),))
             flag = "-rf" if st.type == "directory" else "-f"
             return Change("delete", f"remove {st.type} {path}", (Action("cmd", command=f"rm {flag} -- {q(path)}"),))
         if state == "directory":
@@ -83,11 +87,17 @@ class File(StepKind):
                 blocked = st.cannot_make(path, needs_folder=False)
                 if blocked is not None:
                     return blocked
-                extra, _ = attr_actions(path, None, mode, owner, group)
-                return Change(
-                    "create", f"create directory {path}", (Action("cmd", command=f"mkdir -p -- {q(path)}"), *extra)
+                # its folder there: one SFTP mkdir (with the mode, then chmod past the umask);
+                # folders to make above it: `mkdir -p`
+                one = sftp and st.parent_problem == ""
+                extra, _ = attr_actions(path, None, mode, owner, group, sftp)
+                make = (
+                    Action("sftp", method="mkdir", path=path, mode=_mode_or_none(mode))
+                    if one
+                    else Action("cmd", command=f"mkdir -p -- {q(path)}")
                 )
-            acts, notes = attr_actions(path, st, mode, owner, group)
+                return Change("create", f"create directory {path}", (make, *extra))
+            acts, notes = attr_actions(path, st, mode, owner, group, sftp)
             if not acts:
                 return Change("noop", f"directory {path} is up to date")
             return Change("update", f"update directory {path} ({', '.join(notes)})", tuple(acts))
@@ -106,7 +116,8 @@ class File(StepKind):
         # file / touch
         if params.get("content") is not None:
             content = str(params["content"]).encode()
-            return content_change(path, content, st, mode, owner, group, show_diff=bool(params.get("show_diff")))
+            return content_change(path, content, st, mode, owner, group, show_diff=bool(params.get("show_diff")),
+                                  sftp=sftp)
         if st.type == "directory":
             return Change("blocked", f"{path} is a directory", reason=f"{path} is a directory, not a file")
         if not st.exists:
@@ -115,7 +126,7 @@ class File(StepKind):
                 return blocked
             acts, _ = attr_actions(path, None, mode, owner, group)
             return Change("create", f"create empty file {path}", (Action("cmd", command=f"touch -- {q(path)}"), *acts))
-        acts, notes = attr_actions(path, st, mode, owner, group)
+        acts, notes = attr_actions(path, st, mode, owner, group, sftp)
         if not acts:
             return Change("noop", f"file {path} is up to date")
         return Change("update", f"update file {path} ({', '.join(notes)})", tuple(acts))
@@ -175,8 +186,13 @@ class Line(StepKind):
         if st.exists and new == old:
             return Change("noop", f"{path} already {'has' if state == 'present' else 'lacks'} the line")
         verb = "add line to" if state == "present" else "remove line from"
-        change = content_change(path, new, st, params.get("mode"), None, None, show_diff=bool(params.get("show_diff")))
+        change = content_change(path, new, st, params.get("mode"), None, None, show_diff=bool(params.get("show_diff")),
+                                sftp=by_sftp(ctx))
         return Change("create" if not st.exists else "update", f"{verb} {path}", change.actions, diff=change.diff)
+
+
+def _mode_or_none(mode: Any) -> str | None:
+    return None if mode is None else format(int(str(mode), 8), "04o")
 
 
 def edit_lines(text: str, params: dict[str, Any]) -> str:
@@ -268,6 +284,7 @@ class Template(StepKind):
             what=self.name,
             show_diff=bool(params.get("show_diff")),
             source_private=bool(params.get("_src_private")),
+            sftp=by_sftp(ctx),
         )
 
 
@@ -290,6 +307,7 @@ class Copy(Template):
             what="file",
             show_diff=bool(params.get("show_diff")),
             source_private=bool(params.get("_src_private")),
+            sftp=by_sftp(ctx),
         )
 
 

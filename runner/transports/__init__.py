@@ -1,6 +1,6 @@
 """Transport registry: opens the right transport for a host, importing its library lazily.
 
-proxmoxer, adbutils and fabric are imported only when a host of that kind is used.
+proxmoxer, adbutils and paramiko are imported only when a host of that kind is used.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from runner.transports.base import CommandGuard, Transport
 # What each transport can do, known without importing its library; step kinds name what
 # they need (StepKind.needs) and run where it is offered. "posix": a POSIX shell with the
 # usual coreutils; "android": Android's shell and tools; "pve-api": the Proxmox VE API;
-# "shell"/"files": any shell / file transfer at all; "sudo": a step's own `sudo:` is honoured.
+# "shell"/"files": any shell / file transfer at all; "sudo": a step's own `sudo:` is honoured;
+# "sftp": SFTP requests (mkdir, chmod, rm).
 CAPABILITIES: dict[str, frozenset[str]] = {
     "local": frozenset({"shell", "files", "posix", "sudo"}),
-    "ssh": frozenset({"shell", "files", "posix", "sudo"}),
+    "ssh": frozenset({"shell", "files", "posix", "sudo", "sftp"}),
     "proxmox": frozenset({"api", "pve-api"}),
     "adb": frozenset({"shell", "files", "android"}),
 }

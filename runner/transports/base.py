@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import stat as stat_
 import threading
 import time
 from abc import ABC
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from runner.errors import Blocked, OpsrunError
 from runner.model import Action, CommandGuard, CommandResult, Host, Probe, ProbeResult, command_env, put_check
@@ -26,7 +28,124 @@ from runner.model import Action, CommandGuard, CommandResult, Host, Probe, Probe
 SpawnHook = Callable[[dict[str, Any]], None]
 _acting = threading.local()  # set while execute() carries out a planned action
 
-__all__ = ["CommandGuard", "Transport", "parse_probe_output", "probe_script"]
+__all__ = ["CommandGuard", "FileAccess", "FileStat", "Transport", "parse_probe_output", "probe_script"]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What lstat/stat says of a path: st_mode (type bits included), owner ids, size."""
+
+    mode: int
+    uid: int
+    gid: int
+    size: int
+
+
+class FileAccess(Protocol):
+    """Read-only questions about a host's files, answered without starting a process there
+    (SFTP requests, os calls), as the login user. A missing path raises FileNotFoundError,
+    another refusal an OSError; a lost connection a TransportError."""
+
+    def lstat(self, path: str) -> FileStat: ...
+
+    def stat(self, path: str) -> FileStat: ...
+
+    def readlink(self, path: str) -> str: ...
+
+    def read(self, path: str, limit: int) -> bytes:
+        """The first `limit` bytes of a file (all of it when shorter)."""
+        ...
+
+    def user(self, uid: int) -> str | None:
+        """The name `stat -c %U` would print for `uid`; None when it cannot be known here."""
+        ...
+
+    def group(self, gid: int) -> str | None: ...
+
+    def identity(self) -> tuple[str, str, int] | None:
+        """(user, group, umask) that new files get, as `id -un; id -gn; umask`; None: unknown."""
+        ...
+
+
+def passwd_names(text: str) -> dict[int, str]:
+    """uid (or gid) -> name from /etc/passwd (or /etc/group) text, the first line winning
+    as getpwuid's does; NIS `+` lines and broken lines are left out."""
+    out: dict[int, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) < 3 or not parts[0] or parts[0][0] in "+-#":
+            continue
+        try:
+            out.setdefault(int(parts[2]), parts[0])
+        except ValueError:
+            continue
+    return out
+
+
+def status_identity(text: str) -> tuple[int, int, int] | None:
+    """(effective uid, effective gid, umask) from /proc/PID/status text (Linux 4.7+)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("Uid", "Gid", "Umask"):
+            found[name] = value.split()
+    try:
+        return int(found["Uid"][1]), int(found["Gid"][1]), int(found["Umask"][0], 8)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+class _Remembered:
+    """One probe batch's file answers, each path's asked once (stat, content and sha256
+    of one path share an lstat and a read)."""
+
+    def __init__(self, fs: FileAccess) -> None:
+        self._fs = fs
+        self._seen: dict[tuple[Any, ...], Any] = {}
+
+    def _once(self, key: tuple[Any, ...], ask: Callable[[], Any]) -> Any:
+        if key not in self._seen:
+            try:
+                self._seen[key] = ask()
+            except OSError as exc:
+                self._seen[key] = exc
+        found = self._seen[key]
+        if isinstance(found, OSError):
+            raise found
+        return found
+
+    def lstat(self, path: str) -> FileStat:
+        out: FileStat = self._once(("lstat", path), lambda: self._fs.lstat(path))
+        return out
+
+    def stat(self, path: str) -> FileStat:
+        known = self._seen.get(("lstat", path))  # what lstat said settles stat unless it is a link
+        if isinstance(known, FileNotFoundError):
+            raise known
+        if isinstance(known, FileStat) and not stat_.S_ISLNK(known.mode):
+            return known
+        out: FileStat = self._once(("stat", path), lambda: self._fs.stat(path))
+        return out
+
+    def readlink(self, path: str) -> str:
+        out: str = self._once(("readlink", path), lambda: self._fs.readlink(path))
+        return out
+
+    def read(self, path: str, limit: int) -> bytes:
+        out: bytes = self._once(("read", path, limit), lambda: self._fs.read(path, limit))
+        return out
+
+    def user(self, uid: int) -> str | None:
+        out: str | None = self._once(("user", uid), lambda: self._fs.user(uid))
+        return out
+
+    def group(self, gid: int) -> str | None:
+        out: str | None = self._once(("group", gid), lambda: self._fs.group(gid))
+        return out
+
+    def identity(self) -> tuple[str, str, int] | None:
+        out: tuple[str, str, int] | None = self._once(("identity",), self._fs.identity)
+        return out
 
 
 class Transport(ABC):
@@ -96,8 +215,14 @@ class Transport(ABC):
         """Call the host's API (API transports only)."""
         return self._call(method, path, dict(params or {}))
 
+    def files(self, sudo: bool | None = None) -> FileAccess | None:
+        """This host's file access for probes asked with `sudo` (as for run()); None: it has
+        none, or it would not answer as the shell does (commands under sudo see other files)."""
+        return None
+
     def probe(self, probes: Sequence[Probe]) -> dict[str, ProbeResult]:
-        """Answer read-only probes; shell transports batch them into one round trip."""
+        """Answer read-only probes: from the host's file access where a probe can be (no
+        process started on the host), the rest batched into one shell round trip."""
         if not probes:
             return {}
         shell = [p for p in probes if p.command is not None]
@@ -110,7 +235,18 @@ class Transport(ABC):
             for p in shell:
                 groups.setdefault(p.sudo, []).append(p)
             for sudo, group in groups.items():
-                out.update(self._probe_shell(group) if sudo is None else self._probe_shell(group, sudo=sudo))
+                rest = group
+                fs = self.files(sudo) if any(p.files is not None for p in group) else None
+                if fs is not None:  # only where the file access sees what this group's shell sees
+                    remembered, rest = _Remembered(fs), []
+                    for p in group:
+                        answer = p.files(remembered) if p.files is not None else None
+                        if answer is None:
+                            rest.append(p)
+                        else:
+                            out[p.key] = answer
+                if rest:
+                    out.update(self._probe_shell(rest) if sudo is None else self._probe_shell(rest, sudo=sudo))
         for p in api:
             assert p.api is not None
             method, path, params = p.api
@@ -128,6 +264,13 @@ class Transport(ABC):
                 _acting.on = False
         if action.kind == "put":
             self.put(action.path, action.content, action.mode, sudo=action.sudo)
+            return CommandResult(0, duration=time.monotonic() - start)
+        if action.kind == "sftp":
+            self.check(action.checked_as())
+            failed = self._sftp_request(action.method, action.path, action.mode, sudo=action.sudo)
+            if failed:
+                return CommandResult(1, stderr=f"{action.display()}: {failed}\n".encode(),
+                                     duration=time.monotonic() - start)
             return CommandResult(0, duration=time.monotonic() - start)
         if action.kind == "api":
             data = self._call(action.method, action.path, dict(action.params))
@@ -152,6 +295,10 @@ class Transport(ABC):
 
     def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot write files")
+
+    def _sftp_request(self, method: str, path: str, mode: str | None, *, sudo: bool | None = None) -> str:
+        """Send one SFTP request (model.SFTP_METHODS); "" when done, else why it failed."""
+        raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot send SFTP requests")
 
     def _get(self, path: str) -> bytes:
         raise OpsrunError(f"{self.host.name}: transport '{self.kind}' cannot read files")

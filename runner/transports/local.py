@@ -1,15 +1,18 @@
 """The local machine as a target: commands through /bin/sh, files written in place.
 
 No connection to keep; files are written atomically (temp file in the same folder, then
-rename) so a crash never leaves half a file. Every command runs in its own process group,
-which a watchdog process ends if opsrun dies (even by SIGKILL) while it runs.
+rename) so a crash never leaves half a file; file probes are answered with os calls. Every
+command runs in its own process group, which a watchdog process ends if opsrun dies (even by
+SIGKILL) while it runs.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import grp
 import os
+import pwd
 import shlex
 import signal
 import socket
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -24,7 +28,7 @@ from runner.errors import CommandTimeout, OpsrunError
 from runner.files import write_atomic
 from runner.model import CommandResult
 from runner.transports import CAPABILITIES
-from runner.transports.base import Transport
+from runner.transports.base import FileAccess, FileStat, Transport, status_identity
 
 
 class LocalTransport(Transport):
@@ -71,6 +75,10 @@ class LocalTransport(Transport):
     def stop_running(self) -> None:
         _WATCHDOG.stop_all()
 
+    def files(self, sudo: bool | None = None) -> FileAccess | None:
+        """os calls as opsrun's own user; not for probes whose commands run under sudo."""
+        return None if self._sudo(sudo) else _OS_FILES
+
     def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if self._sudo(sudo):
             self._put_sudo(path, content, mode)
@@ -110,6 +118,56 @@ class LocalTransport(Transport):
             return Path(path).read_bytes()
         except OSError as exc:
             raise OpsrunError(f"{self.host.name}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class _OsFiles:
+    """File probes of this machine with os calls, as opsrun's own user (who runs the shell)."""
+
+    @staticmethod
+    def _stat(call: Callable[[str], os.stat_result], path: str) -> FileStat:
+        try:
+            s = call(path)
+        except NotADirectoryError as exc:  # a file above it: nothing there, as over SFTP
+            raise FileNotFoundError(exc.errno, exc.strerror, path) from exc
+        return FileStat(s.st_mode, s.st_uid, s.st_gid, s.st_size)
+
+    def lstat(self, path: str) -> FileStat:
+        return self._stat(os.lstat, path)
+
+    def stat(self, path: str) -> FileStat:
+        return self._stat(os.stat, path)
+
+    def readlink(self, path: str) -> str:
+        return os.fsdecode(os.readlink(path))
+
+    def read(self, path: str, limit: int) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read(limit)
+
+    def user(self, uid: int) -> str | None:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+    def group(self, gid: int) -> str | None:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return None
+
+    def identity(self) -> tuple[str, str, int] | None:
+        try:  # the umask without setting it (os.umask would race other threads' files)
+            ids = status_identity(Path("/proc/self/status").read_text())
+        except OSError:
+            return None
+        if ids is None:
+            return None
+        user, group = self.user(os.geteuid()), self.group(os.getegid())
+        return (user, group, ids[2]) if user is not None and group is not None else None
+
+
+_OS_FILES = _OsFiles()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -1,15 +1,17 @@
-"""SSH hosts: one Fabric/paramiko connection per host for the whole run, reused by everything.
+"""SSH hosts: one paramiko connection per host for the whole run, reused by everything.
 
 Host keys are checked against known_hosts (strict | accept-new | off) before any credential
-is sent; commands go straight to paramiko channels (never invoke's in_stream), files over
-SFTP with an atomic rename. No paramiko or socket exception escapes this module untranslated.
-Settings and the host-key policy are in ssh_config.py, channel helpers in ssh_channel.py.
+is sent; commands go straight to paramiko channels, files over SFTP with an atomic rename, and
+file probes and `sftp` actions as SFTP requests (ssh_files.py). No paramiko or socket exception
+escapes this module untranslated. Settings (inventory merged with ~/.ssh/config, as Fabric
+resolved them before) and the host-key policy are in ssh_config.py, channel helpers in ssh_channel.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import getpass
 import os
 import posixpath
 import secrets
@@ -20,7 +22,6 @@ import threading
 import time
 from typing import Any, ClassVar
 
-import fabric
 import paramiko
 
 from runner.errors import (
@@ -34,16 +35,28 @@ from runner.errors import (
 )
 from runner.model import CommandResult, Host
 from runner.transports import CAPABILITIES
-from runner.transports.base import CommandGuard, Transport
-from runner.transports.ssh_channel import CHUNK, SUDO_HELLO, SUDO_PROMPT, _hello_pgid, _send_stdin, _signal
+from runner.transports.base import CommandGuard, FileAccess, Transport
+from runner.transports.ssh_channel import (
+    CHUNK,
+    SUDO_HELLO,
+    SUDO_PROMPT,
+    QuickAckSocket,
+    _hello_pgid,
+    _send_stdin,
+    _signal,
+)
 from runner.transports.ssh_config import (
     _HostKeyPolicy,
     _jump_from_string,
     _known_hosts_lock,
     _parsed_known_hosts,
     _resolve_settings,
-    fingerprint,
+    changed_key,
+    known_name,
+    shorthand,
+    unknown_key,
 )
+from runner.transports.ssh_files import Names, SftpFiles, put_atomic, request
 
 KEEPALIVE = 30  # seconds; notices a dead peer during long quiet steps
 KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
@@ -57,9 +70,12 @@ class SSHTransport(Transport):
     def __init__(self, host: Host, guard: CommandGuard | None = None) -> None:
         super().__init__(host, guard)
         self._target = _resolve_settings(host)
-        self._conn: fabric.Connection | None = None
+        self._client: paramiko.SSHClient | None = None
+        self._user = ""  # the login user of the connection made
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._no_sftp = False  # the host refused an SFTP session: probes go to the shell
+        self._names = Names()  # owner names for file probes, read once
         self._jump: SSHTransport | None = None
         self.label = f"{self._target.user or '?'}@{self._target.alias}:{self._target.port or 22}"
         self._running: dict[int, list[Any]] = {}  # id(channel) -> [channel, pgid or None]
@@ -84,14 +100,13 @@ class SSHTransport(Transport):
 
     def _drop(self) -> None:
         sftp, self._sftp = self._sftp, None
-        conn, self._conn = self._conn, None
+        client, self._client = self._client, None
         self._transport = None
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.client.close()
+        if client is not None:
+            _quiet_close(client)
 
     def _connect(self) -> None:
         t = self._target
@@ -100,14 +115,15 @@ class SSHTransport(Transport):
             "auth_timeout": t.connect_timeout,
             "channel_timeout": t.connect_timeout,
         }
-        config = fabric.Config(ssh_config=t.ssh_config, lazy=True)
-        conn = fabric.Connection(
-            t.alias, user=t.user, port=t.port, config=config, gateway=False,
-            connect_timeout=max(1, round(t.connect_timeout)), connect_kwargs=kwargs,
-        )
-        self.label = f"{conn.user}@{conn.host}:{conn.port}"
+        # the alias may be `user@host:port`; ~/.ssh/config is looked up for the host part
+        short = shorthand(t.alias)
+        looked = t.ssh_config.lookup(short["host"] or t.alias)
+        hostname = str(looked.get("hostname", short["host"] or t.alias))
+        user = t.user or short["user"] or looked.get("user") or getpass.getuser()
+        port = t.port or 22
+        self.label = f"{user}@{hostname}:{port}"
         keys = [os.path.expanduser(k) for k in t.keys] if t.explicit_key else [
-            os.path.expanduser(k) for k in conn.ssh_config.get("identityfile", [])
+            os.path.expanduser(k) for k in looked.get("identityfile", [])
         ]
         if t.explicit_key and keys and not os.path.isfile(keys[0]):
             raise AuthError(self.host.name, f"private key {keys[0]} does not exist",
@@ -120,13 +136,14 @@ class SSHTransport(Transport):
             kwargs["password"] = t.password
         if t.passphrase:
             kwargs["passphrase"] = t.passphrase
-        conn.connect_kwargs = kwargs
+        if not kwargs["key_filename"]:
+            del kwargs["key_filename"]
 
-        client: paramiko.SSHClient = conn.client
+        client = paramiko.SSHClient()
         if t.policy != "off":
             try:
                 if t.known_hosts_file.is_file():
-                    name = self._known_name(conn.host, int(conn.port))
+                    name = known_name(hostname, port)
                     mine = _parsed_known_hosts(t.known_hosts_file).lookup(name) or {}
                     for key_type, key in mine.items():  # only this host's keys: no full copy
                         client.get_host_keys().add(name, key_type, key)
@@ -134,23 +151,23 @@ class SSHTransport(Transport):
                 raise ConnectError(
                     self.host.name, f"cannot read known_hosts file {t.known_hosts_file}: {exc}"
                 ) from exc
-        client.set_missing_host_key_policy(_HostKeyPolicy(self, conn.host, int(conn.port)))
+        client.set_missing_host_key_policy(_HostKeyPolicy(self, hostname, port))
 
-        kwargs["sock"] = self._dial(conn.host, int(conn.port), conn.ssh_config)
+        kwargs["sock"] = self._dial(hostname, port, looked)
         try:
-            conn.open()
+            client.connect(hostname, port, username=user, timeout=max(1, round(t.connect_timeout)), **kwargs)
         except OpsrunError:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise
         except paramiko.BadHostKeyException as exc:
-            _quiet_close(conn)
-            raise self._changed_key(conn.host, int(conn.port), exc) from exc
+            _quiet_close(client)
+            raise changed_key(self.host.name, self._target, hostname, port, exc) from exc
         except paramiko.PasswordRequiredException as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise AuthError(self.host.name, f"private key for {self.label} is encrypted",
                             hint="set `key_passphrase: env:NAME` for this host") from exc
         except paramiko.AuthenticationException as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise AuthError(
                 self.host.name,
                 f"authentication failed for {self.label} (tried: {self._methods(kwargs)})",
@@ -158,15 +175,16 @@ class SSHTransport(Transport):
                      "~/.ssh/authorized_keys?) or `password:`",
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            _quiet_close(conn)
+            _quiet_close(client)
             raise ConnectError(
                 self.host.name, f"cannot connect to {self.label}: SSH handshake failed: "
                 f"{_describe(exc)}", hint="is an SSH server listening on that port?",
             ) from exc
-        transport = conn.transport
+        transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(KEEPALIVE)
-        self._conn = conn
+        self._client = client
+        self._user = user
         self._transport = transport
 
     def _dial(self, hostname: str, port: int, ssh_config: Any) -> Any:
@@ -204,6 +222,7 @@ class SSHTransport(Transport):
             raise ConnectError(self.host.name, f"{where}: {reason}") from exc
         if self.tcp_nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return QuickAckSocket(sock)  # and no delayed ACK stalling sshd's replies (ssh_channel.py)
         return sock
 
     def _via_jump(self, jump: dict[str, Any], hostname: str, port: int) -> paramiko.Channel:
@@ -234,42 +253,12 @@ class SSHTransport(Transport):
         return ", ".join(tried) or "nothing (no key, agent or password)"
 
     # ------------------------------------------------------------ host keys
-    def _known_name(self, hostname: str, port: int) -> str:
-        return hostname if port == 22 else f"[{hostname}]:{port}"
-
-    def _scan_hint(self, hostname: str, port: int, key: paramiko.PKey) -> str:
-        kt = key.get_name().removeprefix("ssh-").split("-")[0]
-        p = f"-p {port} " if port != 22 else ""
-        return f"ssh-keyscan {p}-t {kt} {hostname} >> {self._target.known_hosts_file}"
-
     def _unknown_key(self, hostname: str, port: int, key: paramiko.PKey) -> HostKeyError:
-        name = self._known_name(hostname, port)
-        return HostKeyError(
-            self.host.name,
-            f"unknown host key for {name}: {key.get_name()} {fingerprint(key)} is not in "
-            f"{self._target.known_hosts_file} (known_hosts: strict)",
-            hint=f"check that fingerprint with the host's owner, then add it: "
-                 f"{self._scan_hint(hostname, port, key)}; or trust it on first use with "
-                 f"`known_hosts: accept-new` for this host",
-        )
-
-    def _changed_key(self, hostname: str, port: int,
-                     exc: paramiko.BadHostKeyException) -> HostKeyError:
-        name = self._known_name(hostname, port)
-        got, expected = exc.key, exc.expected_key
-        file = self._target.known_hosts_file
-        return HostKeyError(
-            self.host.name,
-            f"host key for {name} has CHANGED: it now presents {got.get_name()} "
-            f"{fingerprint(got)}, {file} has {expected.get_name()} {fingerprint(expected)}",
-            hint=f"someone may be intercepting the connection, or the host was reinstalled. "
-                 f"Only if you know why: ssh-keygen -R '{name}' -f {file}, then "
-                 f"{self._scan_hint(hostname, port, got)} (accept-new never accepts a changed key)",
-        )
+        return unknown_key(self.host.name, self._target, hostname, port, key)
 
     def _accept_new(self, hostname: str, port: int, key: paramiko.PKey) -> None:
         file = self._target.known_hosts_file
-        line = f"{self._known_name(hostname, port)} {key.get_name()} {key.get_base64()}\n"
+        line = f"{known_name(hostname, port)} {key.get_name()} {key.get_base64()}\n"
         try:
             with _known_hosts_lock:
                 file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -443,8 +432,8 @@ class SSHTransport(Transport):
         )
 
     def _conn_user(self) -> str:
-        if self._conn is not None:
-            return str(self._conn.user)
+        if self._client is not None:
+            return self._user
         return self._target.user or ""
 
     # ------------------------------------------------------------ files
@@ -462,6 +451,45 @@ class SSHTransport(Transport):
             if self._sftp is None:
                 raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP")
         return self._sftp
+
+    def files(self, sudo: bool | None = None) -> FileAccess | None:
+        """Probes over SFTP as the login user; not for probes whose commands run under sudo
+        (root sees other files), nor hosts without an SFTP server (their shell answers)."""
+        if self._no_sftp:
+            return None
+        self.open()
+        if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
+            return None
+        if self._sftp is None:
+            assert self._transport is not None
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not self.connected:
+                    raise self._lost("sftp", exc) from exc
+                self._no_sftp = True
+                return None
+            if self._sftp is None:
+                self._no_sftp = True
+                return None
+        return SftpFiles(self._sftp, self._names, self._lost, lambda: self.connected)
+
+    def _sftp_request(self, method: str, path: str, mode: str | None, *, sudo: bool | None = None) -> str:
+        if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
+            raise OpsrunError(f"{self.host.name}: sftp {method} {path} would act as the login user, "
+                              "not through sudo; plan again")
+        if mode is not None:
+            _check_mode(self.host.name, mode)
+        sftp = self._sftp_client()
+        try:
+            request(sftp, method, path, mode)
+        except OSError as exc:
+            if not self.connected:
+                raise self._lost(f"sftp {method} {path}", exc) from exc
+            return exc.strerror or str(exc) or type(exc).__name__
+        except (paramiko.SSHException, EOFError) as exc:
+            raise self._lost(f"sftp {method} {path}", exc) from exc
+        return ""
 
     def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if mode is not None:
@@ -483,27 +511,7 @@ class SSHTransport(Transport):
             raise self._lost(f"put {path}", exc) from exc
 
     def _put_sftp(self, path: str, content: bytes, mode: str | None) -> None:
-        sftp = self._sftp_client()
-        folder, name = posixpath.split(path)
-        folder = folder or "."
-        _sftp_makedirs(sftp, folder)
-        tmp = posixpath.join(folder, f".{name}.opsrun-{secrets.token_hex(4)}")
-        try:
-            with sftp.open(tmp, "wxb") as fh:
-                fh.set_pipelined(True)
-                fh.write(content)
-            if mode is not None:
-                sftp.chmod(tmp, int(mode, 8))
-            else:
-                try:
-                    sftp.chmod(tmp, (sftp.stat(path).st_mode or 0) & 0o7777)
-                except FileNotFoundError:
-                    pass
-            sftp.posix_rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sftp.remove(tmp)
-            raise
+        put_atomic(self._sftp_client(), path, content, mode)
 
     def _put_sudo(self, path: str, content: bytes, mode: str | None) -> None:
         sftp = self._sftp_client()
@@ -566,20 +574,6 @@ class SSHTransport(Transport):
 # ---------------------------------------------------------------- helpers
 
 
-def _sftp_makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
-    try:
-        sftp.stat(folder)
-        return
-    except FileNotFoundError:
-        pass
-    parent = posixpath.dirname(folder.rstrip("/"))
-    if parent and parent != folder:
-        _sftp_makedirs(sftp, parent)
-    with contextlib.suppress(OSError):
-        sftp.mkdir(folder)
-    sftp.stat(folder)  # raises the real reason when it still is not there
-
-
 def _check_mode(host: str, mode: str) -> None:
     if not (isinstance(mode, str) and 3 <= len(mode) <= 4 and set(mode) <= set("01234567")):
         raise InvalidInput(f"{host}: file mode must be an octal string like '0644', not {mode!r}")
@@ -604,6 +598,6 @@ def _describe(exc: BaseException | None) -> str:
 
 
 
-def _quiet_close(conn: fabric.Connection) -> None:
+def _quiet_close(client: paramiko.SSHClient) -> None:
     with contextlib.suppress(Exception):
-        conn.client.close()
+        client.close()

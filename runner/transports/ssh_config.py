@@ -75,6 +75,44 @@ class _HostKeyPolicy:
         raise self.owner._unknown_key(self.hostname, self.port, key)
 
 
+def known_name(hostname: str, port: int) -> str:
+    """The host's name in known_hosts: `host`, or `[host]:port` off port 22."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def _scan_hint(target: _Target, hostname: str, port: int, key: paramiko.PKey) -> str:
+    kt = key.get_name().removeprefix("ssh-").split("-")[0]
+    p = f"-p {port} " if port != 22 else ""
+    return f"ssh-keyscan {p}-t {kt} {hostname} >> {target.known_hosts_file}"
+
+
+def unknown_key(host: str, target: _Target, hostname: str, port: int, key: paramiko.PKey) -> HostKeyError:
+    name = known_name(hostname, port)
+    return HostKeyError(
+        host,
+        f"unknown host key for {name}: {key.get_name()} {fingerprint(key)} is not in "
+        f"{target.known_hosts_file} (known_hosts: strict)",
+        hint=f"check that fingerprint with the host's owner, then add it: "
+             f"{_scan_hint(target, hostname, port, key)}; or trust it on first use with "
+             f"`known_hosts: accept-new` for this host",
+    )
+
+
+def changed_key(host: str, target: _Target, hostname: str, port: int,
+                exc: paramiko.BadHostKeyException) -> HostKeyError:
+    name = known_name(hostname, port)
+    got, expected = exc.key, exc.expected_key
+    file = target.known_hosts_file
+    return HostKeyError(
+        host,
+        f"host key for {name} has CHANGED: it now presents {got.get_name()} "
+        f"{fingerprint(got)}, {file} has {expected.get_name()} {fingerprint(expected)}",
+        hint=f"someone may be intercepting the connection, or the host was reinstalled. "
+             f"Only if you know why: ssh-keygen -R '{name}' -f {file}, then "
+             f"{_scan_hint(target, hostname, port, got)} (accept-new never accepts a changed key)",
+    )
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """SHA256:base64 (unpadded), the way ssh prints host key fingerprints."""
     digest = hashlib.sha256(key.asbytes()).digest()
@@ -169,6 +207,18 @@ def _resolve_settings(host: Host) -> _Target:
         shell=str(s.get("shell") or "/bin/sh"),
         ssh_config=ssh_config,
     )
+
+
+def shorthand(alias: str) -> dict[str, Any]:
+    """`user@host:port` -> its parts (None where not given), as Fabric reads a host string;
+    an address with more than one colon is IPv6 and has no port."""
+    user, _, hostport = alias.rpartition("@")
+    port: int | None = None
+    host: str | None = hostport
+    if hostport.count(":") <= 1:
+        host, _, port_text = hostport.partition(":")
+        port = int(port_text) if port_text else None
+    return {"user": user or None, "host": host or None, "port": port}
 
 
 def _policy_from_config(looked: dict[str, Any]) -> str | None:
