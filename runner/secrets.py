@@ -20,6 +20,10 @@ from runner.errors import InvalidInput
 MASK = "***"
 REF_RE = re.compile(r"^(env|file):(.+)$")
 MIN_SECRET_LEN = 3  # shorter values would mask ordinary text everywhere
+#: a digest (a fingerprint, a plan or file hash): a short secret found in its hex is chance, not a
+#: leak, and masking it would corrupt the hash (a saved plan's fingerprints would never match)
+DIGEST_RE = re.compile(r"(?:sha256:|sha1:|md5:)?[0-9a-f]{16,128}")
+MIN_IN_DIGEST = 16  # in a digest, only a secret this long (or the digest itself) is masked
 
 
 class Secret(str):
@@ -78,7 +82,12 @@ class _Registry:
 
     def redact(self, text: str) -> str:
         pattern = self.pattern() if text else None
-        return pattern.sub(MASK, text) if pattern is not None else text
+        if pattern is None:
+            return text
+        if DIGEST_RE.fullmatch(text):
+            return pattern.sub(lambda m: MASK if m.group() == text or len(m.group()) >= MIN_IN_DIGEST
+                               else m.group(), text)
+        return pattern.sub(MASK, text)
 
     def clear(self) -> None:
         with self._lock:

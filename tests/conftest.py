@@ -24,3 +24,13 @@ pytest_plugins = [
     "tests.fixtures_ssh",
     "tests.fixtures_llm",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets_after_each_test():
+    """Secrets are process-wide (runner.secrets.REGISTRY): one test's values must not mask the
+    next test's text, whichever xdist worker runs them in which order."""
+    yield
+    from runner import secrets
+
+    secrets.REGISTRY.clear()

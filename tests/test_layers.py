@@ -134,8 +134,8 @@ def test_report_imports_nothing_from_apply_even_for_types() -> None:
 @pytest.mark.parametrize("command", ["validate", "plan"])
 def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: Path) -> None:
     """On a local-only playbook, `validate` and `plan` import no litellm, proxmoxer, adbutils,
-    fabric or paramiko (they load only when a playbook's hosts need them), nor any serving
-    library (fastapi, uvicorn, starlette, mcp)."""
+    fabric, paramiko, fastapi, uvicorn, mcp or starlette (they load only when a playbook's hosts
+    or a serving command need them)."""
     code = (
         "import sys\n"
         "from runner.cli import main\n"

@@ -166,3 +166,23 @@ def test_runs_and_run(project: Project) -> None:
     assert ops.runs(project) == []
     with pytest.raises(InvalidInput):
         ops.run(project, "nope")
+
+
+def test_ask_uses_the_project_gateway_once_per_process(project: Project, fake_llm) -> None:  # type: ignore[no-untyped-def]
+    (project.root / "gateway.yaml").write_text(
+        "opsrun: 1\nproviders:\n  fake:\n    kind: openai\n    model: fake-model\n"
+        f"    api_base: {fake_llm.url}/v1\nrouting: {{retries_per_provider: 0, deadline_s: 10}}\n"
+        f"cache: {{enabled: false, dir: {project.state / 'cache'}}}\n")
+    fake_llm.script("fake-model", "forty-two")
+    got = ops.ask(project, "what is the answer?")
+    assert got["text"] == "forty-two" and got["provider"] == "fake" and got["model"] == "fake-model"
+    assert ops.gateway(project) is ops.gateway(Project.at(project.root))  # one rate limit for every client
+    (req,) = fake_llm.chats()
+    assert "what is the answer?" in json.dumps(req.body)
+
+
+def test_a_plan_that_cannot_be_made_leaves_nothing(project: Project) -> None:
+    with pytest.raises(InvalidInput, match="leaves no host"):
+        plans.create_plan(project, text=playbook(project.root / "o"), limit="web", actor="a", origin="http")
+    assert list((project.state / "plans").iterdir()) == []
+    assert audit.read(project) == []

@@ -15,7 +15,22 @@ try:  # typer >= 0.20 vendors click; older versions use the click package
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
-from runner.cli import apply, author, do, gateway, info, init, inventory, mcp, plan, runs, serve, validate
+from runner.cli import (
+    apply,
+    approve,
+    author,
+    do,
+    gateway,
+    info,
+    init,
+    inventory,
+    jobs,
+    mcp,
+    plan,
+    runs,
+    serve,
+    validate,
+)
 from runner.cli.output import err, error_text
 from runner.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, OpsrunError
 
@@ -34,7 +49,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # the order `--help` lists them
-for topic in (init, validate, plan, apply, do, inventory, info, author, runs, gateway, serve, mcp):
+for topic in (init, validate, plan, apply, do, approve, jobs, inventory, info, author, runs, gateway, serve, mcp):
     topic.register(app)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets as _random
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,18 +118,20 @@ def create_plan(
     plan_id = new_plan_id()
     folder = plan_dir(project, plan_id)
     project.private("plans", plan_id)
-    if text is not None:
-        playbook = folder / "playbook.yaml"
-        write_private(playbook, text.encode())
-    else:
-        playbook = project.inside(str(path))
+    playbook = folder / "playbook.yaml" if text is not None else project.inside(str(path))
     inv_arg = project.inventory_arg(inventory)
-    with open_session(str(playbook), inv_arg, None, variables) as session:
-        hosts = select_hosts(session.inventory, session.playbook, limit)
-        the_plan, _ = make_plan(session, hosts, tags=split_names(tags), skip_tags=split_names(skip_tags),
-                                limit=limit)
-        body = json.dumps(to_json(the_plan), indent=2, default=str) + "\n"
-        markdown = report.plan_markdown(the_plan)
+    try:
+        if text is not None:
+            write_private(playbook, text.encode())
+        with open_session(str(playbook), inv_arg, None, variables) as session:
+            hosts = select_hosts(session.inventory, session.playbook, limit)
+            the_plan, _ = make_plan(session, hosts, tags=split_names(tags), skip_tags=split_names(skip_tags),
+                                    limit=limit)
+            body = json.dumps(to_json(the_plan), indent=2, default=str) + "\n"
+            markdown = report.plan_markdown(the_plan)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-made plan is left to list
+        raise
     doc = json.loads(body)
     digest = plan_digest(doc)
     meta: dict[str, Any] = {

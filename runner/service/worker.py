@@ -10,6 +10,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -75,8 +76,11 @@ class HeadlessUI:
 class Worker:
     """Runs the project's queued jobs, one at a time, highest priority first."""
 
-    def __init__(self, project: Project, queue: JobQueue) -> None:
+    def __init__(self, project: Project, queue: JobQueue, *, lock_wait_s: float = 2.0) -> None:
         self.project = project
+        # how long to wait for the worker lock: a worker killed a moment ago may leave it held
+        # for a few milliseconds by a child between fork and exec
+        self.lock_wait_s = lock_wait_s
         self.queue = queue
         self.pid = os.getpid()
         self.machine = socket.gethostname()
@@ -91,12 +95,18 @@ class Worker:
             return
         self.project.private()
         fd = open_private(self.project.state / "worker.lock", os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockError(f"another worker runs the jobs of {self.project.root}",
-                            hint="one worker per project: stop the other one (or let it work)") from None
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(fd)
+                raise LockError(f"another worker runs the jobs of {self.project.root}",
+                                hint="one worker per project: stop the other one (or let it work)") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.pid}@{self.machine}\n".encode())
         self._lock_fd = fd
@@ -114,6 +124,8 @@ class Worker:
         self._hold()
         out = []
         for job in self.queue.orphans():
+            if self.current is not None and job.id == self.current.id:
+                continue  # this worker's own job, running now
             if job.cancel_by:
                 out.append(self.queue.finish(job.id, "cancelled", f"cancelled by {job.cancel_by}"))
                 continue
@@ -203,6 +215,9 @@ class Worker:
         except KeyboardInterrupt:  # a second Ctrl-C: the run stopped at once
             shutdown.set()
             return self._ended(q.finish(job.id, "interrupted", "interrupted (Ctrl-C)"))
+        except DriftError as exc:  # a job cannot --allow-drift: the way on is a new plan
+            return self._ended(q.finish(job.id, "failed", exc.message + "\n  hint: plan it again, approve the new "
+                                        "plan and submit that"))
         except NOT_RETRIED as exc:
             return self._ended(q.finish(job.id, "failed", exc.render()))
         except OpsrunError as exc:
@@ -212,7 +227,8 @@ class Worker:
         needed = outcome.human_needed()
         if needed is not None:
             return self._ended(q.finish(job.id, "human", needed.render()))
-        if halt.is_set() or (outcome.recap.aborted and "interrupted" in outcome.recap.aborted):
+        ends = [e for e in outcome.events if e.get("type") == "run_end"]
+        if ends and ends[-1].get("outcome") == "interrupted":  # the run saw the stop (cancel, signal, shutdown)
             if reason.get("why") == "cancel":
                 return self._ended(q.finish(job.id, "cancelled", f"cancelled by {reason.get('by')}"))
             if reason.get("why") != "shutdown":
