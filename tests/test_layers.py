@@ -149,10 +149,10 @@ def test_validate_and_plan_never_import_heavy_libraries(command: str, tmp_path: 
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["mcp", "--help"]])
 def test_help_never_imports_the_server_libraries(argv: list[str], tmp_path: Path) -> None:
-    """`opsrun --help` and `opsrun serve --help` import no fastapi, uvicorn, starlette or mcp
-    (nor the other heavy libraries): the serve command imports them inside."""
+    """`opsrun --help`, `opsrun serve --help` and `opsrun mcp --help` import no fastapi, uvicorn,
+    starlette or mcp (nor the other heavy libraries): the serve and mcp commands import them inside."""
     code = (
         "import sys\n"
         "from runner.cli import main\n"

@@ -8,7 +8,22 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import apply, approve, author, do, gateway, info, init, inventory, jobs, plan, runs, serve, validate
+from runner.cli import (
+    apply,
+    approve,
+    author,
+    do,
+    gateway,
+    info,
+    init,
+    inventory,
+    jobs,
+    mcp,
+    plan,
+    runs,
+    serve,
+    validate,
+)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success / no changes, 1 error, 2 changes present (plan --detailed-exitcode), "
@@ -25,7 +40,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # the order `--help` lists them
-for topic in (init, validate, plan, apply, do, approve, jobs, inventory, info, author, runs, gateway, serve):
+for topic in (init, validate, plan, apply, do, approve, jobs, inventory, info, author, runs, gateway, serve, mcp):
     topic.register(app)
 
 
