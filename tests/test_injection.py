@@ -148,8 +148,11 @@ def build(proj: Path) -> tuple[dict[str, Any], dict[str, str]]:
 def sandboxed(proj: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """`opsrun ARGS` in a bubblewrap sandbox: read-only /, private /tmp, no network, only
     the project folder writable."""
+    # a checkout or venv under /tmp (a CI runner's work folder may be there) is bound back in, read-only
+    back = sorted({str(p) for p in (ROOT, Path(sys.prefix)) if str(p).startswith("/tmp/")})
     argv = [
         str(BWRAP), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        *[a for p in back for a in ("--ro-bind", p, p)],
         "--bind", str(proj), str(proj), "--chdir", str(proj), "--unshare-all", "--die-with-parent",
         "--setenv", "PYTHONPATH", str(ROOT), sys.executable, "-m", "runner", *args,
     ]  # fmt: skip
