@@ -9,13 +9,14 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from runner import approval_policy
 from runner.apply import usecase
 from runner.errors import EXIT_HUMAN, HumanNeeded, InvalidInput, OpsrunError
+from runner.gateway.config import DoConfig
 from runner.journal import Journal, new_run_id
 from runner.llm.author import Author, AuthorError, Draft
 from runner.llm.gates import compact_json, one_line, to_yaml
@@ -23,7 +24,6 @@ from runner.secrets import redact
 
 if TYPE_CHECKING:
     from runner.gateway import Gateway
-    from runner.gateway.config import DoConfig
     from runner.llm.fixer import Fix
     from runner.model import Inventory, Plan
 
@@ -32,26 +32,19 @@ MAX_FAILURES_SHOWN = 3
 
 
 @dataclass(frozen=True)
-class DoLimits:
-    """What one do run may do without a person: gateway.yaml's `do:` section, flags on top."""
+class DoLimits(DoConfig):
+    """What one do run may do without a person: gateway.yaml's `do:` section (DoConfig's
+    fields), flags on top, and where the deadline came from (for messages)."""
 
-    max_changes: int | None = 10
-    allow_unknown: bool = True
-    max_replans: int = 2
-    max_fixes: int = 1
-    auto_fix: bool = True
-    deadline_s: float | None = None  # None: routing.deadline_s
-    deadline_from: str = "do.deadline_s"  # where deadline_s came from, for messages
+    deadline_from: str = "do.deadline_s"
 
     @classmethod
     def from_config(cls, cfg: DoConfig, **flags: Any) -> DoLimits:
         """The config's limits, each flag given (not None) replacing its value."""
-        base = cls(max_changes=cfg.max_changes, allow_unknown=cfg.allow_unknown, max_replans=cfg.max_replans,
-                   max_fixes=cfg.max_fixes, auto_fix=cfg.auto_fix, deadline_s=cfg.deadline_s)
         given = {k: v for k, v in flags.items() if v is not None}
         if "deadline_s" in given:
             given.setdefault("deadline_from", "--deadline")
-        return replace(base, **given)
+        return cls(**{**{f.name: getattr(cfg, f.name) for f in fields(DoConfig)}, **given})
 
     def auto(self) -> approval_policy.AutoLimits:
         return approval_policy.AutoLimits(max_changes=self.max_changes, allow_unknown=self.allow_unknown)
