@@ -154,11 +154,7 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
             queue = JobQueue(project)
             job = queue.submit(plan_id, actor=actor)
             job = wait_for(lambda: queue.get(job.id), lambda j: j.state in FINISHED, wait_seconds)
-            out: dict[str, Any] = {"job": job.to_json(), "approved_by": appr.approver, "approval": how}
-            if job.state in FINISHED and job.run_id:
-                out["run"] = _run_summary(ops.run(project, job.run_id))
-            out["next"] = _job_next(job.state, job.id, job.error)
-            return out
+            return _outcome(project, job, {"job": job.to_json(), "approved_by": appr.approver, "approval": how})
 
         return await call(ctx, caller, "apply", go)
 
@@ -180,11 +176,7 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
             queue = JobQueue(project)
             j = wait_for(lambda: queue.get(job_id), lambda x: x.state in FINISHED, wait_seconds)
             events = queue.events(job_id, after=events_after)
-            out: dict[str, Any] = {"job": j.to_json(), "events": events[-200:], "more_events": len(events) > 200}
-            if j.state in FINISHED and j.run_id:
-                out["run"] = _run_summary(ops.run(project, j.run_id))
-            out["next"] = _job_next(j.state, j.id, j.error)
-            return out
+            return _outcome(project, j, {"job": j.to_json(), "events": events[-200:], "more_events": len(events) > 200})
 
         return await call(ctx, caller, "read", show)
 
@@ -244,6 +236,16 @@ def register(mcp: MCPServer[Any], project: Project, *, caller: Caller, auto_limi
         validated (and repaired) until it passes, nothing is written or run. Returns {"playbook"
         (YAML text), "ok", "errors", "rounds"}; then `plan` it with playbook=<that text>."""
         return await call(ctx, caller, "plan", lambda actor: ops.author(project, request, inventory=inventory))
+
+
+def _outcome(project: Any, job: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """A job's answer completed: the run's outcome per host once it finished, and what to do next."""
+    from runner.service import ops
+
+    if job.state in FINISHED and job.run_id:
+        out["run"] = _run_summary(ops.run(project, job.run_id))
+    out["next"] = _job_next(job.state, job.id, job.error)
+    return out
 
 
 def _job_next(state: str, job_id: str, error: str | None) -> str:
