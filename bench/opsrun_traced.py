@@ -98,6 +98,8 @@ def install() -> None:
 def what_if(names: set[str]) -> None:
     """Experiments patched in from outside, to size a fix before anyone writes it:
     nofsync   the journal flushes every event but never fsyncs
+    nojw      the journal writes nothing (events are numbered only)
+    switchN   the GIL's switch interval is N/10 ms (Python's default: 50)
     free      the playbook runs with `strategy: free` (no barrier between steps)
     (sftpfacts, sftpactions and khcache, sized here before, are opsrun's own code since
     issue 14 and aa8900a.)
@@ -121,6 +123,18 @@ def what_if(names: set[str]) -> None:
             return orig_run(self)
 
         runner.apply.engine.Executor.run = run  # type: ignore[method-assign]
+    for name in names:
+        if name.startswith("switch"):  # switchN: the GIL's switch interval N/10 ms
+            sys.setswitchinterval(int(name[6:]) / 10000)
+    if "nojw" in names:
+        import runner.journal
+
+        def event(self: Any, type_: str, **fields: Any) -> dict[str, Any]:
+            with self._lock:
+                self._seq += 1
+                return {"seq": self._seq, "type": type_, **fields}
+
+        runner.journal.Journal.event = event  # type: ignore[method-assign]
 
 
 def report() -> None:

@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ from workload import spec  # noqa: E402
 from tests.peers.sshd import TEST_USER, SshdFarm  # noqa: E402
 
 PY = REPO / ".venv" / "bin" / "python"
+CPU: list[float] = []  # the controller's CPU seconds of each run (wait4 of the child)
 
 
 def timeline(journal: Path) -> list[str]:
@@ -117,6 +119,7 @@ def main() -> int:
         variants = ["baseline", *[v for v in args.what_if.split(",") if v]]
         detail = args.rounds == 1 and len(variants) == 1
         walls: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        cpus: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         for rnd in range(args.rounds):
             for variant in variants:
                 tool.env["BENCH_WHAT_IF"] = "" if variant == "baseline" else variant.replace("+", ",")
@@ -127,12 +130,14 @@ def main() -> int:
                         print(f"  round {rnd + 1} {variant:10s} {phase:5s}", end="", flush=True)
                     wall = one_run(args, tool, hosts, phase, pw.pw_uid, detail)
                     walls[(variant, phase)].append(wall)
+                    cpus[(variant, phase)].append(CPU[-1])
 
         if not detail:
             print(f"== {args.hosts} hosts, medians of {args.rounds} rounds:")
             for (variant, phase), xs in walls.items():
                 print(f"    {variant:10s} {phase:5s} {statistics.median(xs):6.2f}s  "
-                      f"(min {min(xs):.2f}, max {max(xs):.2f})")
+                      f"(min {min(xs):.2f}, max {max(xs):.2f}); cpu median "
+                      f"{statistics.median(cpus[(variant, phase)]):.3f}s, min {min(cpus[(variant, phase)]):.3f}s")
     finally:
         farm.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -152,9 +157,12 @@ def one_run(args: argparse.Namespace, tool: Opsrun, hosts: list[HostInfo], phase
                 *([] if os.environ.get("PYSPY_BLOCKING") else ["--nonblocking"]),
                 *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else []), "--", *argv]
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run(argv, check=False, cwd=cwd, env=tool.env, capture_output=True, text=True,
                          timeout=600)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     bad = tool.check_report(hosts, Outcome(wall, 0.0, 0.0, 0, res.returncode, res.stdout, res.stderr),
                             phase)
     bad += [x for h in hosts for x in spec.check(tool.name, h.name, uid)]
@@ -164,7 +172,7 @@ def one_run(args: argparse.Namespace, tool: Opsrun, hosts: list[HostInfo], phase
                   if line.startswith("@@trace ")), None)
     if not detail:
         c = trace["counters"] if trace else {}
-        print(f" {wall:6.2f}s: channels {c.get('channel:session', '?')}, probe batches "
+        print(f" {wall:6.2f}s cpu {CPU[-1]:5.2f}s: channels {c.get('channel:session', '?')}, probe batches "
               f"{c.get('exec:probe-batch', 0)}, SFTP requests "
               f"{sum(v for k, v in c.items() if k.startswith('sftp:'))}")
         return wall

@@ -86,8 +86,13 @@ def _compare(t: Transport, root: Path, made: dict[str, str], host: Host) -> None
 
 
 @pytest.mark.peer
-def test_sftp_answers_as_the_shell_does(ssh_hosts: list[Sshd], remote_dir: str) -> None:
-    peer = ssh_hosts[0]
+@pytest.mark.parametrize("names", ["by id", "tables"])
+def test_sftp_answers_as_the_shell_does(ssh_hosts: list[Sshd], spare_sshd: Any, remote_dir: str,
+                                        names: str) -> None:
+    """Owner names asked of the server by id (OpenSSH's users-groups-by-id), or read from
+    /etc/passwd and /etc/group where the server refuses that request: the same answers."""
+    peer = ssh_hosts[0] if names == "by id" else spare_sshd(
+        "noids", Subsystem="sftp internal-sftp -P users-groups-by-id")
     pw = pwd.getpwnam(peer.user)
     root = Path(remote_dir)
     made = _tree(root, (pw.pw_uid, pw.pw_gid) if os.geteuid() == 0 else None)
@@ -95,8 +100,38 @@ def test_sftp_answers_as_the_shell_does(ssh_hosts: list[Sshd], remote_dir: str) 
     try:
         with SSHTransport(host) as t:
             _compare(t, root, made, host)
+            assert t._names.by_id is (names == "by id")
+            assert (t._names.users is None) is (names == "by id")  # the tables only when needed
     finally:
         (root / "shut").chmod(0o700)
+
+
+@pytest.mark.peer
+def test_a_planned_file_costs_few_sftp_requests(ssh_hosts: list[Sshd], remote_dir: str) -> None:
+    """What a no-change re-run asks per file, counted on the wire (paramiko numbers each SFTP
+    request): lstat, one read of exactly the stat's size (no request only to hear "end of
+    file"), the owner names in one request for user and group, and the identity from one read
+    of /proc/self/status (open, read, close)."""
+    Path(remote_dir, "app.conf").write_text("x = 1\n" * 50)
+    pw = pwd.getpwnam(ssh_hosts[0].user)
+    if os.geteuid() == 0:
+        os.chown(Path(remote_dir, "app.conf"), pw.pw_uid, pw.pw_gid)  # the login user's, as a deploy's are
+    host = ssh_hosts[0].host()
+    with SSHTransport(host) as t:
+        fs = t.files()
+        assert fs is not None and t._sftp is not None
+        before = t._sftp.request_number
+        digest = F.ask(host, "stat", f"{remote_dir}/app.conf", digest=True)
+        content = F.ask(host, "content", f"{remote_dir}/app.conf")
+        got = t.probe([digest, content, F.ask_host(host, "identity")])
+        asked = t._sftp.request_number - before
+        assert got[content.key].stdout == b"x = 1\n" * 50
+        assert b"sha256 " in got[digest.key].stdout
+        # lstat 1 + open/read/close 3 + names 1 + status open/read/close 3
+        assert asked == 8, f"{asked} SFTP requests"
+        before = t._sftp.request_number
+        t.probe([F.ask(host, "stat", f"{remote_dir}/app.conf")])  # the names are known now
+        assert t._sftp.request_number - before == 1
 
 
 def test_os_calls_answer_as_the_shell_does(tmp_path: Path) -> None:

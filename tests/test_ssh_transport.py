@@ -576,3 +576,26 @@ def test_every_read_acks_at_once(ssh_hosts: list[Sshd]) -> None:
     with _open(ssh_hosts[0]) as t:
         assert t._transport is not None and isinstance(t._transport.sock, QuickAckSocket)
         assert t.run("echo ok").out == "ok\n"
+
+
+def test_aes_gcm_is_negotiated_where_both_sides_have_it(ssh_hosts: list[Sshd]) -> None:
+    """The client offers AES-GCM first (no per-packet HMAC computed in Python): OpenSSH picks
+    it, for the hop and through a jump host alike; the rest of paramiko's list stays offered."""
+    import paramiko
+
+    from runner.transports.ssh_channel import FastTransport
+
+    assert FastTransport._preferred_ciphers[0] == "aes128-gcm@openssh.com"
+    assert set(paramiko.Transport._preferred_ciphers) <= set(FastTransport._preferred_ciphers)
+    with _open(ssh_hosts[0]) as t:
+        assert t._transport is not None
+        assert (t._transport.local_cipher, t._transport.remote_cipher) == ("aes128-gcm@openssh.com",) * 2
+        assert t.run("echo ok").out == "ok\n"
+    bastion, target = ssh_hosts[0], ssh_hosts[2]
+    inner = SSHTransport(target.host("inner", jump=bastion.settings()))
+    try:
+        inner.open()
+        assert inner._transport is not None and inner._transport.local_cipher == "aes128-gcm@openssh.com"
+        assert inner.run("echo in").out == "in\n"
+    finally:
+        inner.close()

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from runner.transports.base import FileAccess, FileStat
 
 MAX_CONTENT = 1024 * 1024  # bigger files are compared by sha256, without a diff
-READ = MAX_CONTENT + 1  # what one read asks for: the content and the digest share it
+READ = MAX_CONTENT + 1  # what a read of a file of unknown size asks for
 NOT_A_FILE = ProbeResult(1)
 # shells whose probes these answers stand in for: the login user's plain sh (a `shell:` of
 # a host's own, a wrapper or a chroot, may see other files: its probes go to it)
@@ -97,11 +97,19 @@ def _absent(fs: FileAccess, path: str) -> ProbeResult | None:
     return ProbeResult(0, (said + "\n").encode())
 
 
+def _fetch(fs: FileAccess, path: str, s: FileStat) -> bytes:
+    """A regular file's bytes, asked for as many as its stat says (one SFTP read request,
+    none just to hear "end of file"); a size of 0 (as /proc files say) reads to the end.
+    The content and the digest of one path ask alike and share the read. A file that grew
+    between the stat and the read is read as long as the stat said, as one snapshot."""
+    return fs.read(path, s.size if 0 < s.size <= MAX_CONTENT else READ)
+
+
 def _sha256(fs: FileAccess, path: str, s: FileStat) -> str | None:
     """The digest from the bytes read here (None: too big to fetch; sha256sum on the host)."""
     if s.size > MAX_CONTENT:
         return None
-    data = fs.read(path, READ)
+    data = _fetch(fs, path, s)
     if len(data) > MAX_CONTENT:
         return None
     return hashlib.sha256(data).hexdigest()
@@ -125,7 +133,7 @@ def content_answer(fs: FileAccess, path: str) -> ProbeResult | None:
         s = _regular(fs, path)
         if s is None or s.size > MAX_CONTENT:
             return NOT_A_FILE
-        data = fs.read(path, READ)
+        data = _fetch(fs, path, s)
     except OSError:
         return None
     return NOT_A_FILE if len(data) > MAX_CONTENT else ProbeResult(0, data)

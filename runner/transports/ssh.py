@@ -40,6 +40,7 @@ from runner.transports.ssh_channel import (
     CHUNK,
     SUDO_HELLO,
     SUDO_PROMPT,
+    FastTransport,
     QuickAckSocket,
     _hello_pgid,
     _send_stdin,
@@ -155,7 +156,8 @@ class SSHTransport(Transport):
 
         kwargs["sock"] = self._dial(hostname, port, looked)
         try:
-            client.connect(hostname, port, username=user, timeout=max(1, round(t.connect_timeout)), **kwargs)
+            client.connect(hostname, port, username=user, timeout=max(1, round(t.connect_timeout)),
+                           transport_factory=FastTransport, **kwargs)  # type: ignore[arg-type]
         except OpsrunError:
             _quiet_close(client)
             raise

@@ -1,7 +1,7 @@
 """An SSH host's files over its SFTP session: the read-only file access probes are answered
-with (lstat, readlink, a read, the owner names from /etc/passwd and /etc/group) and the SFTP
-requests `sftp` actions send (mkdir, chmod, remove), and atomic uploads. No process is started
-on the host.
+with (lstat, readlink, a read, the owner names asked of the server by id, else read from
+/etc/passwd and /etc/group) and the SFTP requests `sftp` actions send (mkdir, chmod, remove),
+and atomic uploads. No process is started on the host.
 
 Imports no steps, planner, apply or cli; ssh.py hands in the session and its error handling.
 """
@@ -11,21 +11,49 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import secrets
+import struct
 from collections.abc import Callable
 from typing import Any
 
 import paramiko
+from paramiko.message import Message
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from runner.transports.base import FileStat, passwd_names, status_identity
 
+BY_ID = "users-groups-by-id@openssh.com"  # OpenSSH 8.9+: the server's getpwuid/getgrgid
+IDENTITY_READ = 1024  # /proc/self/status is ~1.4 KiB; its Umask, Uid and Gid lines come in its first ~300 bytes
+
 
 class Names:
-    """uid/gid -> names read once per connection from the host's /etc/passwd and /etc/group
-    (as `stat -c %U %G` prints them for local accounts; others read as unknown)."""
+    """uid/gid -> names, kept for the connection: asked of the SFTP server by id (one request
+    for the ids not known yet: the names `stat -c %U %G` prints, from the same NSS lookups), or,
+    where the server lacks that extension, read once from /etc/passwd and /etc/group (local
+    accounts; others read as unknown). None: no name (the shell is asked)."""
 
     def __init__(self) -> None:
-        self.users: dict[int, str] | None = None
+        self.by_id: bool | None = None  # the server answers BY_ID (None: not asked yet)
+        self.user: dict[int, str | None] = {}
+        self.group: dict[int, str | None] = {}
+        self.users: dict[int, str] | None = None  # the tables, when read
         self.groups: dict[int, str] | None = None
+
+
+def _ids(xs: list[int]) -> bytes:
+    return b"".join(struct.pack(">I", x) for x in xs)
+
+
+def _names(blob: bytes, count: int) -> list[str | None]:
+    """BY_ID's list of names (an empty name: unknown; not UTF-8: left to the shell)."""
+    m = Message(blob)
+    out: list[str | None] = []
+    for _ in range(count):
+        raw = m.get_string()
+        try:
+            out.append(raw.decode("utf-8") or None)
+        except UnicodeDecodeError:
+            out.append(None)
+    return out
 
 
 class SftpFiles:
@@ -70,6 +98,9 @@ class SftpFiles:
         return str(target)
 
     def read(self, path: str, limit: int) -> bytes:
+        """Up to `limit` bytes: one read request when the file has them (or ends before), so
+        a caller that knows the size from a stat asks for exactly that and skips the request
+        that would only say "end of file"."""
         def read() -> bytes:
             with self._sftp.open(path, "rb") as fh:
                 return bytes(fh.read(limit))
@@ -83,25 +114,67 @@ class SftpFiles:
         except OSError:
             return {}
 
+    def _ask(self, uids: list[int], gids: list[int]) -> bool:
+        """Ask the server the names of these ids (one BY_ID request); False: it cannot."""
+        if self._names.by_id is False:
+            return False
+
+        def ask() -> tuple[list[str | None], list[str | None]] | None:
+            try:
+                t, msg = self._sftp._request(CMD_EXTENDED, BY_ID, _ids(uids), _ids(gids))  # type: ignore[attr-defined]
+            except OSError:  # SSH_FX_OP_UNSUPPORTED and the like: not this server
+                return None
+            if t != CMD_EXTENDED_REPLY or msg is None:
+                return None
+            return _names(msg.get_string(), len(uids)), _names(msg.get_string(), len(gids))
+
+        try:
+            got = self._do(f"sftp {BY_ID}", ask)
+        except (paramiko.SSHException, IndexError, struct.error):  # a malformed reply: not this server
+            got = None
+        if got is None:
+            self._names.by_id = False
+            return False
+        self._names.by_id = True
+        self._names.user.update(zip(uids, got[0], strict=True))
+        self._names.group.update(zip(gids, got[1], strict=True))
+        return True
+
+    def _resolve(self, uids: list[int], gids: list[int]) -> None:
+        """Know the names of these ids. A user's id is asked with the same number as a group
+        (Debian, Fedora and Alpine give each user a group of its own number): the usual
+        `OWNER GROUP` of a stat then costs one request."""
+        uids = [u for u in dict.fromkeys(uids) if u not in self._names.user]
+        gids = [g for g in dict.fromkeys(gids + uids) if g not in self._names.group]
+        if (uids or gids) and not self._ask(uids, gids):
+            if self._names.users is None:
+                self._names.users = self._table("/etc/passwd")
+            if self._names.groups is None:
+                self._names.groups = self._table("/etc/group")
+            for u in uids:
+                self._names.user[u] = self._names.users.get(u)
+            for g in gids:
+                self._names.group[g] = self._names.groups.get(g)
+
     def user(self, uid: int) -> str | None:
-        if self._names.users is None:
-            self._names.users = self._table("/etc/passwd")
-        return self._names.users.get(uid)
+        self._resolve([uid], [])
+        return self._names.user[uid]
 
     def group(self, gid: int) -> str | None:
-        if self._names.groups is None:
-            self._names.groups = self._table("/etc/group")
-        return self._names.groups.get(gid)
+        self._resolve([], [gid])
+        return self._names.group[gid]
 
     def identity(self) -> tuple[str, str, int] | None:
         """The SFTP server's own user, group and umask (/proc/self/status): what the files and
         folders it makes get, and what the login shell has (sshd starts both the same way)."""
         try:
-            ids = status_identity(self.read("/proc/self/status", 64 * 1024).decode("ascii", "replace"))
+            text = self.read("/proc/self/status", IDENTITY_READ).decode("ascii", "replace")
+            ids = status_identity(text if text.endswith("\n") else text.rpartition("\n")[0])
         except OSError:
             return None
         if ids is None:
             return None
+        self._resolve([ids[0]], [ids[1]])
         user, group = self.user(ids[0]), self.group(ids[1])
         return (user, group, ids[2]) if user is not None and group is not None else None
 
