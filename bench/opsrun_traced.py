@@ -99,6 +99,8 @@ def what_if(names: set[str]) -> None:
     """Experiments patched in from outside, to size a fix before anyone writes it:
     nofsync   the journal flushes every event but never fsyncs
     nojw      the journal writes nothing (events are numbered only)
+    noout     apply prints no event lines
+    jwnosys   the journal does all but its write(2)
     switchN   the GIL's switch interval is N/10 ms (Python's default: 50)
     free      the playbook runs with `strategy: free` (no barrier between steps)
     (sftpfacts, sftpactions and khcache, sized here before, are opsrun's own code since
@@ -126,6 +128,14 @@ def what_if(names: set[str]) -> None:
     for name in names:
         if name.startswith("switch"):  # switchN: the GIL's switch interval N/10 ms
             sys.setswitchinterval(int(name[6:]) / 10000)
+    if "noout" in names:
+        import runner.cli.apply_run
+
+        runner.cli.apply_run.out = lambda text: None  # type: ignore[assignment]
+    if "jwnosys" in names:
+        import runner.journal
+
+        runner.journal.Journal._write = lambda self, line: None  # type: ignore[method-assign]
     if "nojw" in names:
         import runner.journal
 

@@ -1,6 +1,7 @@
-"""Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, secrets redacted; each event
-flushed to the OS as written, so opsrun dying loses nothing; fsynced by commit() at each step's
-end, one fsync shared by every host ending a step meanwhile: a group commit), the state lock
+"""Run records: .opsrun/runs/<run-id>/events.jsonl (append-only, secrets redacted; events
+written to the OS as they happen, or with the next one where losing them changes nothing
+resume does, so opsrun dying loses no result; fsynced by commit() at each step's end, one
+fsync shared by every host ending a step meanwhile: a group commit), the state lock
 (owner, pid, expiry; stale locks detected), and reading runs back (a torn last line is tolerated).
 Everything under .opsrun/ is private (folders 0700, files 0600, symlinks refused). Talks to no target.
 """
@@ -26,6 +27,7 @@ from runner.files import open_private, private_dir, write_private
 from runner.secrets import redact_data
 
 LOCK_TTL_S = 6 * 3600
+_HEAD_KEYS = frozenset({"seq", "ts", "type"})  # every event's first keys, in this order
 
 
 def state_dir() -> Path:
@@ -43,10 +45,12 @@ def now_iso() -> str:
 class Journal:
     """Append-only event log of one run.
 
-    Every event is written and flushed to the OS at once: if opsrun dies (kill -9) the file
-    holds it. `commit()` makes everything written so far survive the machine crashing too
-    (fsync); the executor commits at the end of every step on every host, before that host's
-    next step starts, and callers that commit while an fsync runs share the next one."""
+    An event() is written to the OS at once: if opsrun dies (kill -9) the file holds it. A
+    defer()red one is written with the next event(), flush() or commit(): apply defers what a
+    kill -9 may lose without changing what resume does, and flushes before it sends an action.
+    `commit()` makes everything so far survive the machine crashing too (fsync); the executor
+    commits at the end of every step on every host, before that host's next step starts, and
+    callers that commit while an fsync runs share the next one."""
 
     def __init__(self, run_id: str, root: Path | None = None) -> None:
         self.run_id = run_id
@@ -55,23 +59,69 @@ class Journal:
         private_dir(self.dir, base)
         self.path = self.dir / "events.jsonl"
         self._lock = threading.Lock()  # one writer at a time
-        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+        self._fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._seq = 0
+        self._pending: list[str] = []  # deferred lines, in number order, not yet written
         self._sync = threading.Condition()  # commit(): who waits for which fsync
         self._synced = 0  # every event up to this seq is on disk
         self._syncing = False
         self.fsyncs = 0
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """Write an event (flushed to the OS: it survives opsrun dying); commit() for a crash."""
-        masked = redact_data(fields)  # non-plain values (an exception, a Path) become masked text
+        """Write an event (flushed to the OS: it survives opsrun dying); commit() for a crash.
+
+        The fields are masked and turned into JSON before the lock is taken; under it the
+        event gets its number and time and goes to the file in one write(2) (O_APPEND), so
+        the file's order is the numbers' order and hosts wait for each other only that long."""
+        return self._add(type_, fields, now=True)
+
+    def defer(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """An event that may wait in memory until the next event(), flush() or commit(),
+        all of which write it first (the file's order stays the numbers' order): for records
+        whose loss in a kill -9 changes nothing resume does (a step starting, its attempts
+        and end before the `register` that makes it done, a step that sent nothing)."""
+        return self._add(type_, fields, now=False)
+
+    def flush(self) -> None:
+        """Write the deferred events (to the OS, not fsynced): before an action is sent."""
         with self._lock:
+            if self._pending:
+                self._write("")
+
+    def _add(self, type_: str, fields: dict[str, Any], now: bool) -> dict[str, Any]:
+        masked = redact_data(fields)  # non-plain values (an exception, a Path) become masked text
+        if _HEAD_KEYS.isdisjoint(masked):
+            body = json.dumps(masked, ensure_ascii=False)
+            rest = ", " + body[1:] if len(body) > 2 else "}"
+            kind = json.dumps(type_, ensure_ascii=False)
+            with self._lock:
+                self._seq += 1
+                seq, ts = self._seq, now_iso()
+                (self._write if now else self._later)(f'{{"seq": {seq}, "ts": "{ts}", "type": {kind}{rest}\n')
+            return {"seq": seq, "ts": ts, "type": type_, **masked}
+        with self._lock:  # a field named like a head key: the head's own value wins
             self._seq += 1
-            record = {"seq": self._seq, "ts": now_iso(), "type": type_, **masked}
-            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._fh.flush()
+            record = {"seq": self._seq, "ts": now_iso(), "type": type_}
+            record.update((k, v) for k, v in masked.items() if k not in _HEAD_KEYS)
+            (self._write if now else self._later)(json.dumps(record, ensure_ascii=False) + "\n")
             return record
+
+    def _later(self, line: str) -> None:
+        if self._fd < 0:
+            raise ValueError(f"the journal of run {self.run_id} is closed")
+        self._pending.append(line)
+
+    def _write(self, line: str) -> None:
+        """The deferred lines, then `line`, in one write(2). Called with the lock held."""
+        if self._fd < 0:
+            raise ValueError(f"the journal of run {self.run_id} is closed")
+        if self._pending:
+            self._pending.append(line)
+            line = "".join(self._pending)
+            self._pending.clear()
+        data = memoryview(line.encode("utf-8", "backslashreplace"))
+        while data:  # a regular file takes it whole; a signal or a full disk may cut it short
+            data = data[os.write(self._fd, data):]
 
     note = event  # an event no commit waits for on its own (a process started): the same write
 
@@ -81,6 +131,8 @@ class Journal:
         instead of each paying their own: a group commit."""
         with self._lock:
             wanted = self._seq
+            if self._pending and self._fd >= 0:
+                self._write("")
         with self._sync:
             while self._synced < wanted:
                 if self._syncing:
@@ -89,7 +141,7 @@ class Journal:
                 self._syncing = True
                 with self._lock:
                     upto = self._seq
-                    fd = -1 if self._fh.closed else self._fh.fileno()
+                    fd = self._fd
                 self._sync.release()
                 try:
                     if fd >= 0:
@@ -112,11 +164,12 @@ class Journal:
 
     def close(self) -> None:
         """Commit what was written, then close (safe twice)."""
-        if not self._fh.closed:
+        if self._fd >= 0:
             self.commit()
         with self._lock:
-            if not self._fh.closed:
-                self._fh.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 # ---------------------------------------------------------------- reading runs

@@ -22,6 +22,7 @@ class HostRun:
     facts: dict[str, ProbeResult] = field(default_factory=dict)  # plan-time answers
     known: dict[str, Any] = field(default_factory=dict)  # step id -> registered result
     dirty: bool = False  # something changed on the host since the facts were taken
+    sent: int = 0  # actions sent to the host (or run here for it) so far
     failed: bool = False
     unreachable: bool = False
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runner import journal, secrets
 from runner.errors import InvalidInput, LockError, OpsrunError
@@ -47,6 +48,50 @@ def test_events_are_on_disk_while_the_journal_is_open(tmp_path: Path) -> None:
     finally:
         j.close()
     j.close()  # twice is fine
+
+
+def test_threads_writing_at_once_leave_whole_lines_in_number_order(tmp_path: Path) -> None:
+    """Events are made into JSON outside the lock and written with one write(2) under it: the
+    file holds every line whole, numbered 1..N in file order, each the record returned."""
+    import threading
+
+    j = Journal("r2", root=tmp_path)
+    got: list[dict[str, object]] = []
+
+    def host(i: int) -> None:
+        for k in range(200):
+            got.append(j.event("attempt", host=f"h{i}", step=str(k), stdout_tail="x" * (k % 50), rc=k))
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    j.close()
+    lines = j.path.read_text().split("\n")
+    assert lines[-1] == "" and len(lines) == 1601
+    events = [json.loads(line) for line in lines[:-1]]
+    assert [e["seq"] for e in events] == list(range(1, 1601))
+    assert sorted(events, key=lambda e: int(str(e["seq"]))) == sorted(got, key=lambda e: int(str(e["seq"])))
+    assert list(events[0])[:3] == ["seq", "ts", "type"]
+    with pytest.raises(ValueError, match="closed"):
+        j.event("late")
+
+
+def test_odd_fields_are_written_not_fatal(tmp_path: Path) -> None:
+    """A field named like the head's keys loses to them (the numbers stay in order); text that is
+    not valid UTF-8 (a lone surrogate from undecodable output) is written as a JSON escape; an event
+    without fields is still one object."""
+    j = Journal("r3", root=tmp_path)
+    j.event("step_end", type="mine", seq=99, host="h")
+    j.event("attempt", stdout_tail="bad \udcff byte")
+    j.event("bare")
+    j.close()
+    a, b, c = read_events(j.path)
+    assert (a["seq"], a["type"], a["host"]) == (1, "step_end", "h")
+    assert b["stdout_tail"] == "bad \udcff byte"  # its escape is JSON's own: read back as it was
+    assert "\\udcff" in j.path.read_text()
+    assert c == {"seq": 3, "ts": c["ts"], "type": "bare"}
 
 
 class SlowDisk(Journal):
@@ -107,11 +152,11 @@ def test_a_step_is_on_disk_before_the_hosts_next_step_starts(tmp_path: Path, str
             self.registered: dict[str, int] = {}
             self.bad: list[str] = []
 
-        def event(self, type_: str, **fields: object) -> dict[str, object]:
+        def _add(self, type_: str, fields: dict[str, object], now: bool) -> dict[str, object]:
             host = str(fields.get("host"))
             if type_ == "step_start" and self.registered.get(host, 0) > self._synced:
                 self.bad.append(f"{host} started {fields.get('step')} before its last step was on disk")
-            record = super().event(type_, **fields)
+            record = super()._add(type_, fields, now)
             if type_ == "register":
                 self.registered[host] = int(record["seq"])  # type: ignore[call-overload]
             return record
@@ -135,6 +180,78 @@ def test_a_step_is_on_disk_before_the_hosts_next_step_starts(tmp_path: Path, str
     if strategy == "linear":
         assert j.fsyncs <= 4 + 1  # one per step (and the close)
     assert 1 <= j.fsyncs <= 16 + 1  # at most one per step end (and the close)
+
+
+def test_deferred_events_wait_for_the_next_write_in_number_order(tmp_path: Path) -> None:
+    j = Journal("d", root=tmp_path)
+    j.defer("step_start", host="a")
+    j.defer("step_end", host="a")
+    assert j.path.read_text() == ""  # in memory until the next write
+    j.event("process", host="b")
+    assert [e["seq"] for e in read_events(j.path)] == [1, 2, 3]
+    j.defer("step_start", host="b")
+    j.flush()
+    j.defer("step_end", host="b")
+    assert [e["type"] for e in read_events(j.path)][-1] == "step_start"
+    j.commit()  # writes, then fsyncs
+    assert [e["seq"] for e in read_events(j.path)] == [1, 2, 3, 4, 5]
+    j.defer("last")
+    j.close()
+    assert read_events(j.path)[-1]["type"] == "last"
+
+
+@pytest.mark.parametrize("strategy", ["linear", "free"])
+def test_what_acts_is_on_the_os_first_and_what_it_did_at_once(tmp_path: Path, strategy: str) -> None:
+    """Apply defers only what a kill -9 may lose without changing what resume does: before a
+    step sends an action its start is written (the command finds it in the file), and the
+    `register` of a step that sent something leaves nothing waiting; a step that sends nothing
+    (a file already absent) is written with the next write: fewer write(2) calls than events."""
+    from runner import config
+    from runner.apply.engine import Executor
+    from runner.planner import make_plan
+    from runner.session import Session
+
+    class Watched(Journal):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            self.bad: list[str] = []
+            self.writes = 0
+
+        def _add(self, type_: str, fields: dict[str, object], now: bool) -> dict[str, object]:
+            record = super()._add(type_, fields, now)
+            if type_ == "register" and fields.get("step") == "cmd" and self._pending:
+                self.bad.append(f"{fields.get('host')}: the register of a step that acted waits in memory")
+            return record
+
+        def _write(self, line: str) -> None:
+            self.writes += 1
+            super()._write(line)
+
+    state = tmp_path / ".opsrun"
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text("opsrun: 1\nhosts:\n" + "".join(f"  h{i}: {{transport: local}}\n" for i in range(3)))
+    pb_file = tmp_path / "p.yaml"
+    own_start = '"step_start", "host": "{{ inventory_hostname }}", "step": "cmd"'
+    pb_file.write_text(yaml.safe_dump({
+        "opsrun": 1, "name": "t", "hosts": "all", "strategy": strategy,
+        "steps": [*({"id": f"gone{k}", "file": {"path": f"{tmp_path}/nothing{k}", "state": "absent"}} for k in range(3)),
+                  {"id": "cmd", "run": f"grep -c '{own_start}' {state}/runs/r/events.jsonl"}]}, sort_keys=False))
+    inv = config.load_inventory(str(inv_file))
+    with Session(inv, config.load_playbook(str(pb_file), inv), {}) as session:
+        plan, host_plans = make_plan(session, [f"h{i}" for i in range(3)])
+        j = Watched("r", root=state)
+        try:
+            recap = Executor(session, plan, host_plans, j).run()
+        finally:
+            j.close()
+    assert recap.ok, recap
+    assert not j.bad
+    events = read_events(j.path)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    seen = {e["host"]: e["stdout_tail"] for e in events if e["type"] == "attempt"}
+    assert seen == {f"h{i}": "1\n" for i in range(3)}  # each found its own start on disk
+    assert sum(1 for e in events if e["type"] == "register") == 12
+    assert j.writes < len(events) / 2, (j.writes, len(events))
 
 
 def test_torn_last_line_is_skipped_and_damage_in_the_middle_is_survived(tmp_path: Path) -> None:

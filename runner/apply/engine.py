@@ -227,6 +227,7 @@ class Executor(Ladder):
                 self._notify(hr, step)
             return
         errors: list[Diagnostic] = []
+        sent = hr.sent
         instances = self._expand(step, hr, self.session.vars_for(hr.name), errors)
         results: list[StepResult] = []
         if errors:
@@ -253,7 +254,10 @@ class Executor(Ladder):
             and all(r.status in ("ok", "changed", "skipped") for r in results)
         )
         if finished or (not instances and not errors):
-            self.emit("register", host=hr.name, step=step.id, result=compact(registered))
+            # what makes the step done for --resume: on the OS at once (with the step's
+            # start, attempts and end) when it sent something; else with the next write
+            emit = self.emit if hr.sent != sent else self.emit_later
+            emit("register", host=hr.name, step=step.id, result=compact(registered))
         if hr.failed and self.session.playbook.settings.get("on_failure") == "rollback" and not hr.rolled_back:
             self._rollback(hr)
         if self._free:  # the step's end is on disk before this host's next step starts (resume
@@ -271,7 +275,8 @@ class Executor(Ladder):
         seen_fixes: set[str] = set()
         if inst.skip:
             return self._result(hr, inst, "skipped", start, 0, inst.skip)
-        self.emit("step_start", host=hr.name, step=step.id, instance=inst.key, title=step.title, kind=step.kind)
+        self.emit_later("step_start", host=hr.name, step=step.id, instance=inst.key, title=step.title,
+                        kind=step.kind)
         while True:
             attempt += 1
             run: Try | None = None

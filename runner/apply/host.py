@@ -75,6 +75,14 @@ class HostActions:
         if self.on_event is not None:
             self.on_event(record)
 
+    def emit_later(self, type_: str, **fields: Any) -> None:
+        """An event the journal may write with the next one (Journal.defer): a step's start,
+        attempts and end. Before an action is sent they are written (_execute), and the
+        `register` that marks a step done after it sent one is written at once."""
+        record = self.journal.defer(type_, **fields)
+        if self.on_event is not None:
+            self.on_event(record)
+
     def _expand(self, step: Step, hr: HostRun, variables: dict[str, Any], errors: list[Diagnostic]) -> list[Instance]:
         """Instances of `step` on the host, with the results registered so far (none pending)."""
         pb = self.session.playbook
@@ -174,6 +182,8 @@ class HostActions:
                         note="stopped after the current action",
                     )
                     return Try(pol.Outcome("nonzero", message="interrupted before the next action"))
+                self.journal.flush()  # the step's start (and all before) on the OS before it acts
+                hr.sent += 1
                 t0 = time.monotonic()
                 if action.kind == "local":
                     res = inst.kind.run_local(inst.params or {}, inst.ctx)
@@ -286,7 +296,7 @@ class HostActions:
     ) -> None:
         # quiet: the output is data the step keeps elsewhere (a screenshot, a pulled file)
         out = f"({len(res.stdout)} bytes of data, not kept in the journal)" if quiet else self._out(inst, res.out)
-        self.emit(
+        self.emit_later(
             event,
             host=hr.name,
             step=inst.step.id,
@@ -319,7 +329,7 @@ class HostActions:
             hr.failed = True
             with self._lock:
                 self.failures += 1
-        self.emit(
+        self.emit_later(
             "step_end",
             host=hr.name,
             step=step.id,
