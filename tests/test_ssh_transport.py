@@ -599,3 +599,32 @@ def test_aes_gcm_is_negotiated_where_both_sides_have_it(ssh_hosts: list[Sshd]) -
         assert inner.run("echo in").out == "in\n"
     finally:
         inner.close()
+
+
+def test_paramiko_starts_without_invoke_or_importlib_metadata() -> None:
+    """runner.transports gives paramiko stand-ins for what it imports only to use later or
+    once: invoke (for `Match exec`), imported on first use, and importlib.metadata (its own
+    version, read from its dist-info), which leaves at once; afterwards both are the real
+    modules, and paramiko.__version__ is the installed version."""
+    import subprocess
+    import sys
+
+    code = r"""
+import sys, types
+import runner.transports
+import paramiko
+assert "importlib.metadata" not in sys.modules, "the real importlib.metadata was imported"
+assert not any(type(f).__name__ == "_QuickParamiko" for f in sys.meta_path)
+inv = sys.modules.get("invoke")
+assert inv is None or type(inv) is not types.ModuleType, "the real invoke was imported"
+import importlib.metadata
+assert type(sys.modules["importlib.metadata"]) is types.ModuleType
+assert importlib.metadata.version("paramiko") == paramiko.__version__, paramiko.__version__
+if inv is not None:
+    inv.Context  # first use: the real invoke
+    assert type(sys.modules["invoke"]) is types.ModuleType
+print("ok", paramiko.__version__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok ")

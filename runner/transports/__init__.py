@@ -1,10 +1,12 @@
 """Transport registry: opens the right transport for a host, importing its library lazily.
 
-proxmoxer, adbutils and paramiko are imported only when a host of that kind is used.
+proxmoxer, adbutils and paramiko are imported only when a host of that kind is used; paramiko
+then starts without importing invoke or importlib.metadata (stand-ins, below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -50,7 +52,59 @@ def _defer_invoke() -> None:
     sys.modules["invoke"] = stand_in
 
 
+class _ParamikoVersion(_Deferred):
+    """A stand-in for importlib.metadata while paramiko starts: paramiko asks it only
+    `version("paramiko")` (~20 ms for the real module, which imports email.*). Answered from
+    paramiko's dist-info; the stand-in leaves sys.modules at that first call, and anything
+    else is the real module's."""
+
+    def version(self, name: str) -> str:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        found = _dist_version(name) if name == "paramiko" else None
+        return found or str(importlib.import_module(self.__name__).version(name))
+
+
+def _dist_version(name: str) -> str | None:
+    """The Version: of the one `<name>-*.dist-info` beside the package (None: not so simple)."""
+    import os
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        return None
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    try:
+        infos = [d for d in os.listdir(site) if d.startswith(f"{name}-") and d.endswith(".dist-info")]
+        if len(infos) != 1:
+            return None
+        with open(os.path.join(site, infos[0], "METADATA"), encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip() or None
+                if not line.strip():
+                    return None  # the headers ended
+    except OSError:
+        return None
+    return None
+
+
+class _QuickParamiko:
+    """A meta path finder that, the first time paramiko is imported (and importlib.metadata
+    is not yet), puts the _ParamikoVersion stand-in in place; the normal finders load it."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name != "paramiko":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        if "importlib.metadata" not in sys.modules:
+            sys.modules["importlib.metadata"] = _ParamikoVersion("importlib.metadata")
+        return None
+
+
 _defer_invoke()
+if "paramiko" not in sys.modules:
+    sys.meta_path.insert(0, _QuickParamiko())
 
 
 def capabilities(transport: str) -> frozenset[str]:
