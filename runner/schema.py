@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,9 @@ from runner.schema_semantics import (
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
+
+# tests: every document is also checked by jsonschema, and schema_fast must agree with it
+_CROSS_CHECK = os.environ.get("OPSRUN_SCHEMA_CROSSCHECK") == "1"
 
 __all__ = [
     "ALWAYS_KNOWN_HOSTS",
@@ -298,15 +302,22 @@ def _schema_diagnostics(doc: Document, name: str) -> list[Diagnostic]:
         return [doc.diag((), f"a {shown} must be a mapping of keys to values, got {got}",
                          hint="see docs/reuse.md for step files" if name == "steps"
                          else "see docs/playbooks.md for the format")]
-    from runner import schema_cache
+    from runner import schema_cache, schema_fast
 
     remembered = schema_cache.key(name, _schema(name), doc.data)
     if schema_cache.known(remembered):
+        return []
+    fast = schema_fast.valid(_schema(name), doc.data)  # valid for sure: no jsonschema to import
+    if fast and not _CROSS_CHECK:
+        schema_cache.remember(remembered)
         return []
     translator = _Translator(doc, _schema(name), shown)
     for err in _validator(name).iter_errors(doc.data):
         translator.add(err)
     diags = translator.diagnostics()
+    if _CROSS_CHECK and fast != (not diags):
+        raise RuntimeError(f"schema_fast says {'valid' if fast else 'maybe invalid'} for {doc.file} ({name}), "
+                           f"jsonschema found {len(diags)} errors: {[d.message for d in diags[:3]]}")
     if not diags:
         schema_cache.remember(remembered)
     return diags

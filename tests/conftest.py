@@ -7,6 +7,9 @@ import os
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# every document the suite validates (here and in the opsrun processes it starts) is checked
+# by jsonschema too, and runner/schema_fast.py must agree with it (runner/schema.py)
+os.environ["OPSRUN_SCHEMA_CROSSCHECK"] = "1"
 
 
 def require_peer(available: bool, why: str) -> None:

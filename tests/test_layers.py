@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runner.load", "runner.secrets", "runner.safety", "runner.shellquote", "runner.scope"),
     ("runner.render", "runner.journal", "runner.recap", "runner.tally", "runner.ci_report", "runner.transports"),
     ("runner.schema", "runner.schema_messages", "runner.schema_names", "runner.schema_semantics",
-     "runner.schema_handlers", "runner.schema_cache", "runner.plan", "runner.approval_policy",
+     "runner.schema_handlers", "runner.schema_cache", "runner.schema_fast", "runner.plan", "runner.approval_policy",
      "runner.config", "runner.variables", "runner.params", "runner.gateway", "runner.inventory", "runner.reuse",
      "runner.reuse_params", "runner.fact_names", "runner.fact_reads"),
     ("runner.steps.facts", "runner.steps.host_facts", "runner.steps.file_facts"),  # named probes (and their
