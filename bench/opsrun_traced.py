@@ -24,6 +24,7 @@ _lock = threading.Lock()
 phases: dict[str, list[float]] = {}
 counters: collections.Counter[str] = collections.Counter()
 starts: dict[str, float] = {}  # first start of each timed label, seconds after T0
+cpu: dict[str, list[float]] = {}  # the process's CPU seconds (all threads) during each call
 
 
 def _timed(owner: Any, attr: str, label: str) -> None:
@@ -31,12 +32,14 @@ def _timed(owner: Any, attr: str, label: str) -> None:
 
     def wrapper(*a: Any, **kw: Any) -> Any:
         t = time.perf_counter()
+        c = time.process_time()
         starts.setdefault(label, t - T0)
         try:
             return orig(*a, **kw)
         finally:
             with _lock:
                 phases.setdefault(label, []).append(time.perf_counter() - t)
+                cpu.setdefault(label, []).append(time.process_time() - c)
 
     setattr(owner, attr, wrapper)
 
@@ -101,6 +104,7 @@ def what_if(names: set[str]) -> None:
     nojw      the journal writes nothing (events are numbered only)
     noout     apply prints no event lines
     jwnosys   the journal does all but its write(2)
+    noquickack  no TCP_QUICKACK after each read
     switchN   the GIL's switch interval is N/10 ms (Python's default: 50)
     free      the playbook runs with `strategy: free` (no barrier between steps)
     (sftpfacts, sftpactions and khcache, sized here before, are opsrun's own code since
@@ -132,6 +136,10 @@ def what_if(names: set[str]) -> None:
         import runner.cli.apply_run
 
         runner.cli.apply_run.out = lambda text: None  # type: ignore[assignment]
+    if "noquickack" in names:
+        import runner.transports.ssh_channel as sc
+
+        sc.QuickAckSocket.recv = lambda self, size: self._sock.recv(size)  # type: ignore[method-assign]
     if "jwnosys" in names:
         import runner.journal
 
@@ -151,7 +159,9 @@ def report() -> None:
     out = {
         "wall": time.perf_counter() - T0,
         "phases": {k: {"n": len(v), "sum": round(sum(v), 4), "max": round(max(v), 4),
-                       "start": round(starts.get(k, 0.0), 4)} for k, v in phases.items()},
+                       "start": round(starts.get(k, 0.0), 4), "cpu": round(sum(cpu.get(k, [])), 4)}
+                   for k, v in phases.items()},
+        "cpu_total": round(time.process_time(), 4),
         "counters": dict(sorted(counters.items())),
     }
     sys.stderr.write("@@trace " + json.dumps(out) + "\n")

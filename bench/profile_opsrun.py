@@ -179,10 +179,10 @@ def one_run(args: argparse.Namespace, tool: Opsrun, hosts: list[HostInfo], phase
     print(f"== {args.hosts} hosts, {phase}: {wall:.2f}s wall, rc {res.returncode}, "
           f"{'ok' if not bad else bad[:3]}")
     if trace:
-        print(f"  in-process wall {trace['wall']:.3f}s")
+        print(f"  in-process wall {trace['wall']:.3f}s, CPU {trace.get('cpu_total', 0):.3f}s")
         for k, v in trace["phases"].items():
             print(f"    {k:34s} at {v.get('start', 0):6.3f}s n={v['n']:<4d} "
-                  f"sum={v['sum']:8.3f}s max={v['max']:.3f}s")
+                  f"sum={v['sum']:8.3f}s max={v['max']:.3f}s" + (f" cpu={v['cpu']:.3f}s" if v["n"] == 1 else ""))
         print("  counters: " + ", ".join(f"{k}={v}" for k, v in trace["counters"].items()))
     else:
         print(res.stderr[-3000:])

@@ -76,6 +76,10 @@ class Session:
 
     def transport(self, name: str) -> Transport:
         """The host's transport, opened on first use and kept for the whole run."""
+        t = self._transports.get(name)  # the common case, without the session-wide lock
+        if t is not None and t.guard is not None and t.on_spawn is self.on_spawn:
+            t.open()  # reconnects a lost connection, as below
+            return t
         with self._lock:
             t = self._transports.get(name)
             if t is None:

@@ -326,7 +326,7 @@ def _apply_locked(
     try:
         journal.write_artifact(
             "plan.json" if not done else f"plan-resume-{len(list(journal.dir.glob('plan*.json')))}.json",
-            plan_json(the_plan),
+            plan_json(the_plan, compact=True),
         )
         if done:
             journal.event("resume", run_id=run_id, finished=sorted(f"{h}/{s}" for h, s in done), pid=os.getpid())
