@@ -628,3 +628,38 @@ print("ok", paramiko.__version__)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ")
+
+
+def test_a_private_key_is_loaded_once_for_every_host_using_it(ssh_hosts: list[Sshd], tmp_path: Path) -> None:
+    """Hosts sharing a key file get the same loaded key (paramiko given a file name reads it
+    per connection, once per key type it tries); a changed file is loaded again; what cannot
+    be loaded here (not a key) is left to paramiko, whose error is the one reported."""
+    import shutil
+
+    from runner.transports import ssh_config
+
+    key = tmp_path / "id_test"
+    shutil.copy(ssh_hosts[0].client_key, key)
+    key.chmod(0o600)
+    transports = [SSHTransport(p.host(f"k{i}", key=str(key))) for i, p in enumerate(ssh_hosts[:2])]
+    try:
+        for t in transports:
+            t.open()
+            assert t.run("echo ok").out == "ok\n"
+    finally:
+        for t in transports:
+            t.close()
+    loaded = [k for k in ssh_config._keys_cache if k[0] == str(key)]
+    assert len(loaded) == 1, "the transports did not log in with the loaded key"
+    first = ssh_config._keys_cache[loaded[0]]
+    assert ssh_config.loaded_key(str(key), None) is first
+    key.write_bytes(key.read_bytes())  # rewritten: looked at again
+    os.utime(key, ns=(1, 1))
+    assert ssh_config.loaded_key(str(key), None) is not first
+    junk = tmp_path / "not_a_key"
+    junk.write_text("hello\n")
+    assert ssh_config.loaded_key(str(junk), None) is None
+    t = SSHTransport(ssh_hosts[0].host("junk", key=str(junk)))
+    with pytest.raises(OpsrunError):
+        t.open()
+    t.close()

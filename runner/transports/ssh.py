@@ -54,6 +54,7 @@ from runner.transports.ssh_config import (
     _resolve_settings,
     changed_key,
     known_name,
+    loaded_key,
     shorthand,
     unknown_key,
 )
@@ -130,8 +131,13 @@ class SSHTransport(Transport):
             raise AuthError(self.host.name, f"private key {keys[0]} does not exist",
                             hint="fix `key:` for this host in the inventory")
         keys = [k for k in keys if os.path.isfile(k)]
-        kwargs["key_filename"] = keys
+        tried_keys = list(keys)
         kwargs["look_for_keys"] = not keys
+        first = loaded_key(keys[0], t.passphrase) if keys else None
+        if first is not None:  # loaded once for every host using it; paramiko tries it first
+            kwargs["pkey"] = first
+            keys = keys[1:]
+        kwargs["key_filename"] = keys
         kwargs["allow_agent"] = bool(os.environ.get("SSH_AUTH_SOCK"))
         if t.password:
             kwargs["password"] = t.password
@@ -172,7 +178,7 @@ class SSHTransport(Transport):
             _quiet_close(client)
             raise AuthError(
                 self.host.name,
-                f"authentication failed for {self.label} (tried: {self._methods(kwargs)})",
+                f"authentication failed for {self.label} (tried: {self._methods(kwargs, tried_keys)})",
                 hint="check `user:` and `key:` (is the public key in the host's "
                      "~/.ssh/authorized_keys?) or `password:`",
             ) from exc
@@ -244,8 +250,8 @@ class SSHTransport(Transport):
                 hint="can the jump host reach that address and port (AllowTcpForwarding)?",
             ) from exc
 
-    def _methods(self, kwargs: dict[str, Any]) -> str:
-        tried = [f"key {k}" for k in kwargs.get("key_filename") or []]
+    def _methods(self, kwargs: dict[str, Any], keys: list[str]) -> str:
+        tried = [f"key {k}" for k in keys]
         if kwargs.get("look_for_keys"):
             tried.append("default keys ~/.ssh/id_*")
         if kwargs.get("allow_agent"):

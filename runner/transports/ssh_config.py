@@ -137,22 +137,57 @@ def _parsed_known_hosts(path: Path) -> paramiko.HostKeys:
         return keys
 
 
+_keys_cache: dict[tuple[str, int, int, int], paramiko.PKey] = {}
+_keys_lock = threading.Lock()
+
+
+def loaded_key(path: str, passphrase: str | None) -> paramiko.PKey | None:
+    """A private key file (and its `-cert.pub`) loaded once per run and shared by every host
+    using it; paramiko given a file name reads it per connection, once for each key type it
+    tries. None (any doubt: unreadable, encrypted without the passphrase, a type paramiko does
+    not know): leave the file to paramiko, whose errors say what is wrong."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+    with _keys_lock:
+        found = _keys_cache.get(key)
+        if found is None:
+            try:
+                found = paramiko.PKey.from_path(path, passphrase)  # 2nd argument: passphrase/password
+            except Exception:
+                return None
+            _keys_cache[key] = found
+        return found
+
+
 # ---------------------------------------------------------------- settings
+
+_config_cache: dict[tuple[str, int, int], paramiko.SSHConfig] = {}
 
 
 def _ssh_config() -> paramiko.SSHConfig:
-    """~/.ssh/config (or $OPSRUN_SSH_CONFIG); a missing file is an empty config."""
+    """~/.ssh/config (or $OPSRUN_SSH_CONFIG), parsed once per run while it is unchanged; a
+    missing file is an empty config."""
     path = Path(os.path.expanduser(os.environ.get("OPSRUN_SSH_CONFIG") or "~/.ssh/config"))
     try:
+        st = path.stat()
+        known = (str(path), st.st_mtime_ns, st.st_size)
+        if known in _config_cache:
+            return _config_cache[known]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return paramiko.SSHConfig()
     except OSError as exc:
         raise OpsrunError(f"cannot read ssh config {path}: {exc.strerror or exc}") from exc
     try:
-        return paramiko.SSHConfig.from_text(text)
+        parsed = paramiko.SSHConfig.from_text(text)
     except Exception as exc:  # paramiko raises bare Exception/ConfigParseError for bad lines
         raise OpsrunError(f"{path}: cannot parse ssh config: {exc}") from exc
+    _config_cache.clear()
+    _config_cache[known] = parsed
+    return parsed
 
 
 def _resolve_settings(host: Host) -> _Target:
