@@ -86,6 +86,39 @@ def test_startup_imports_no_heavy_library(tmp_path: Path, project: Path) -> None
     assert "HEAVY []" in p.stdout, p.stdout + p.stderr
 
 
+def test_only_the_program_freezes_the_collector_as_it_exits(project: Path) -> None:
+    """The `opsrun` program (main() reading sys.argv) freezes the garbage collector before the
+    interpreter exits (finalization then skips searching every object for cycles) and still
+    runs atexit handlers and flushes its output; main(argv) called in a process leaves the
+    collector alone."""
+    import gc
+
+    from runner.cli import main
+
+    before = gc.get_freeze_count()
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        with pytest.raises(SystemExit):
+            main(["plan", "site.yaml"])
+    finally:
+        os.chdir(cwd)
+    assert gc.isenabled() and gc.get_freeze_count() == before
+    code = textwrap.dedent(
+        """
+        import atexit, gc, sys
+        atexit.register(lambda: print("atexit", gc.isenabled(), gc.get_freeze_count() > 0))
+        sys.argv = ["opsrun", "plan", "site.yaml"]
+        from runner.cli import main
+        main()
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 2), p.stderr
+    assert p.stdout.rstrip().endswith("atexit False True"), p.stdout
+    assert "Plan:" in p.stdout or "plan" in p.stdout.lower()
+
+
 def test_plan_detailed_exitcode_and_formats(project: Path) -> None:
     p = opsrun("plan", "site.yaml", "--detailed-exitcode", cwd=project)
     assert p.returncode == 2, p.stderr

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     command line), turning our errors into messages and exit codes."""
     from runner.cli.fast import runner_for
 
+    program = argv is None  # the `opsrun` program itself (in-process callers pass argv)
     try:
         fast = runner_for(list(sys.argv[1:] if argv is None else argv))
         if fast is not None:
@@ -37,15 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     except CommandExit as stop:
         code = stop.code
     except BaseException as exc:  # each kind its message and exit code; the rest goes on
-        _fail(exc)
-    _finish(code if isinstance(code, int) else EXIT_OK)
+        _fail(exc, program)
+    _finish(code if isinstance(code, int) else EXIT_OK, program)
 
 
-def _fail(exc: BaseException) -> NoReturn:
+def _fail(exc: BaseException, program: bool = False) -> NoReturn:
     """An exception out of a command as its message and exit code; an unknown one goes on."""
     if isinstance(exc, OpsrunError):
         err(error_text(exc))
-        _finish(exc.exit_code)
+        _finish(exc.exit_code, program)
     if "typer" in sys.modules:  # only typer raises these (its parser, its prompts)
         from typer import Abort
 
@@ -55,33 +56,35 @@ def _fail(exc: BaseException) -> NoReturn:
             from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
         if isinstance(exc, Abort):
             err("aborted")
-            _finish(EXIT_ERROR)
+            _finish(EXIT_ERROR, program)
         if isinstance(exc, UsageError):
             err(exc.format_message() if not exc.ctx else f"{exc.ctx.get_usage()}\nerror: {exc.format_message()}")
-            _finish(EXIT_INVALID)
+            _finish(EXIT_INVALID, program)
         if isinstance(exc, ClickException):
             err(f"error: {exc.format_message()}")
-            _finish(EXIT_INVALID)
+            _finish(EXIT_INVALID, program)
     if isinstance(exc, KeyboardInterrupt):
         err("interrupted")
-        _finish(130)
+        _finish(130, program)
     if isinstance(exc, BrokenPipeError):
-        _finish(EXIT_ERROR)
+        _finish(EXIT_ERROR, program)
     if isinstance(exc, RecursionError):  # last resort: the loaders bound depth, never a traceback
         err("error: the input is nested too deeply to process\n  hint: flatten the data "
             "(docs/playbooks.md, Input limits)")
-        _finish(EXIT_INVALID)
+        _finish(EXIT_INVALID, program)
     if isinstance(exc, MemoryError):
         err("error: out of memory while processing the input\n  hint: the input is too large "
             "(docs/playbooks.md, Input limits)")
-        _finish(EXIT_INVALID)
+        _finish(EXIT_INVALID, program)
     raise exc
 
 
-def _finish(code: int) -> NoReturn:
+def _finish(code: int, program: bool = False) -> NoReturn:
     """Exit with `code`. When an abandoned LLM request thread is still running past its bound,
     leave without interpreter finalization (which could wait on it forever, see
-    runner.gateway.adapter), after flushing what we printed."""
+    runner.gateway.adapter), after flushing what we printed. The program's own exit freezes
+    the garbage collector first: finalization then does not search every object made for
+    cycles (~25 ms of each start-to-exit; atexit handlers, flushes and closes still run)."""
     adapter = sys.modules.get("runner.gateway.adapter")
     if adapter is not None and adapter.settle() > 0:
         import os
@@ -90,4 +93,9 @@ def _finish(code: int) -> NoReturn:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+    if program:
+        import gc
+
+        gc.disable()
+        gc.freeze()
     sys.exit(code)
