@@ -137,8 +137,13 @@ def redact(text: str) -> str:
     return REGISTRY.redact(text)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def redact_data(data: Any) -> Any:
     """Redact every string inside nested dicts/lists; other values become their masked text."""
+    if type(data) is dict and not REGISTRY._values and all(type(v) in _PLAIN for v in data.values()):
+        return dict(data)  # no secret known and only plain values (most events): nothing to mask
     if isinstance(data, str):
         return redact(data)
     if isinstance(data, dict):

@@ -40,3 +40,20 @@ def test_a_saved_plan_fingerprint_with_a_secret_lookalike_does_not_drift() -> No
         assert drift(saved, now) is None
     finally:
         secrets.REGISTRY.clear()
+
+
+def test_flat_events_without_known_secrets_are_copied_not_walked_and_masked_once_one_is() -> None:
+    """redact_data's shortcut (no secret known, only plain values) gives an equal copy; a secret
+    marked afterwards is masked in the same kind of event, and non-plain values still become text."""
+    from pathlib import Path
+
+    secrets.REGISTRY.clear()
+    event = {"host": "h1", "rc": 0, "ok": True, "took": 0.5, "note": None, "message": "token s3cr3t-value"}
+    out = secrets.redact_data(event)
+    assert out == event and out is not event
+    assert secrets.redact_data({"path": Path("/etc/x")}) == {"path": "/etc/x"}
+    secrets.mark("s3cr3t-value", "token")
+    try:
+        assert secrets.redact_data(event)["message"] == "token ***"
+    finally:
+        secrets.REGISTRY.clear()
