@@ -54,7 +54,7 @@ def located(exc: OpsrunError, where: str) -> list[Diagnostic]:
 def conflicts(doc: Any, inv: Any, cli_vars: dict[str, Any]) -> list[Any]:
     """Warnings for steps that can never converge (planned on a blank host, no I/O)."""
     from runner import config, schema
-    from runner.planner import conflict_diagnostics
+    from runner.plan_conflicts import conflict_diagnostics
 
     try:
         playbook = config.build_playbook(doc, set(schema.kind_names()))

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     # answers from file access): below every step kind, so host facts never reach up
     ("runner.steps", "runner.expand", "runner.handlers", "runner.session", "runner.offline"),
     ("runner.planner",),
+    ("runner.plan_conflicts",),
     ("runner.report", "runner.report_conventions", "runner.report_do", "runner.report_runs", "runner.formats", "runner.escalate", "runner.merge",
      "runner.validation"),  # validation: what validate finds in one document (cli and service share it)
     ("runner.apply",),  # the executor (engine, host, ladder) and the apply use case (usecase)

@@ -29,7 +29,6 @@ from runner.errors import (
     CommandTimeout,
     ConnectError,
     HostKeyError,
-    InvalidInput,
     OpsrunError,
     TransportError,
 )
@@ -45,6 +44,8 @@ from runner.transports.ssh_channel import (
     _hello_pgid,
     _send_stdin,
     _signal,
+    describe,
+    quiet_close,
 )
 from runner.transports.ssh_config import (
     _HostKeyPolicy,
@@ -58,7 +59,7 @@ from runner.transports.ssh_config import (
     shorthand,
     unknown_key,
 )
-from runner.transports.ssh_files import Names, SftpFiles, put_atomic, request
+from runner.transports.ssh_files import Names, SftpFiles, check_mode, put_atomic, request, safe_name
 
 KEEPALIVE = 30  # seconds; notices a dead peer during long quiet steps
 KILL_GRACE = 0.5  # seconds between TERM and KILL after a timeout
@@ -108,7 +109,7 @@ class SSHTransport(Transport):
             with contextlib.suppress(Exception):
                 sftp.close()
         if client is not None:
-            _quiet_close(client)
+            quiet_close(client)
 
     def _connect(self) -> None:
         t = self._target
@@ -165,17 +166,17 @@ class SSHTransport(Transport):
             client.connect(hostname, port, username=user, timeout=max(1, round(t.connect_timeout)),
                            transport_factory=FastTransport, **kwargs)  # type: ignore[arg-type]
         except OpsrunError:
-            _quiet_close(client)
+            quiet_close(client)
             raise
         except paramiko.BadHostKeyException as exc:
-            _quiet_close(client)
+            quiet_close(client)
             raise changed_key(self.host.name, self._target, hostname, port, exc) from exc
         except paramiko.PasswordRequiredException as exc:
-            _quiet_close(client)
+            quiet_close(client)
             raise AuthError(self.host.name, f"private key for {self.label} is encrypted",
                             hint="set `key_passphrase: env:NAME` for this host") from exc
         except paramiko.AuthenticationException as exc:
-            _quiet_close(client)
+            quiet_close(client)
             raise AuthError(
                 self.host.name,
                 f"authentication failed for {self.label} (tried: {self._methods(kwargs, tried_keys)})",
@@ -183,10 +184,10 @@ class SSHTransport(Transport):
                      "~/.ssh/authorized_keys?) or `password:`",
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            _quiet_close(client)
+            quiet_close(client)
             raise ConnectError(
                 self.host.name, f"cannot connect to {self.label}: SSH handshake failed: "
-                f"{_describe(exc)}", hint="is an SSH server listening on that port?",
+                f"{describe(exc)}", hint="is an SSH server listening on that port?",
             ) from exc
         transport = client.get_transport()
         assert transport is not None
@@ -246,7 +247,7 @@ class SSHTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectError(
                 self.host.name, f"cannot connect to {self.label} through jump host "
-                f"{self._jump.label}: {_describe(exc)}",
+                f"{self._jump.label}: {describe(exc)}",
                 hint="can the jump host reach that address and port (AllowTcpForwarding)?",
             ) from exc
 
@@ -296,11 +297,11 @@ class SSHTransport(Transport):
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if self.connected and isinstance(exc, paramiko.ChannelException):
                     raise ConnectError(self.host.name, f"{self.label} refused a session: "
-                                       f"{_describe(exc)}") from exc
+                                       f"{describe(exc)}") from exc
                 self._drop()
                 if attempt == 2:
                     raise ConnectError(self.host.name, f"connection lost to {self.label}: "
-                                       f"{_describe(exc)}") from exc
+                                       f"{describe(exc)}") from exc
         raise AssertionError("unreachable")
 
     def _run(
@@ -430,7 +431,7 @@ class SSHTransport(Transport):
             chan.close()
 
     def _lost(self, command: str, exc: BaseException | None) -> ConnectError:
-        why = f": {_describe(exc)}" if exc is not None else ""
+        why = f": {describe(exc)}" if exc is not None else ""
         self._drop()
         return ConnectError(
             self.host.name,
@@ -454,7 +455,7 @@ class SSHTransport(Transport):
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._drop()
                 raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP: "
-                                   f"{_describe(exc)}",
+                                   f"{describe(exc)}",
                                    hint="enable the sftp Subsystem in sshd_config") from exc
             if self._sftp is None:
                 raise ConnectError(self.host.name, f"{self.label}: cannot start SFTP")
@@ -487,7 +488,7 @@ class SSHTransport(Transport):
             raise OpsrunError(f"{self.host.name}: sftp {method} {path} would act as the login user, "
                               "not through sudo; plan again")
         if mode is not None:
-            _check_mode(self.host.name, mode)
+            check_mode(self.host.name, mode)
         sftp = self._sftp_client()
         try:
             request(sftp, method, path, mode)
@@ -501,7 +502,7 @@ class SSHTransport(Transport):
 
     def _put(self, path: str, content: bytes, mode: str | None, *, sudo: bool | None = None) -> None:
         if mode is not None:
-            _check_mode(self.host.name, mode)
+            check_mode(self.host.name, mode)
         self.open()  # so the login user is known before choosing the sudo path
         try:
             if (self._target.sudo if sudo is None else sudo) and self._conn_user() != "root":
@@ -536,7 +537,7 @@ class SSHTransport(Transport):
             f"src={q(staged)}; dest={q(path)}",
             'trap \'rm -f -- "$src" ${t:+"$t"}\' EXIT',
             'd=$(dirname -- "$dest"); mkdir -p -- "$d"',
-            f't=$(mktemp "$d/.{_safe_name(name)}.XXXXXX")',
+            f't=$(mktemp "$d/.{safe_name(name)}.XXXXXX")',
             'cat -- "$src" > "$t"',
             'if [ -e "$dest" ]; then chown "$(stat -c %u:%g -- "$dest")" "$t"; '
             'chmod "$(stat -c %a -- "$dest")" "$t"; '
@@ -576,36 +577,3 @@ class SSHTransport(Transport):
                               f"{exc.strerror or exc}") from exc
         except (paramiko.SSHException, EOFError) as exc:
             raise self._lost(f"get {path}", exc) from exc
-
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _check_mode(host: str, mode: str) -> None:
-    if not (isinstance(mode, str) and 3 <= len(mode) <= 4 and set(mode) <= set("01234567")):
-        raise InvalidInput(f"{host}: file mode must be an octal string like '0644', not {mode!r}")
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:40]
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, EOFError):
-        return "connection closed by the remote side"
-    if isinstance(exc, paramiko.ChannelException):
-        return f"{exc.text} (SSH channel open failure {exc.code})"
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return text
-
-
-
-
-def _quiet_close(client: paramiko.SSHClient) -> None:
-    with contextlib.suppress(Exception):
-        client.close()

@@ -115,3 +115,22 @@ class FastTransport(paramiko.Transport):
         *(c for c in _AEAD if c in getattr(paramiko.Transport, "_cipher_info", {})),
         *(c for c in getattr(paramiko.Transport, "_preferred_ciphers", ()) if c not in _AEAD),
     )
+
+
+def describe(exc: BaseException | None) -> str:
+    """A connection-level failure in words (for `cannot connect ...` and `connection lost`)."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, EOFError):
+        return "connection closed by the remote side"
+    if isinstance(exc, paramiko.ChannelException):
+        return f"{exc.text} (SSH channel open failure {exc.code})"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text
+
+
+def quiet_close(client: paramiko.SSHClient) -> None:
+    with contextlib.suppress(Exception):
+        client.close()

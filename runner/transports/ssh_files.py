@@ -19,6 +19,7 @@ import paramiko
 from paramiko.message import Message
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
+from runner.errors import InvalidInput
 from runner.transports.base import FileStat, passwd_names, status_identity
 
 BY_ID = "users-groups-by-id@openssh.com"  # OpenSSH 8.9+: the server's getpwuid/getgrgid
@@ -236,3 +237,13 @@ def makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
     with contextlib.suppress(OSError):
         sftp.mkdir(folder)
     sftp.stat(folder)  # raises the real reason when it still is not there
+
+
+def check_mode(host: str, mode: str) -> None:
+    if not (isinstance(mode, str) and 3 <= len(mode) <= 4 and set(mode) <= set("01234567")):
+        raise InvalidInput(f"{host}: file mode must be an octal string like '0644', not {mode!r}")
+
+
+def safe_name(name: str) -> str:
+    """`name` as a file-name part: letters, digits and ._- only, at most 40 characters."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:40]
