@@ -270,7 +270,7 @@ def spread(records: list[dict[str, Any]], key: tuple[str, int, str]) -> tuple[fl
 
 
 SHORT = {"opsrun": "opsrun", "ansible-ssh": "Ansible ssh", "ansible-paramiko": "Ansible paramiko",
-         "pyinfra": "pyinfra", "floor": "raw floor"}
+         "pyinfra": "pyinfra", "floor": "raw floor", "floor-gcm": "floor, AES-GCM"}
 
 
 def table(raw: dict[str, Any]) -> str:
@@ -286,6 +286,7 @@ def table(raw: dict[str, Any]) -> str:
         "ansible-paramiko": f"ansible-core {v.get('ansible-venv:ansible-core', '?')} (paramiko)",
         "pyinfra": f"pyinfra {v.get('pyinfra-venv:pyinfra', '?')}",
         "floor": f"raw floor (paramiko {v.get('opsrun-venv:paramiko', '?')})",
+        "floor-gcm": "raw floor, AES-GCM first",
     }
     ratio_cols = [t for t in ("ansible-ssh", "ansible-paramiko", "pyinfra") if t in tools]
     cols = ["hosts", "run"] + [head_names[t] for t in tools]

@@ -375,6 +375,18 @@ class Floor(Tool):
         return bad
 
 
+class FloorGcm(Floor):
+    """The floor offering AES-GCM first, as opsrun does (paramiko's default is aes128-ctr with
+    hmac-sha2-256): how much of opsrun's distance to the floor the cipher choice hides."""
+
+    name = "floor-gcm"
+    label = "raw paramiko floor, AES-GCM"
+
+    def command(self, hosts: list[HostInfo]) -> tuple[list[str], Path]:
+        argv, cwd = super().command(hosts)
+        return [*argv, "--gcm"], cwd
+
+
 TOOLS: dict[str, type[Tool]] = {
-    t.name: t for t in (Opsrun, AnsibleSsh, AnsibleParamiko, Pyinfra, Floor)
+    t.name: t for t in (Opsrun, AnsibleSsh, AnsibleParamiko, Pyinfra, Floor, FloorGcm)
 }
