@@ -663,3 +663,33 @@ def test_a_private_key_is_loaded_once_for_every_host_using_it(ssh_hosts: list[Ss
     with pytest.raises(OpsrunError):
         t.open()
     t.close()
+
+
+def test_data_ready_is_set_while_either_buffer_has_data() -> None:
+    """ssh_channel.DataReady stands in for select() on paramiko's Channel.fileno() pipe: set
+    while stdout or stderr holds data or is closed, cleared only when both are drained."""
+    from paramiko.buffered_pipe import BufferedPipe
+
+    from runner.transports.ssh_channel import DataReady
+
+    class Chan:
+        in_buffer = BufferedPipe()
+        in_stderr_buffer = BufferedPipe()
+
+    chan = Chan()
+    ready = DataReady(chan)  # type: ignore[arg-type]
+    assert not ready.wait(0)
+    chan.in_stderr_buffer.feed(b"warning\n")
+    chan.in_buffer.feed(b"out")
+    assert ready.wait(0)
+    assert chan.in_buffer.read(10) == b"out"
+    assert ready.wait(0), "stderr still holds data"
+    assert chan.in_stderr_buffer.read(100) == b"warning\n"
+    assert not ready.wait(0)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(ready.wait(5)))
+    waiter.start()
+    time.sleep(0.05)
+    chan.in_buffer.close()  # EOF wakes a waiter too
+    waiter.join(5)
+    assert woke == [True]

@@ -15,7 +15,6 @@ import getpass
 import os
 import posixpath
 import secrets
-import select
 import shlex
 import socket
 import threading
@@ -39,6 +38,7 @@ from runner.transports.ssh_channel import (
     CHUNK,
     SUDO_HELLO,
     SUDO_PROMPT,
+    DataReady,
     FastTransport,
     QuickAckSocket,
     _hello_pgid,
@@ -342,7 +342,7 @@ class SSHTransport(Transport):
         writer: threading.Thread | None = None
         if not gated:
             writer = _send_stdin(chan, stdin)
-        fd = chan.fileno()
+        ready = DataReady(chan)
         while True:
             while chan.recv_ready():
                 out += chan.recv(CHUNK)
@@ -381,7 +381,7 @@ class SSHTransport(Transport):
             if chan.eof_received:
                 chan.status_event.wait(wait)  # data is over; wait for exit status or close
             else:
-                select.select([fd], [], [], wait)
+                ready.wait(wait)
         if writer is not None:
             writer.join(timeout=5)
         rc = chan.exit_status

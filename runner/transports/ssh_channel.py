@@ -134,3 +134,41 @@ def describe(exc: BaseException | None) -> str:
 def quiet_close(client: paramiko.SSHClient) -> None:
     with contextlib.suppress(Exception):
         client.close()
+
+
+class _Side:
+    """One buffer's flag for DataReady (paramiko's BufferedPipe calls set() and clear())."""
+
+    def __init__(self, owner: DataReady, index: int) -> None:
+        self._owner = owner
+        self._index = index
+
+    def set(self) -> None:
+        self._owner.mark(self._index, True)
+
+    def clear(self) -> None:
+        self._owner.mark(self._index, False)
+
+
+class DataReady:
+    """An Event set while a channel's stdout or stderr buffer has data (or is closed): what
+    select() on paramiko's `Channel.fileno()` tells, without the OS pipe that makes (two fds,
+    and a write and a read of it for every packet that arrives)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.event = threading.Event()
+        self._on = [False, False]
+        self._lock = threading.Lock()
+        chan.in_buffer.set_event(_Side(self, 0))  # type: ignore[arg-type]  # set() and clear() are all it calls
+        chan.in_stderr_buffer.set_event(_Side(self, 1))  # type: ignore[arg-type]
+
+    def mark(self, index: int, on: bool) -> None:
+        with self._lock:
+            self._on[index] = on
+            if on or any(self._on):
+                self.event.set()
+            else:
+                self.event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
