@@ -354,3 +354,47 @@ def test_every_apply_event_type_has_a_console_and_a_timeline_line() -> None:
         elif ev["type"] == "attempt":
             label = "try 2: $ false"
         assert any(label in ln for ln in body), (ev["type"], label, timeline)
+
+
+def test_event_lines_off_a_terminal_are_flushed_in_batches_never_held_long(monkeypatch: Any) -> None:
+    """runner.cli.output.Lines: on a terminal every line is flushed; elsewhere lines written
+    together share a flush, a line written alone is flushed by a timer within FLUSH_S, and
+    close() flushes the rest; order is kept."""
+    import sys
+    import time as _time
+
+    from runner.cli.output import Lines
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty, self.text, self.flushed, self.flushes = tty, "", "", 0
+
+        def isatty(self) -> bool:
+            return self.tty
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            self.flushes += 1
+            self.flushed = self.text
+
+    pipe = Stream(False)
+    monkeypatch.setattr(sys, "stdout", pipe)
+    lines = Lines()
+    for i in range(200):
+        lines.write(f"line {i}\n")
+    assert pipe.flushes <= 3, pipe.flushes  # the first line, then the timer
+    deadline = _time.monotonic() + 2 * Lines.FLUSH_S + 1
+    while pipe.flushed != pipe.text and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert pipe.flushed == pipe.text, "a line was held past the timer"
+    lines.write("last\n")
+    lines.close()
+    assert pipe.flushed.endswith("line 199\nlast\n") and pipe.text.count("\n") == 201
+    tty = Stream(True)
+    monkeypatch.setattr(sys, "stdout", tty)
+    lines = Lines()
+    for i in range(5):
+        lines.write(f"{i}\n")
+    assert tty.flushes == 5

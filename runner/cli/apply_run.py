@@ -10,7 +10,7 @@ from typing import Any
 
 from runner import formats
 from runner.cli.ci import failure_documents, write_junit
-from runner.cli.output import CommandExit, err, out
+from runner.cli.output import CommandExit, Lines, err, out
 from runner.errors import EXIT_ERROR, EXIT_OK, OpsrunError, resume_command
 
 
@@ -149,6 +149,7 @@ class ApplyDisplay:
         self.task: Any = None
         self.live = not as_json and sys.stdout.isatty()
         self.human: Any = None  # a person asked at the terminal when a step escalates to one
+        self.lines = Lines()
 
     def __enter__(self) -> ApplyDisplay:
         if self.live:
@@ -172,6 +173,7 @@ class ApplyDisplay:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+        self.lines.close()
 
     def paused(self, fn: Any) -> Any:
         """Wrap a terminal conversation so the live progress bar steps aside for it."""
@@ -191,7 +193,7 @@ class ApplyDisplay:
         from runner import report
 
         if self.as_json:
-            out(json.dumps(ev, default=str) + "\n")
+            self.lines.write(json.dumps(ev, default=str) + "\n")
             return
         t = ev.get("type")
         if t == "step_start" and self.progress is not None:
@@ -209,4 +211,4 @@ class ApplyDisplay:
 
                 self.progress.console.print(Text.from_ansi(line))
             else:
-                out(line + "\n")
+                self.lines.write(line + "\n")

@@ -30,8 +30,71 @@ def out(text: str) -> None:
     sys.stdout.flush()
 
 
+class Lines:
+    """A run's event lines on stdout. On a terminal each is flushed as written; elsewhere (a CI
+    log, a pipe, a file) they are flushed at most every FLUSH_S seconds, by the next line or a
+    timer, so a line is never held longer than that (a flush per line was a write(2) per host
+    and step, with every worker thread waiting on it). close() flushes the rest."""
+
+    FLUSH_S = 0.2
+
+    def __init__(self) -> None:
+        import threading
+
+        self._each = sys.stdout.isatty()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._last = 0.0
+
+    def write(self, text: str) -> None:
+        import time
+
+        sys.stdout.write(text)
+        if self._each:
+            sys.stdout.flush()
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last >= self.FLUSH_S:
+                self._last = now
+                self._flush()
+            elif self._timer is None:
+                import threading
+
+                self._timer = threading.Timer(self.FLUSH_S, self._tick)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _tick(self) -> None:
+        import time
+
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+            self._flush()
+
+    @staticmethod
+    def _flush() -> None:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a closed pipe: the caller's next write says so
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        sys.stdout.flush()
+
+
 def err(text: str) -> None:
-    """A message on stderr, ended by a newline."""
+    """A message on stderr, ended by a newline (after what stdout holds: the two stay in order
+    where they share a log)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
     sys.stderr.flush()
 
