@@ -693,3 +693,37 @@ def test_data_ready_is_set_while_either_buffer_has_data() -> None:
     chan.in_buffer.close()  # EOF wakes a waiter too
     waiter.join(5)
     assert woke == [True]
+
+
+def test_known_hosts_index_answers_as_paramikos_lookup(ssh_hosts: list[Sshd], tmp_path: Path) -> None:
+    """ssh_config.KnownHosts: a file without hashed names is looked up through an index, with
+    paramiko's answer (the first key of each type; names on one line; ports in brackets); a
+    file with hashed names goes to paramiko's own lookup."""
+    from runner.transports.ssh_config import KnownHosts
+
+    pubs = [Path(str(p.client_key) + ".pub").read_text().split()[:2] for p in ssh_hosts[:2]]
+    host_lines = Path(ssh_hosts[0].known_hosts).read_text().splitlines()
+    plain = tmp_path / "plain"
+    plain.write_text("\n".join([
+        *host_lines,
+        f"alpha,beta {pubs[0][0]} {pubs[0][1]}",
+        f"alpha {pubs[1][0]} {pubs[1][1]}",  # a second key of the same type: the first wins
+        f"[gamma]:2222 {pubs[1][0]} {pubs[1][1]}",
+        "# a comment", "",
+    ]) + "\n")
+    ref = paramiko.HostKeys(str(plain))
+    mine = KnownHosts(plain)
+    names = ["alpha", "beta", "[gamma]:2222", "gamma", "nobody"]
+    names += [line.split()[0].split(",")[0] for line in host_lines if line and not line.startswith("#")]
+    for name in names:
+        found = ref.lookup(name)
+        want = {t: found[t] for t in found} if found else {}
+        assert mine.lookup(name) == want, name
+    assert mine._index is not None
+    hashed = tmp_path / "hashed"
+    h = paramiko.HostKeys()
+    h.add(paramiko.HostKeys.hash_host("alpha"), pubs[0][0], paramiko.PKey.from_type_string(
+        pubs[0][0], __import__("base64").b64decode(pubs[0][1])))
+    h.save(str(hashed))
+    ks = KnownHosts(hashed)
+    assert ks._index is None and set(ks.lookup("alpha")) == {pubs[0][0]} and ks.lookup("beta") == {}

@@ -119,10 +119,37 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-_known_hosts_cache: dict[tuple[str, int, int], paramiko.HostKeys] = {}
+class KnownHosts:
+    """A known_hosts file parsed once: paramiko's HostKeys, and for a file without hashed
+    names an index by name (paramiko's lookup compares every entry with the name: each of N
+    hosts looking itself up in a file of N lines made that N x N)."""
+
+    def __init__(self, path: Path) -> None:
+        self.keys = paramiko.HostKeys(str(path))
+        entries = getattr(self.keys, "_entries", None)
+        self._index: dict[str, dict[str, paramiko.PKey]] | None = None
+        if isinstance(entries, list) and not any(
+                h.startswith("|1|") for e in entries for h in e.hostnames):
+            index: dict[str, dict[str, paramiko.PKey]] = {}
+            for e in entries:
+                if e.key is None:
+                    continue
+                for h in e.hostnames:
+                    index.setdefault(h, {}).setdefault(e.key.get_name(), e.key)  # the first wins
+            self._index = index
+
+    def lookup(self, name: str) -> dict[str, paramiko.PKey]:
+        """key type -> key for `name` (the first of each type in the file), as paramiko's."""
+        if self._index is not None:
+            return dict(self._index.get(name, {}))
+        found = self.keys.lookup(name)
+        return {t: found[t] for t in found} if found else {}
 
 
-def _parsed_known_hosts(path: Path) -> paramiko.HostKeys:
+_known_hosts_cache: dict[tuple[str, int, int], KnownHosts] = {}
+
+
+def _parsed_known_hosts(path: Path) -> KnownHosts:
     """known_hosts parsed once per run and shared by every host (parsing it for each of 50
     hosts cost 108 ms of CPU); a file that changed (accept-new appended) is parsed again."""
     st = path.stat()
@@ -130,7 +157,7 @@ def _parsed_known_hosts(path: Path) -> paramiko.HostKeys:
     with _known_hosts_lock:
         keys = _known_hosts_cache.get(key)
         if keys is None:
-            keys = paramiko.HostKeys(str(path))
+            keys = KnownHosts(path)
             for old in [k for k in _known_hosts_cache if k[0] == key[0]]:
                 del _known_hosts_cache[old]
             _known_hosts_cache[key] = keys
