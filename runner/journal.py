@@ -115,13 +115,11 @@ class Journal:
         """The deferred lines, then `line`, in one write(2). Called with the lock held."""
         if self._fd < 0:
             raise ValueError(f"the journal of run {self.run_id} is closed")
-        if self._pending:
-            self._pending.append(line)
-            line = "".join(self._pending)
-            self._pending.clear()
-        data = memoryview(line.encode("utf-8", "backslashreplace"))
+        text = "".join([*self._pending, line]) if self._pending else line
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
         while data:  # a regular file takes it whole; a signal or a full disk may cut it short
             data = data[os.write(self._fd, data):]
+        self._pending.clear()  # only once written: a failed write leaves them for the next one
 
     note = event  # an event no commit waits for on its own (a process started): the same write
 
