@@ -347,3 +347,24 @@ def test_a_retry_still_holds_the_rest_of_the_run_to_the_approved_plan(project: P
     assert "step 'dir'" not in (second.error or "")  # finished before: not held to the plan again
     assert "--allow-drift" not in (second.error or "")
     assert (out / "motd").read_text() == "moved\n"
+
+
+def test_a_worker_thread_that_cannot_take_the_project_says_so_and_stops(project: Project) -> None:
+    """runner.service.worker.WorkerThread (what `opsrun serve` runs): while another worker holds
+    the project it stops with the reason kept in `error` (serve's /health shows `stopped`);
+    the process goes on, and the queue still takes jobs."""
+    from runner.service.worker import WorkerThread
+
+    with running_worker(project, poll_s=0.05):
+        second = WorkerThread(project, poll_s=0.05)
+        second.worker.lock_wait_s = 0.2
+        assert second.state() == "unavailable"
+        second.start()
+        wait_for(lambda: second.state() == "stopped", what="the second worker to give up")
+        assert "worker" in second.error.lower() and second.error
+        assert second.queue.list() is not None
+    first = WorkerThread(project, poll_s=0.05)
+    first.start()
+    wait_for(lambda: first.state() == "running" and not first.error, what="a worker once the project is free")
+    first.stop()
+    assert first.state() == "stopped" and not first.error

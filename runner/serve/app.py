@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from runner.secrets import redact
 from runner.serve import jobs, openai, problems, routes
 from runner.serve.config import ServeConfig, is_loopback
 from runner.serve.limits import BodyLimit, RateLimit, TokenBucket
@@ -33,55 +31,36 @@ LLM gateway. Authenticate with `Authorization: Bearer TOKEN`; roles read < plan 
 """
 
 
-class WorkerThread:
-    """The project's job worker (runner.service Worker) in a daemon thread of this process:
-    recovers jobs a dead server left running, then runs queued jobs until stopped."""
+class ServeWorker:
+    """The project's job worker (runner.service WorkerThread) while serve runs, and the queue
+    the job routes use: a 503 problem when the queue is not there."""
 
     def __init__(self, project: Any) -> None:
         self.project = project
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.queue: Any = None
+        self.background: Any = None
         self.error = ""
 
     def start(self) -> None:
         try:
-            from runner.service.jobs import JobQueue
-            from runner.service.worker import Worker
+            from runner.service.worker import WorkerThread
         except ImportError as exc:
             self.error = f"the job queue is not available ({exc})"
             log.warning("%s", self.error)
             return
-        self.queue = JobQueue(self.project)
-        worker = Worker(self.project, self.queue)
-        self.thread = threading.Thread(target=self._run, args=(worker,), name="opsrun-worker", daemon=True)
-        self.thread.start()
-
-    def _run(self, worker: Any) -> None:
-        try:
-            recovered = worker.recover()
-            if recovered:
-                log.info("recovered %d job(s) left running: %s", len(recovered),
-                         ", ".join(f"{j.id} {j.state}" for j in recovered))
-            worker.run(self.stop_event)
-        except Exception as exc:  # the server stays up; /health says the worker stopped
-            self.error = redact(f"{type(exc).__name__}: {exc}")
-            log.error("job worker stopped: %s", self.error)
+        self.background = WorkerThread(self.project)
+        self.background.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(timeout)
+        if self.background is not None:
+            self.background.stop(timeout)
 
     def state(self) -> str:
-        if self.thread is None:
-            return "unavailable"
-        return "running" if self.thread.is_alive() else "stopped"
+        return "unavailable" if self.background is None else str(self.background.state())
 
     def jobs(self) -> Any:
-        if self.queue is None:
+        if self.background is None:
             raise ApiProblem(503, self.error or "the job queue is not running")
-        return self.queue
+        return self.background.queue
 
 
 class Prefix:
@@ -133,7 +112,7 @@ def create_app(project_root: str | Path, cfg: ServeConfig | None = None, *, host
 
     cfg = (cfg or ServeConfig()).for_bind(host)
     project = open_project(project_root)
-    runner_ = WorkerThread(project)
+    runner_ = ServeWorker(project)
     mcp_app = _mcp(project, cfg, host) if mount_mcp else None
 
     @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import threading
@@ -17,12 +18,14 @@ from typing import Any
 
 from runner.errors import DriftError, InvalidInput, LockError, OpsrunError
 from runner.files import open_private
+from runner.secrets import redact
 from runner.service import audit
 from runner.service.approvals import approval_of
 from runner.service.jobs import Job, JobQueue
 from runner.service.plans import get_plan
 from runner.service.project import Project
 
+log = logging.getLogger("opsrun.serve")  # what serve shows of its worker
 RETRY_DELAY_S = 0.5  # a job whose run cannot start yet (lock held, last step still running)
 NOT_RETRIED = (DriftError, InvalidInput)  # the plan or its approval no longer holds: retrying cannot help
 
@@ -253,16 +256,54 @@ class Worker:
         return job
 
 
+class WorkerThread:
+    """The project's Worker in a daemon thread of this process (`opsrun serve`, tests): it
+    recovers the jobs a dead worker left running, then runs queued jobs until stop(). What ends
+    it early (another worker holds the project, a bug) is kept in `error`, logged, and state()
+    says `stopped`; the process stays up."""
+
+    def __init__(self, project: Project, poll_s: float = 0.2) -> None:
+        self.worker = Worker(project, JobQueue(project))
+        self.queue = self.worker.queue
+        self.poll_s = poll_s
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error = ""
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="opsrun-worker", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            recovered = self.worker.recover()
+            if recovered:
+                log.info("recovered %d job(s) left running: %s", len(recovered),
+                         ", ".join(f"{j.id} {j.state}" for j in recovered))
+            self.worker.run(self.stop_event, self.poll_s)
+        except Exception as exc:  # the process stays up; state() says the worker stopped
+            self.error = redact(f"{type(exc).__name__}: {exc}")
+            log.error("job worker stopped: %s", self.error)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def state(self) -> str:
+        if self.thread is None:
+            return "unavailable"
+        return "running" if self.thread.is_alive() else "stopped"
+
+
 @contextlib.contextmanager
 def running_worker(project: Project, poll_s: float = 0.1) -> Iterator[Worker]:
-    """A worker in a thread of this process until the block ends (serve, tests)."""
-    stop = threading.Event()
-    worker = Worker(project, JobQueue(project))
-    worker._hold()  # refused here, in the caller's thread, when another worker holds the project
-    thread = threading.Thread(target=worker.run, args=(stop, poll_s), name="opsrun-worker", daemon=True)
-    thread.start()
+    """A worker in a thread of this process until the block ends (tests); refused at once, in
+    the caller's thread, when another worker holds the project."""
+    background = WorkerThread(project, poll_s)
+    background.worker._hold()
+    background.start()
     try:
-        yield worker
+        yield background.worker
     finally:
-        stop.set()
-        thread.join()
+        background.stop()
