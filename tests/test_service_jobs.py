@@ -351,8 +351,9 @@ def test_a_retry_still_holds_the_rest_of_the_run_to_the_approved_plan(project: P
 
 def test_a_worker_thread_that_cannot_take_the_project_says_so_and_stops(project: Project) -> None:
     """runner.service.worker.WorkerThread (what `opsrun serve` runs): while another worker holds
-    the project it stops with the reason kept in `error` (serve's /health shows `stopped`);
-    the process goes on, and the queue still takes jobs."""
+    the project, one without retry_s stops with the reason kept in `error` (/health: `stopped`)
+    and the queue still takes jobs; serve's (retry_s) waits (/health: `waiting`) and takes over
+    once the project is free."""
     from runner.service.worker import WorkerThread
 
     with running_worker(project, poll_s=0.05):
@@ -363,8 +364,11 @@ def test_a_worker_thread_that_cannot_take_the_project_says_so_and_stops(project:
         wait_for(lambda: second.state() == "stopped", what="the second worker to give up")
         assert "worker" in second.error.lower() and second.error
         assert second.queue.list() is not None
-    first = WorkerThread(project, poll_s=0.05)
-    first.start()
-    wait_for(lambda: first.state() == "running" and not first.error, what="a worker once the project is free")
-    first.stop()
-    assert first.state() == "stopped" and not first.error
+        patient = WorkerThread(project, poll_s=0.05, retry_s=0.1)  # serve's: it waits its turn
+        patient.worker.lock_wait_s = 0.1
+        patient.start()
+        wait_for(lambda: patient.state() == "waiting", what="the patient worker to wait")
+        assert "another worker" in patient.error
+    wait_for(lambda: patient.state() == "running" and not patient.error, what="it to take over")
+    patient.stop()
+    assert patient.state() == "stopped" and not patient.error

@@ -31,6 +31,9 @@ LLM gateway. Authenticate with `Authorization: Bearer TOKEN`; roles read < plan 
 """
 
 
+WORKER_RETRY_S = 5.0  # another worker (`opsrun jobs work`) holds the project: serve's takes over after it
+
+
 class ServeWorker:
     """The project's job worker (runner.service WorkerThread) while serve runs, and the queue
     the job routes use: a 503 problem when the queue is not there."""
@@ -47,7 +50,7 @@ class ServeWorker:
             self.error = f"the job queue is not available ({exc})"
             log.warning("%s", self.error)
             return
-        self.background = WorkerThread(self.project)
+        self.background = WorkerThread(self.project, retry_s=WORKER_RETRY_S)
         self.background.start()
 
     def stop(self, timeout: float = 10.0) -> None:

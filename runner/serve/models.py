@@ -127,7 +127,8 @@ class JobOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
-    worker: str = Field(description="running | stopped | unavailable")
+    worker: str = Field(description="running | waiting (another worker holds the project; this one "
+                                    "takes over when it stops) | stopped | unavailable")
     mcp: bool = Field(description="Whether MCP (streamable HTTP) is mounted at /mcp.")
 
 

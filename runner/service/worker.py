@@ -258,32 +258,54 @@ class Worker:
 
 class WorkerThread:
     """The project's Worker in a daemon thread of this process (`opsrun serve`, tests): it
-    recovers the jobs a dead worker left running, then runs queued jobs until stop(). What ends
-    it early (another worker holds the project, a bug) is kept in `error`, logged, and state()
-    says `stopped`; the process stays up."""
+    recovers the jobs a dead worker left running, then runs queued jobs until stop(). While
+    another worker holds the project it tries again every `retry_s` seconds (state `waiting`;
+    None: it stops). What ends it early (a bug, the lock without retry_s) is kept in `error`,
+    logged, and state() says `stopped`; the process stays up."""
 
-    def __init__(self, project: Project, poll_s: float = 0.2) -> None:
+    def __init__(self, project: Project, poll_s: float = 0.2, retry_s: float | None = None) -> None:
         self.worker = Worker(project, JobQueue(project))
         self.queue = self.worker.queue
         self.poll_s = poll_s
+        self.retry_s = retry_s
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.error = ""
+        self.waiting = False
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="opsrun-worker", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            recovered = self.worker.recover()
+        while not self.stop_event.is_set():
+            try:
+                recovered = self.worker.recover()  # takes the project's worker lock first
+            except LockError as exc:
+                if self.retry_s is None:
+                    self._stopped(exc)
+                    return
+                if not self.waiting:
+                    log.warning("job worker waits: %s; trying again every %gs", exc.message, self.retry_s)
+                self.waiting, self.error = True, redact(exc.message)
+                self.stop_event.wait(self.retry_s)
+                continue
+            except Exception as exc:  # the process stays up; state() says the worker stopped
+                self._stopped(exc)
+                return
+            self.waiting, self.error = False, ""
             if recovered:
                 log.info("recovered %d job(s) left running: %s", len(recovered),
                          ", ".join(f"{j.id} {j.state}" for j in recovered))
-            self.worker.run(self.stop_event, self.poll_s)
-        except Exception as exc:  # the process stays up; state() says the worker stopped
-            self.error = redact(f"{type(exc).__name__}: {exc}")
-            log.error("job worker stopped: %s", self.error)
+            try:
+                self.worker.run(self.stop_event, self.poll_s)
+            except Exception as exc:
+                self._stopped(exc)
+            return
+
+    def _stopped(self, exc: BaseException) -> None:
+        self.error = redact(f"{type(exc).__name__}: {exc}")
+        log.error("job worker stopped: %s", self.error)
 
     def stop(self, timeout: float | None = None) -> None:
         self.stop_event.set()
@@ -293,7 +315,9 @@ class WorkerThread:
     def state(self) -> str:
         if self.thread is None:
             return "unavailable"
-        return "running" if self.thread.is_alive() else "stopped"
+        if not self.thread.is_alive():
+            return "stopped"
+        return "waiting" if self.waiting else "running"
 
 
 @contextlib.contextmanager
