@@ -254,13 +254,33 @@ def _events_now(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     return [e["data"] for e in sse_events(client, f"/jobs/{job_id}/events?follow=false")]
 
 
-def test_one_worker_per_project_a_second_server_runs_none(tmp_path: Path) -> None:
+def test_one_worker_per_project_a_second_server_waits_its_turn(tmp_path: Path) -> None:
+    """A second `opsrun serve` of the project runs no jobs while the first one's worker holds the
+    project (/health: waiting, the log says why) and takes over when the first server stops."""
     project = make_project(tmp_path, KILL_PLAYBOOK)
     serve_yaml(project)
-    with Served(project) as first, Served(project) as second:
-        assert httpx.get(first.url + "/health").json()["worker"] == "running"
-        deadline = time.monotonic() + 10
-        while httpx.get(second.url + "/health").json()["worker"] != "stopped" and time.monotonic() < deadline:
+
+    def worker_of(served: Served, state: str, within: float) -> str:
+        deadline = time.monotonic() + within
+        got = ""
+        while time.monotonic() < deadline:
+            got = httpx.get(served.url + "/health").json()["worker"]
+            if got == state:
+                break
             time.sleep(0.1)
-        assert httpx.get(second.url + "/health").json()["worker"] == "stopped"
-    assert "another worker runs the jobs" in second.output()
+        return got
+
+    first_ctx = Served(project)
+    first = first_ctx.__enter__()
+    try:
+        with Served(project) as second:
+            assert httpx.get(first.url + "/health").json()["worker"] == "running"
+            assert worker_of(second, "waiting", 10) == "waiting"
+            first_ctx.__exit__(None, None, None)
+            first_ctx = None
+            assert worker_of(second, "running", 20) == "running"  # retried within 5 s, then took over
+            log = second.output()
+    finally:
+        if first_ctx is not None:
+            first_ctx.__exit__(None, None, None)
+    assert "another worker runs the jobs" in log
