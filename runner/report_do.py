@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from runner.journal import RunInfo
+from runner.report_runs import rel_time
 from runner.secrets import redact
 
 
@@ -18,16 +19,6 @@ def is_do_run(run: RunInfo) -> bool:
 def _s(value: Any, limit: int = 300) -> str:
     text = redact(str(value if value is not None else ""))
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _rel(t0: Any, t: Any) -> str:
-    from datetime import datetime
-
-    try:
-        d = (datetime.fromisoformat(str(t)) - datetime.fromisoformat(str(t0))).total_seconds()
-        return f"+{d:7.3f}s"
-    except (TypeError, ValueError):
-        return "        "
 
 
 def event_text(ev: dict[str, Any]) -> str | None:
@@ -92,7 +83,7 @@ def do_timeline(run: RunInfo) -> str:
     for ev in run.events:
         text = event_text(ev)
         if text is not None:
-            out.append(f"{_rel(t0, ev.get('ts'))}  {text}")
+            out.append(f"{rel_time(t0, ev.get('ts'))}  {text}")
     if run.end is None:
         out.append("(no do_end event: the run was interrupted or is still going)")
     return "\n".join(out) + "\n"

@@ -50,7 +50,7 @@ def run_timeline(run: RunInfo) -> str:
     t0 = s.get("ts")
     for ev in run.events:
         t = ev.get("type")
-        rel = _rel(t0, ev.get("ts"))
+        rel = rel_time(t0, ev.get("ts"))
         pad = " " * len(rel)
         where = event_where(ev)
         if t == "run_start":
@@ -100,7 +100,8 @@ def run_timeline(run: RunInfo) -> str:
     return "\n".join(out) + "\n"
 
 
-def _rel(t0: Any, t: Any) -> str:
+def rel_time(t0: Any, t: Any) -> str:
+    """`+  1.234s`: an event's time after the run's start (blank when either is not a time)."""
     from datetime import datetime
 
     try:

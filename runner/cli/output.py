@@ -5,6 +5,8 @@ codes, rich consoles for tables. Imports only errors and secrets (rich loads whe
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -39,16 +41,12 @@ class Lines:
     FLUSH_S = 0.2
 
     def __init__(self) -> None:
-        import threading
-
         self._each = sys.stdout.isatty()
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._last = 0.0
 
     def write(self, text: str) -> None:
-        import time
-
         sys.stdout.write(text)
         if self._each:
             sys.stdout.flush()
@@ -59,15 +57,11 @@ class Lines:
                 self._last = now
                 self._flush()
             elif self._timer is None:
-                import threading
-
                 self._timer = threading.Timer(self.FLUSH_S, self._tick)
                 self._timer.daemon = True
                 self._timer.start()
 
     def _tick(self) -> None:
-        import time
-
         with self._lock:
             self._timer = None
             self._last = time.monotonic()

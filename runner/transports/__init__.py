@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from typing import Any
@@ -67,8 +68,6 @@ class _ParamikoVersion(_Deferred):
 
 def _dist_version(name: str) -> str | None:
     """The Version: of the one `<name>-*.dist-info` beside the package (None: not so simple)."""
-    import os
-
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.origin:
         return None

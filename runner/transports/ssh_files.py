@@ -131,7 +131,7 @@ class SftpFiles:
 
         try:
             got = self._do(f"sftp {BY_ID}", ask)
-        except (paramiko.SSHException, IndexError, struct.error):  # a malformed reply: not this server
+        except (IndexError, struct.error):  # a malformed reply: not this server
             got = None
         if got is None:
             self._names.by_id = False
